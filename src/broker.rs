@@ -1,0 +1,772 @@
+//! The application core: authentication, minting, introspection, revocation, subjects and
+//! keys, each a method that validates, applies the domain rules, writes one transaction and
+//! waits for durability. Transport-free, so it runs the same behind gRPC and in benchmarks.
+
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use crate::{
+    config::Config,
+    domain::{
+        Grant, MintLimits, MintRequest, PermissionModel, Projects, attenuate,
+        claims::Claims,
+        grant::attenuates,
+        validate::{self, FieldViolation, quote},
+    },
+    error::Error,
+    keys::{
+        KeyError, MasterKey,
+        jwt::{JwtKeys, JwtSettings, KeyMaterial, SigningAlgorithm},
+        secret::{self, Secret},
+    },
+    pb::storage::{AccessKeyRecord, GrantRecord, SigningKeyRecord, SubjectRecord, TokenRecord},
+    policy::{PolicyEngine, PolicyError},
+    store::{KeyOutcome, MintOutcome, Store, StoreError},
+};
+
+/// Subject kinds as stored (same numbers as `tokenbroker.v1.SubjectKind`).
+pub const KIND_USER: i32 = 1;
+/// See [`KIND_USER`].
+pub const KIND_SERVICE: i32 = 2;
+/// The subject created on first start.
+pub const ADMIN_SUBJECT: &str = "admin";
+/// File under the data dir that receives the bootstrap admin secret, once.
+pub const BOOTSTRAP_KEY_FILE: &str = "bootstrap-admin.key";
+const BOOTSTRAP_MARK: &str = "bootstrap";
+const SIGNING_AAD: &str = "signing-key:";
+
+/// Why the broker could not start; printed before exit.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Policy files are invalid.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// Storage could not be opened or written.
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    /// Keys could not be loaded or generated.
+    #[error("keys: {0}")]
+    Key(#[from] KeyError),
+    /// A file under the data dir could not be written.
+    #[error("cannot write `{path}`: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The failure.
+        source: std::io::Error,
+    },
+}
+
+/// Seconds since the Unix epoch: the broker's one clock.
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// How the caller proved who it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CredentialKind {
+    /// A long-lived access key.
+    AccessKey,
+    /// A broker access token.
+    AccessToken,
+}
+
+/// The authenticated caller, handed from the auth layer to handlers via request extensions.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    /// The subject acting.
+    pub subject: SubjectRecord,
+    /// Key or token.
+    pub kind: CredentialKind,
+    /// The access-key id or the token's jti.
+    pub credential_id: String,
+    /// Delegation depth of the credential (0 for a key).
+    pub depth: u32,
+    /// What the credential holds.
+    pub grant: Grant,
+    /// The access key at the root of the chain.
+    pub root_key: String,
+}
+
+/// A mint that passed validation and attenuation, ready for policy and signing.
+#[derive(Clone, Debug)]
+pub struct MintPlan {
+    /// The grant the new token will hold.
+    pub grant: Grant,
+    /// Its lifetime in seconds.
+    pub lifetime_secs: i64,
+    /// Its audience.
+    pub audience: String,
+    /// Its depth.
+    pub depth: u32,
+}
+
+/// A freshly minted token.
+#[derive(Clone, Debug)]
+pub struct Minted {
+    /// The signed JWT; returned once.
+    pub token: String,
+    /// Its claims.
+    pub claims: Claims,
+}
+
+/// An access key just created, with its secret shown once.
+#[derive(Debug)]
+pub struct CreatedKey {
+    /// The stored record (hash only).
+    pub record: AccessKeyRecord,
+    /// The secret.
+    pub secret: Secret,
+}
+
+/// Shared state of a running broker.
+pub struct Broker {
+    /// The validated configuration.
+    pub config: Config,
+    /// Persistent state.
+    pub store: Store,
+    /// Cedar policies.
+    pub policy: PolicyEngine,
+    /// Signing and verification keys.
+    pub jwt: JwtKeys,
+    /// Permission vocabulary with implication.
+    pub model: PermissionModel,
+    pepper: [u8; 32],
+    limits: MintLimits,
+    audiences: Vec<String>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("data_dir", &self.config.data_dir)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Converts a stored grant and an end time into a domain grant.
+pub fn grant_from_record(record: Option<&GrantRecord>, not_after: i64) -> Grant {
+    let (projects, permissions) = record
+        .map(|g| (g.projects.as_slice(), g.permissions.as_slice()))
+        .unwrap_or_default();
+    Grant {
+        projects: Projects::from_ids(projects.iter().cloned()),
+        permissions: permissions.iter().cloned().collect(),
+        not_after: (not_after > 0).then_some(not_after),
+    }
+}
+
+/// Converts a domain grant into its stored form.
+pub fn grant_record(grant: &Grant) -> GrantRecord {
+    GrantRecord {
+        projects: grant.projects.to_ids(),
+        permissions: grant.permissions.iter().cloned().collect(),
+    }
+}
+
+fn unauthenticated(message: &str) -> Error {
+    Error::Unauthenticated(message.to_owned())
+}
+
+impl Broker {
+    /// Opens the store, loads policies and keys, and bootstraps the admin on first start.
+    /// Policies are validated before anything is written.
+    pub async fn open(config: Config, master: MasterKey) -> Result<Arc<Self>, StartError> {
+        let policy = PolicyEngine::load(&config.policies)?;
+        let store = Store::open(&config.data_dir)?;
+        let now = now();
+        let jwt = load_signing_keys(&store, &master, &config, now)?;
+        let model = PermissionModel::new(&config.permissions, &config.implies);
+        let broker = Arc::new(Self {
+            limits: MintLimits {
+                default_lifetime_secs: config.default_token_lifetime.as_secs() as i64,
+                max_lifetime_secs: config.max_token_lifetime.as_secs() as i64,
+            },
+            audiences: config.all_audiences(),
+            pepper: master.derive("access-key-pepper"),
+            config,
+            store,
+            policy,
+            jwt,
+            model,
+        });
+        broker.bootstrap(now).await?;
+        store_durable(&broker.store).await?;
+        Ok(broker)
+    }
+
+    /// Creates the `admin` subject and its key on first start and writes the secret, once,
+    /// to a 0600 file. Later starts find the marker and do nothing.
+    async fn bootstrap(&self, now: i64) -> Result<(), StartError> {
+        if self.store.meta(BOOTSTRAP_MARK)?.is_some() {
+            return Ok(());
+        }
+        let all: Vec<String> = self.model.all().cloned().collect();
+        let subject = SubjectRecord {
+            id: ADMIN_SUBJECT.to_owned(),
+            kind: KIND_USER,
+            grant: Some(GrantRecord {
+                projects: vec!["*".to_owned()],
+                permissions: all.clone(),
+            }),
+            created_at: now,
+        };
+        self.store.create_subject(&subject)?;
+        let (record, secret) = self.new_key_record(
+            ADMIN_SUBJECT,
+            "bootstrap",
+            "created on first start",
+            subject.grant.clone(),
+            false,
+            0,
+            now,
+        );
+        let path = self.config.data_dir.join(BOOTSTRAP_KEY_FILE);
+        // The file first: if we crash before the marker, the next start writes a new key.
+        write_secret_file(&path, secret.expose()).map_err(|source| StartError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        self.store.insert_access_key(&record, u32::MAX)?;
+        self.store.set_meta(BOOTSTRAP_MARK, record.id.as_bytes())?;
+        store_durable(&self.store).await?;
+        tracing::info!(path = %path.display(), "bootstrap admin access key written");
+        Ok(())
+    }
+
+    /// The configured lifetime limits.
+    pub fn limits(&self) -> MintLimits {
+        self.limits
+    }
+
+    // === authentication ===
+
+    /// Resolves a bearer value (access-key secret or access token) to the caller.
+    pub fn authenticate(&self, bearer: &str, now: i64) -> Result<Caller, Error> {
+        if secret::looks_like_secret(bearer) {
+            self.authenticate_key(bearer, now)
+        } else {
+            self.authenticate_token(bearer, now)
+        }
+    }
+
+    fn authenticate_key(&self, text: &str, now: i64) -> Result<Caller, Error> {
+        secret::check_format(text).map_err(|e| Error::Unauthenticated(e.to_string()))?;
+        let hash = secret::hash(&self.pepper, text);
+        let key = self
+            .store
+            .access_key_by_hash(&hash)?
+            .ok_or_else(|| unauthenticated("access key is unknown or was deleted"))?;
+        let current = secret::hashes_equal(&key.secret_hash, &hash);
+        let grace = key.old_secret_expires_at > now && secret::hashes_equal(&key.old_secret_hash, &hash);
+        if !current && !grace {
+            return Err(unauthenticated("access key secret was reset"));
+        }
+        if key.expires_at > 0 && key.expires_at <= now {
+            return Err(unauthenticated("access key has expired"));
+        }
+        let subject = self
+            .store
+            .subject(&key.owner)?
+            .ok_or_else(|| unauthenticated("the owner of this access key no longer exists"))?;
+        Ok(Caller {
+            subject,
+            kind: CredentialKind::AccessKey,
+            depth: 0,
+            grant: grant_from_record(key.grant.as_ref(), key.expires_at),
+            root_key: key.id.clone(),
+            credential_id: key.id,
+        })
+    }
+
+    fn authenticate_token(&self, token: &str, now: i64) -> Result<Caller, Error> {
+        let claims = self
+            .jwt
+            .verify(token, &[self.config.audience.as_str()])
+            .map_err(|e| Error::Unauthenticated(format!("access token refused: {e}")))?;
+        let record = self
+            .store
+            .token(&claims.jti)?
+            .ok_or_else(|| unauthenticated("access token is unknown to this broker"))?;
+        if record.revoked_at != 0 {
+            return Err(unauthenticated("access token has been revoked"));
+        }
+        if record.expires_at <= now - self.config.leeway.as_secs() as i64 {
+            return Err(unauthenticated("access token has expired"));
+        }
+        let subject = self
+            .store
+            .subject(&record.subject)?
+            .ok_or_else(|| unauthenticated("the subject of this access token no longer exists"))?;
+        Ok(Caller {
+            subject,
+            kind: CredentialKind::AccessToken,
+            depth: record.depth,
+            grant: grant_from_record(record.grant.as_ref(), record.expires_at),
+            root_key: record.root_key,
+            credential_id: claims.jti,
+        })
+    }
+
+    // === minting ===
+
+    /// Validates a mint request and applies the attenuation rule; the result is what policy
+    /// is asked about and what [`Broker::mint`] signs.
+    pub fn plan_mint(
+        &self,
+        caller: &Caller,
+        project_ids: &[String],
+        permissions: &[String],
+        expires_in_hours: Option<f64>,
+        audience: &str,
+        now: i64,
+    ) -> Result<MintPlan, Error> {
+        let mut request: MintRequest = validate::mint_request(
+            project_ids,
+            permissions,
+            expires_in_hours,
+            self.config.max_grant_items,
+            self.limits.max_lifetime_secs,
+            &self.model,
+        )
+        .map_err(Error::InvalidArgument)?;
+        let audience = if audience.is_empty() {
+            self.config.audience.clone()
+        } else if self.audiences.iter().any(|a| a == audience) {
+            audience.to_owned()
+        } else {
+            return Err(Error::invalid(
+                "audience",
+                format!(
+                    "audience {} is not configured: use one of `{}`",
+                    quote(audience),
+                    self.audiences.join("`, `")
+                ),
+            ));
+        };
+        let depth = match caller.kind {
+            CredentialKind::AccessKey => 0,
+            CredentialKind::AccessToken => caller.depth + 1,
+        };
+        if depth > self.config.max_delegation_depth {
+            return Err(Error::PermissionDenied {
+                reason: "DELEGATION_DEPTH_EXCEEDED",
+                message: format!(
+                    "a token at depth {} may not mint: the maximum delegation depth is {}",
+                    caller.depth, self.config.max_delegation_depth
+                ),
+            });
+        }
+        // An explicit "*" from a caller that holds every project is the same as inheriting.
+        if matches!(request.projects, Some(Projects::All)) && caller.grant.projects == Projects::All {
+            request.projects = None;
+        }
+        let grant = attenuate(&caller.grant, &request, now, self.limits, &self.model)
+            .map_err(Error::Exceeds)?;
+        let lifetime_secs = grant.not_after.map(|end| end - now).unwrap_or(0);
+        Ok(MintPlan {
+            grant,
+            lifetime_secs,
+            audience,
+            depth,
+        })
+    }
+
+    /// Signs and stores a planned token; answers only once the record is durable.
+    pub async fn mint(&self, caller: &Caller, plan: MintPlan, now: i64) -> Result<Minted, Error> {
+        // INVARIANT: only grants that attenuate the caller's are ever signed.
+        if !attenuates(&plan.grant, &caller.grant, &self.model) {
+            return Err(Error::Exceeds(crate::domain::Exceeded::default()));
+        }
+        let jti = uuid::Uuid::new_v4().simple().to_string();
+        let expires_at = now + plan.lifetime_secs;
+        let claims = Claims {
+            iss: self.config.issuer.clone(),
+            sub: caller.subject.id.clone(),
+            aud: plan.audience.clone(),
+            iat: now,
+            nbf: now,
+            exp: expires_at,
+            jti: jti.clone(),
+            prj: plan.grant.projects.to_ids(),
+            perm: plan.grant.permissions.iter().cloned().collect(),
+            par: caller.credential_id.clone(),
+            dep: plan.depth,
+        };
+        let token = self.jwt.sign(&claims)?;
+        let record = TokenRecord {
+            subject: claims.sub.clone(),
+            grant: Some(grant_record(&plan.grant)),
+            parent: caller.credential_id.clone(),
+            root_key: caller.root_key.clone(),
+            depth: plan.depth,
+            issued_at: now,
+            expires_at,
+            revoked_at: 0,
+            audience: plan.audience,
+        };
+        match self.store.insert_token(&jti, &record)? {
+            MintOutcome::Stored => {}
+            MintOutcome::ParentGone => {
+                return Err(unauthenticated(
+                    "the authorising credential was revoked while minting",
+                ));
+            }
+        }
+        self.store.durable().await?;
+        Ok(Minted { token, claims })
+    }
+
+    // === introspection and revocation ===
+
+    /// Returns the claims of an active token, or `None` for anything inactive.
+    pub fn introspect(&self, token: &str, now: i64) -> Result<Option<(Claims, TokenRecord)>, Error> {
+        let audiences: Vec<&str> = self.audiences.iter().map(String::as_str).collect();
+        let Ok(claims) = self.jwt.verify(token, &audiences) else {
+            return Ok(None);
+        };
+        let Some(record) = self.store.token(&claims.jti)? else {
+            return Ok(None);
+        };
+        if record.revoked_at != 0 || record.expires_at <= now - self.config.leeway.as_secs() as i64 {
+            return Ok(None);
+        }
+        Ok(Some((claims, record)))
+    }
+
+    /// The jti a revocation request names: the `jti` field, or the jti of a token this
+    /// broker signed (expired tokens may still be revoked, so only the signature is checked).
+    pub fn revocation_target(&self, token: &str, jti: &str) -> Result<String, Error> {
+        match (token.is_empty(), jti.is_empty()) {
+            (true, true) => Err(Error::invalid("token", "give `token` or `jti`")),
+            (false, false) => Err(Error::invalid("jti", "give `token` or `jti`, not both")),
+            (true, false) => Ok(jti.to_owned()),
+            (false, true) => self
+                .jwt
+                .signed_jti(token)
+                .map_err(|e| Error::invalid("token", format!("not a token of this broker: {e}"))),
+        }
+    }
+
+    /// Revokes a token and its descendants; durable before it returns.
+    pub async fn revoke(&self, jti: &str, now: i64) -> Result<u32, Error> {
+        if self.store.token(jti)?.is_none() {
+            return Err(Error::NotFound(format!("token {} does not exist", quote(jti))));
+        }
+        let revoked = self.store.revoke_token(jti, now)?;
+        self.store.durable().await?;
+        Ok(revoked)
+    }
+
+    // === subjects ===
+
+    /// Validates and stores a new subject.
+    pub async fn create_subject(
+        &self,
+        id: &str,
+        kind: i32,
+        project_ids: &[String],
+        permissions: &[String],
+        now: i64,
+    ) -> Result<SubjectRecord, Error> {
+        let record = self.subject_record(id, kind, project_ids, permissions, now)?;
+        if !self.store.create_subject(&record)? {
+            return Err(Error::AlreadyExists(format!(
+                "subject {} already exists",
+                quote(id)
+            )));
+        }
+        self.store.durable().await?;
+        Ok(record)
+    }
+
+    /// Validates the fields of a subject without storing it (also used by the auth layer to
+    /// describe the resource of CreateSubject).
+    pub fn subject_record(
+        &self,
+        id: &str,
+        kind: i32,
+        project_ids: &[String],
+        permissions: &[String],
+        now: i64,
+    ) -> Result<SubjectRecord, Error> {
+        let mut violations = Vec::new();
+        if !validate::is_subject_id(id) {
+            violations.push(FieldViolation::new(
+                "subject_id",
+                format!(
+                    "subject id {} is malformed: use `[a-z0-9][a-z0-9._@-]{{0,127}}`",
+                    quote(id)
+                ),
+            ));
+        }
+        if kind != KIND_USER && kind != KIND_SERVICE {
+            violations.push(FieldViolation::new("kind", "set `kind` to USER or SERVICE"));
+        }
+        let max = self.config.max_grant_items;
+        let projects = validate::projects("project_ids", project_ids, max, &mut violations);
+        let perms = validate::permissions("permissions", permissions, max, &self.model, &mut violations);
+        if project_ids.is_empty() {
+            violations.push(FieldViolation::new("project_ids", "give at least one project id or `*`"));
+        }
+        if permissions.is_empty() {
+            violations.push(FieldViolation::new("permissions", "give at least one permission"));
+        }
+        if !violations.is_empty() {
+            return Err(Error::InvalidArgument(violations));
+        }
+        Ok(SubjectRecord {
+            id: id.to_owned(),
+            kind,
+            grant: Some(GrantRecord {
+                projects: projects.map(|p| p.to_ids()).unwrap_or_default(),
+                permissions: perms.map(|p| p.into_iter().collect()).unwrap_or_default(),
+            }),
+            created_at: now,
+        })
+    }
+
+    /// Deletes a subject, its keys and every token minted from them.
+    pub async fn delete_subject(&self, id: &str, now: i64) -> Result<(u32, u32), Error> {
+        if id == ADMIN_SUBJECT {
+            return Err(Error::PermissionDenied {
+                reason: "BOOTSTRAP_SUBJECT",
+                message: "the bootstrap subject `admin` cannot be deleted".to_owned(),
+            });
+        }
+        let outcome = self
+            .store
+            .delete_subject(id, now)?
+            .ok_or_else(|| Error::NotFound(format!("subject {} does not exist", quote(id))))?;
+        self.store.durable().await?;
+        Ok(outcome)
+    }
+
+    // === access keys ===
+
+    /// Validates and stores a new access key for `owner` (the caller when empty).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn create_access_key(
+        &self,
+        caller: &Caller,
+        owner: &str,
+        name: &str,
+        description: &str,
+        project_ids: &[String],
+        permissions: &[String],
+        expires_at: i64,
+        now: i64,
+    ) -> Result<CreatedKey, Error> {
+        let owner = if owner.is_empty() { caller.subject.id.as_str() } else { owner };
+        let subject = self
+            .store
+            .subject(owner)?
+            .ok_or_else(|| Error::NotFound(format!("subject {} does not exist", quote(owner))))?;
+        let grant = self.key_grant(&subject, name, description, project_ids, permissions, expires_at, now)?;
+        let (record, secret) = self.new_key_record(
+            owner,
+            name,
+            description,
+            Some(grant_record(&grant)),
+            subject.kind == KIND_SERVICE,
+            expires_at,
+            now,
+        );
+        match self.store.insert_access_key(&record, self.config.max_keys_per_owner)? {
+            KeyOutcome::Stored => {}
+            KeyOutcome::LimitReached => {
+                return Err(Error::ResourceExhausted(format!(
+                    "subject {} already has the maximum number of access keys ({}): delete one first",
+                    quote(owner),
+                    self.config.max_keys_per_owner
+                )));
+            }
+            KeyOutcome::OwnerGone => {
+                return Err(Error::NotFound(format!("subject {} does not exist", quote(owner))));
+            }
+        }
+        self.store.durable().await?;
+        Ok(CreatedKey { record, secret })
+    }
+
+    /// Validates the fields of a new key and checks its grant against the owner's.
+    #[allow(clippy::too_many_arguments)]
+    pub fn key_grant(
+        &self,
+        owner: &SubjectRecord,
+        name: &str,
+        description: &str,
+        project_ids: &[String],
+        permissions: &[String],
+        expires_at: i64,
+        now: i64,
+    ) -> Result<Grant, Error> {
+        let mut violations = Vec::new();
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 128 {
+            violations.push(FieldViolation::new("name", "give a name of 1 to 128 characters"));
+        }
+        if description.chars().count() > 1024 {
+            violations.push(FieldViolation::new("description", "at most 1024 characters"));
+        }
+        if expires_at != 0 && expires_at <= now {
+            violations.push(FieldViolation::new("expires_at", "must be in the future"));
+        }
+        let max = self.config.max_grant_items;
+        let projects = validate::projects("project_ids", project_ids, max, &mut violations);
+        let perms = validate::permissions("permissions", permissions, max, &self.model, &mut violations);
+        if !violations.is_empty() {
+            return Err(Error::InvalidArgument(violations));
+        }
+        let owner_grant = grant_from_record(owner.grant.as_ref(), 0);
+        let grant = Grant {
+            projects: projects.unwrap_or_else(|| owner_grant.projects.clone()),
+            permissions: perms.unwrap_or_else(|| owner_grant.permissions.clone()),
+            not_after: (expires_at > 0).then_some(expires_at),
+        };
+        if !attenuates(&grant, &owner_grant, &self.model) {
+            let probe = MintRequest {
+                projects: Some(grant.projects.clone()),
+                permissions: Some(grant.permissions.clone()),
+                lifetime_secs: None,
+            };
+            let exceeded = attenuate(&owner_grant, &probe, now, self.limits, &self.model)
+                .err()
+                .unwrap_or_default();
+            return Err(Error::Exceeds(exceeded));
+        }
+        Ok(grant)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn new_key_record(
+        &self,
+        owner: &str,
+        name: &str,
+        description: &str,
+        grant: Option<GrantRecord>,
+        service: bool,
+        expires_at: i64,
+        now: i64,
+    ) -> (AccessKeyRecord, Secret) {
+        let secret = Secret::generate();
+        let record = AccessKeyRecord {
+            id: format!("ak_{}", uuid::Uuid::new_v4().simple()),
+            owner: owner.to_owned(),
+            name: name.trim().to_owned(),
+            description: description.to_owned(),
+            grant,
+            service,
+            created_at: now,
+            updated_at: now,
+            expires_at,
+            secret_hash: secret::hash(&self.pepper, secret.expose()).to_vec(),
+            secret_prefix: secret.prefix(),
+            ..AccessKeyRecord::default()
+        };
+        (record, secret)
+    }
+}
+
+async fn store_durable(store: &Store) -> Result<(), StartError> {
+    store.durable().await.map_err(StartError::Store)
+}
+
+/// Writes a secret to a new 0600 file (replacing a leftover from an interrupted bootstrap).
+fn write_secret_file(path: &Path, secret: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let _ = std::fs::remove_file(path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(secret.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()
+}
+
+/// Loads the signing keys, generating (and sealing) one on first start or when the
+/// configured algorithm changes; retired keys keep verifying until their tokens expire.
+fn load_signing_keys(
+    store: &Store,
+    master: &MasterKey,
+    config: &Config,
+    now: i64,
+) -> Result<JwtKeys, StartError> {
+    let alg: SigningAlgorithm = config
+        .signing_algorithm
+        .parse()
+        .map_err(|_| KeyError::UnknownAlgorithm(config.signing_algorithm.clone()))?;
+    let max_life = config.max_token_lifetime.as_secs() as i64;
+    let mut records = store.signing_keys()?;
+    records.sort_by_key(|r| r.created_at);
+    let mut current = None;
+    let mut verify_only = Vec::new();
+    for record in records.iter().rev() {
+        let material = open_signing_key(master, record)?;
+        if current.is_none() && record.retired_at == 0 && material.alg == alg {
+            current = Some(material);
+        } else {
+            let retired_at = if record.retired_at == 0 {
+                let mut retired = record.clone();
+                retired.retired_at = now;
+                store.put_signing_key(&retired)?;
+                now
+            } else {
+                record.retired_at
+            };
+            if retired_at + max_life + 60 > now {
+                verify_only.push(material);
+            }
+        }
+    }
+    let current = match current {
+        Some(c) => c,
+        None => {
+            let material = KeyMaterial::generate(alg, now)?;
+            let aad = format!("{SIGNING_AAD}{}", material.kid);
+            store.put_signing_key(&SigningKeyRecord {
+                kid: material.kid.clone(),
+                alg: alg.as_str().to_owned(),
+                sealed_private: master.seal(&material.private_der, aad.as_bytes())?,
+                public: material.public.clone(),
+                created_at: now,
+                retired_at: 0,
+            })?;
+            tracing::info!(kid = %material.kid, alg = alg.as_str(), "generated signing key");
+            material
+        }
+    };
+    let settings = JwtSettings {
+        issuer: config.issuer.clone(),
+        leeway_secs: config.leeway.as_secs(),
+    };
+    Ok(JwtKeys::new(settings, &current, &verify_only)?)
+}
+
+fn open_signing_key(master: &MasterKey, record: &SigningKeyRecord) -> Result<KeyMaterial, StartError> {
+    let alg: SigningAlgorithm = record
+        .alg
+        .parse()
+        .map_err(|_| KeyError::UnknownAlgorithm(record.alg.clone()))?;
+    let aad = format!("{SIGNING_AAD}{}", record.kid);
+    Ok(KeyMaterial {
+        kid: record.kid.clone(),
+        alg,
+        private_der: master.open(&record.sealed_private, aad.as_bytes())?,
+        public: record.public.clone(),
+        created_at: record.created_at,
+    })
+}

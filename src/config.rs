@@ -1,0 +1,281 @@
+//! Typed configuration: embedded defaults that serve on a laptop, overridden by a TOML file,
+//! then by `TOKEN_BROKER_*` environment variables, then by command-line flags.
+//!
+//! Everything is parsed and validated before any port is bound; nothing reads the environment
+//! after start-up.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::Deserialize;
+
+/// Environment variables with this prefix override config keys (`TOKEN_BROKER_LISTEN` → `listen`).
+pub const ENV_PREFIX: &str = "TOKEN_BROKER_";
+/// The master key may come from the environment instead of a file; it is not a config key.
+pub const MASTER_KEY_ENV: &str = "TOKEN_BROKER_MASTER_KEY";
+
+/// Why a configuration was refused, naming the source, the key and the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file `{path}`: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O failure.
+        source: std::io::Error,
+    },
+    /// The merged configuration does not fit the schema.
+    #[error("invalid config ({origin}): {reason}")]
+    Parse {
+        /// Where the values came from.
+        origin: String,
+        /// What was wrong, with the key.
+        reason: String,
+    },
+    /// A value parsed but is not acceptable.
+    #[error("invalid config key `{key}`: {reason}")]
+    Invalid {
+        /// The offending key.
+        key: &'static str,
+        /// Why it is refused.
+        reason: String,
+    },
+}
+
+/// The broker's settings; every field has a default so no file is needed.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the gRPC server binds.
+    pub listen: SocketAddr,
+    /// Directory for the sled database, the master key file and the bootstrap key file.
+    pub data_dir: PathBuf,
+    /// Directory holding `schema.cedarschema` and the `*.cedar` policy files.
+    pub policies: PathBuf,
+    /// Master key file (default `<data_dir>/master.key`); `TOKEN_BROKER_MASTER_KEY` wins over it.
+    pub master_key_file: Option<PathBuf>,
+    /// `iss` claim of every token and the only issuer accepted.
+    pub issuer: String,
+    /// The broker's own audience: the only one accepted for bearer authentication.
+    pub audience: String,
+    /// Further audiences a caller may mint tokens for (introspection accepts them too).
+    pub audiences: Vec<String>,
+    /// Upper bound on any token lifetime (Develocity: 24 hours).
+    #[serde(with = "humantime_serde")]
+    pub max_token_lifetime: Duration,
+    /// Lifetime of a token minted without `expires_in_hours` (Develocity: 2 hours).
+    #[serde(with = "humantime_serde")]
+    pub default_token_lifetime: Duration,
+    /// How many times a token may be minted from a token.
+    pub max_delegation_depth: u32,
+    /// The closed permission vocabulary.
+    pub permissions: Vec<String>,
+    /// Permission implication: each key implies the listed permissions (transitively).
+    pub implies: BTreeMap<String, Vec<String>>,
+    /// JWT signing algorithm: `EdDSA` (default) or `ES256`.
+    pub signing_algorithm: String,
+    /// Clock skew tolerated when checking `exp` and `nbf` (at most 30 s).
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    /// Most access keys one owner may hold.
+    pub max_keys_per_owner: u32,
+    /// Most project ids or permissions in one request.
+    pub max_grant_items: usize,
+    /// Largest request message accepted, in bytes.
+    pub max_request_bytes: usize,
+    /// `text` or `json` log lines.
+    pub log_format: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            data_dir: PathBuf::from("data"),
+            policies: PathBuf::from("policies"),
+            master_key_file: None,
+            issuer: "token-broker".to_owned(),
+            audience: "token-broker".to_owned(),
+            audiences: Vec::new(),
+            max_token_lifetime: Duration::from_secs(24 * 3600),
+            default_token_lifetime: Duration::from_secs(2 * 3600),
+            max_delegation_depth: 5,
+            permissions: ["read", "write", "admin"].map(str::to_owned).to_vec(),
+            implies: BTreeMap::from([
+                ("admin".to_owned(), vec!["write".to_owned()]),
+                ("write".to_owned(), vec!["read".to_owned()]),
+            ]),
+            signing_algorithm: "EdDSA".to_owned(),
+            leeway: Duration::from_secs(30),
+            max_keys_per_owner: 100,
+            max_grant_items: 1000,
+            max_request_bytes: 4 * 1024 * 1024,
+            log_format: "text".to_owned(),
+        }
+    }
+}
+
+impl Config {
+    /// Builds the config from an optional TOML file and an environment (any iterator of
+    /// pairs, so tests feed a map), then validates it.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table = toml::Table::new();
+        let mut origin = String::from("defaults");
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                origin: format!("file `{}`", path.display()),
+                reason: e.message().to_owned(),
+            })?;
+            origin = format!("file `{}`", path.display());
+        }
+        let mut env_keys = Vec::new();
+        for (name, value) in env {
+            let Some(key) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            if name == MASTER_KEY_ENV {
+                continue;
+            }
+            let key = key.to_ascii_lowercase();
+            table.insert(key, env_value(&value));
+            env_keys.push(name);
+        }
+        if !env_keys.is_empty() {
+            origin = format!("{origin} and environment {}", env_keys.join(", "));
+        }
+        let config: Config = table.try_into().map_err(|e: toml::de::Error| ConfigError::Parse {
+            origin,
+            reason: e.message().to_owned(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the relations between values that serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
+        if self.leeway > Duration::from_secs(30) {
+            return invalid("leeway", "must be at most 30s".into());
+        }
+        if self.max_token_lifetime.as_secs() == 0 {
+            return invalid("max_token_lifetime", "must be at least 1s".into());
+        }
+        if self.default_token_lifetime.as_secs() == 0 {
+            return invalid("default_token_lifetime", "must be at least 1s".into());
+        }
+        if self.permissions.is_empty() {
+            return invalid("permissions", "must list at least one permission".into());
+        }
+        let known: BTreeSet<&str> = self.permissions.iter().map(String::as_str).collect();
+        for (from, tos) in &self.implies {
+            for p in std::iter::once(from).chain(tos) {
+                if !known.contains(p.as_str()) {
+                    return invalid(
+                        "implies",
+                        format!("`{p}` is not in `permissions`"),
+                    );
+                }
+            }
+        }
+        if self.issuer.is_empty() {
+            return invalid("issuer", "must not be empty".into());
+        }
+        if self.audience.is_empty() {
+            return invalid("audience", "must not be empty".into());
+        }
+        if !matches!(self.signing_algorithm.as_str(), "EdDSA" | "ES256") {
+            return invalid(
+                "signing_algorithm",
+                format!("`{}` is not supported: use `EdDSA` or `ES256`", self.signing_algorithm),
+            );
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return invalid(
+                "log_format",
+                format!("`{}` is not supported: use `text` or `json`", self.log_format),
+            );
+        }
+        if self.max_grant_items == 0 {
+            return invalid("max_grant_items", "must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The master key file in effect.
+    pub fn master_key_path(&self) -> PathBuf {
+        self.master_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("master.key"))
+    }
+
+    /// Every audience a token may be minted for, the broker's own first.
+    pub fn all_audiences(&self) -> Vec<String> {
+        let mut all = vec![self.audience.clone()];
+        all.extend(self.audiences.iter().filter(|a| **a != self.audience).cloned());
+        all
+    }
+}
+
+/// Reads an environment value as a TOML value when it is one (`5`, `true`, `["a"]`), else as
+/// a string (`127.0.0.1:9000`, `24h`).
+fn env_value(raw: &str) -> toml::Value {
+    format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate() {
+        let c = Config::load(None, Vec::new()).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:50051");
+        assert_eq!(c.max_token_lifetime, Duration::from_secs(86400));
+    }
+
+    #[test]
+    fn env_overrides_and_names_bad_keys() {
+        let env = vec![
+            ("TOKEN_BROKER_MAX_DELEGATION_DEPTH".to_owned(), "2".to_owned()),
+            ("TOKEN_BROKER_MAX_TOKEN_LIFETIME".to_owned(), "1h".to_owned()),
+            ("TOKEN_BROKER_MASTER_KEY".to_owned(), "ignored".to_owned()),
+            ("OTHER".to_owned(), "x".to_owned()),
+        ];
+        let c = Config::load(None, env).unwrap();
+        assert_eq!(c.max_delegation_depth, 2);
+        assert_eq!(c.max_token_lifetime, Duration::from_secs(3600));
+
+        let err = Config::load(None, vec![("TOKEN_BROKER_NOPE".to_owned(), "1".to_owned())])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nope") && err.contains("TOKEN_BROKER_NOPE"), "{err}");
+    }
+
+    #[test]
+    fn file_errors_name_file_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broker.toml");
+        std::fs::write(&path, "leeway = \"60s\"\n").unwrap();
+        let err = Config::load(Some(&path), Vec::new()).unwrap_err().to_string();
+        assert!(err.contains("leeway"), "{err}");
+        std::fs::write(&path, "max_delegation_depth = \"x\"\n").unwrap();
+        let err = Config::load(Some(&path), Vec::new()).unwrap_err().to_string();
+        assert!(err.contains("broker.toml") && err.contains("max_delegation_depth"), "{err}");
+    }
+}

@@ -1,0 +1,267 @@
+//! Grants and the attenuation check: the one place that decides whether a credential may
+//! mint a narrower one (DESIGN §3.1).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The project id that stands for every project.
+pub const ALL_PROJECTS: &str = "*";
+
+/// Which projects a grant covers; `All` is the `*` grant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Projects {
+    /// Every project, present and future.
+    All,
+    /// Exactly these projects.
+    Some(BTreeSet<String>),
+}
+
+impl Projects {
+    /// Builds from ids as written on the wire, where `*` means every project.
+    pub fn from_ids<I: IntoIterator<Item = S>, S: Into<String>>(ids: I) -> Self {
+        let mut set = BTreeSet::new();
+        for id in ids {
+            let id = id.into();
+            if id == ALL_PROJECTS {
+                return Projects::All;
+            }
+            set.insert(id);
+        }
+        Projects::Some(set)
+    }
+
+    /// The wire form, `["*"]` for every project.
+    pub fn to_ids(&self) -> Vec<String> {
+        match self {
+            Projects::All => vec![ALL_PROJECTS.to_owned()],
+            Projects::Some(set) => set.iter().cloned().collect(),
+        }
+    }
+
+    /// Whether `self` covers `project`.
+    pub fn covers(&self, project: &str) -> bool {
+        match self {
+            Projects::All => true,
+            Projects::Some(set) => set.contains(project),
+        }
+    }
+
+    /// The projects of `requested` that `self` does not cover, for the refusal message.
+    fn excess(&self, requested: &Projects) -> Vec<String> {
+        match (self, requested) {
+            (Projects::All, _) => Vec::new(),
+            (Projects::Some(_), Projects::All) => vec![ALL_PROJECTS.to_owned()],
+            (Projects::Some(mine), Projects::Some(theirs)) => {
+                theirs.difference(mine).cloned().collect()
+            }
+        }
+    }
+}
+
+/// What a credential may do: projects, permissions (as granted) and the instant it ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    /// Projects covered.
+    pub projects: Projects,
+    /// Permissions as granted; implication is applied by [`PermissionModel`] when comparing.
+    pub permissions: BTreeSet<String>,
+    /// Seconds since the epoch after which the grant is void; `None` never ends.
+    pub not_after: Option<i64>,
+}
+
+/// The permission vocabulary and its implication closure (`admin` ⊇ `write` ⊇ `read`).
+#[derive(Clone, Debug)]
+pub struct PermissionModel {
+    closure: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl PermissionModel {
+    /// Builds the transitive closure once so every subset check is a set lookup.
+    pub fn new(permissions: &[String], implies: &BTreeMap<String, Vec<String>>) -> Self {
+        let mut closure = BTreeMap::new();
+        for p in permissions {
+            let mut seen = BTreeSet::from([p.clone()]);
+            let mut todo = vec![p.clone()];
+            while let Some(next) = todo.pop() {
+                for implied in implies.get(&next).into_iter().flatten() {
+                    if seen.insert(implied.clone()) {
+                        todo.push(implied.clone());
+                    }
+                }
+            }
+            closure.insert(p.clone(), seen);
+        }
+        Self { closure }
+    }
+
+    /// Whether `permission` is in the vocabulary.
+    pub fn is_known(&self, permission: &str) -> bool {
+        self.closure.contains_key(permission)
+    }
+
+    /// Every permission in the vocabulary, so "all permissions" can be spelled out.
+    pub fn all(&self) -> impl Iterator<Item = &String> {
+        self.closure.keys()
+    }
+
+    /// The permissions `granted` holds once implication is applied.
+    pub fn expand<'a>(&self, granted: impl IntoIterator<Item = &'a String>) -> BTreeSet<String> {
+        granted
+            .into_iter()
+            .flat_map(|p| {
+                self.closure
+                    .get(p)
+                    .cloned()
+                    .unwrap_or_else(|| BTreeSet::from([p.clone()]))
+            })
+            .collect()
+    }
+}
+
+/// A mint request after input validation: `None` means "inherit" for projects and
+/// permissions and "default" for the lifetime.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MintRequest {
+    /// Requested projects, or inherit the authoriser's.
+    pub projects: Option<Projects>,
+    /// Requested permissions, or inherit the authoriser's.
+    pub permissions: Option<BTreeSet<String>>,
+    /// Requested lifetime in whole seconds (validated: ≥ 1 and ≤ the configured maximum).
+    pub lifetime_secs: Option<i64>,
+}
+
+/// Lifetime bounds from the config, in seconds.
+#[derive(Clone, Copy, Debug)]
+pub struct MintLimits {
+    /// The lifetime of a token minted without an explicit one.
+    pub default_lifetime_secs: i64,
+    /// The longest lifetime any token may have.
+    pub max_lifetime_secs: i64,
+}
+
+/// What a refused request asked for beyond the authoriser's grant.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Exceeded {
+    /// Projects not covered by the authoriser.
+    pub projects: Vec<String>,
+    /// Permissions the authoriser does not hold, even through implication.
+    pub permissions: Vec<String>,
+    /// `(requested, remaining)` lifetimes in seconds when the request outlives the authoriser.
+    pub lifetime: Option<(i64, i64)>,
+}
+
+impl std::fmt::Display for Exceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        if !self.projects.is_empty() {
+            parts.push(format!("projects {} are", backticked(&self.projects)));
+        }
+        if !self.permissions.is_empty() {
+            parts.push(format!("permissions {} are", backticked(&self.permissions)));
+        }
+        if let Some((requested, remaining)) = self.lifetime {
+            parts.push(format!(
+                "a lifetime of {requested}s is (the authorising credential has {remaining}s left)"
+            ));
+        }
+        write!(
+            f,
+            "{} beyond the authorising credential's grant: ask for a subset",
+            parts.join(", ")
+        )
+    }
+}
+
+fn backticked(items: &[String]) -> String {
+    items
+        .iter()
+        .map(|i| format!("`{i}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Decides a mint: returns the minted grant, which attenuates `authoriser`, or exactly what
+/// the request asked for beyond it. Never narrows silently.
+///
+/// The lifetime rule (Develocity): an explicit lifetime must end no later than the
+/// authoriser; an omitted one is the default, shortened to what the authoriser has left.
+pub fn attenuate(
+    authoriser: &Grant,
+    request: &MintRequest,
+    now: i64,
+    limits: MintLimits,
+    model: &PermissionModel,
+) -> Result<Grant, Exceeded> {
+    let projects = request
+        .projects
+        .clone()
+        .unwrap_or_else(|| authoriser.projects.clone());
+    let permissions = request
+        .permissions
+        .clone()
+        .unwrap_or_else(|| authoriser.permissions.clone());
+
+    let held = model.expand(&authoriser.permissions);
+    let mut exceeded = Exceeded {
+        projects: authoriser.projects.excess(&projects),
+        permissions: model
+            .expand(&permissions)
+            .into_iter()
+            .filter(|p| !held.contains(p))
+            .collect(),
+        lifetime: None,
+    };
+    // Name what the caller asked for, not what implication dragged in, when that is possible.
+    let direct: Vec<String> = permissions
+        .iter()
+        .filter(|p| !held.contains(*p))
+        .cloned()
+        .collect();
+    if !direct.is_empty() {
+        exceeded.permissions = direct;
+    }
+
+    let remaining = authoriser.not_after.map(|end| end - now);
+    let lifetime = match (request.lifetime_secs, remaining) {
+        (Some(asked), Some(left)) if asked > left => {
+            exceeded.lifetime = Some((asked, left.max(0)));
+            asked
+        }
+        (Some(asked), _) => asked,
+        (None, Some(left)) => limits.default_lifetime_secs.min(left),
+        (None, None) => limits.default_lifetime_secs,
+    }
+    .min(limits.max_lifetime_secs);
+
+    if exceeded != Exceeded::default() {
+        return Err(exceeded);
+    }
+    if lifetime <= 0 {
+        // INVARIANT: only reachable with a default lifetime from an authoriser with no time
+        // left, which authentication refuses first; refuse rather than mint a dead token.
+        return Err(Exceeded {
+            lifetime: Some((0, remaining.unwrap_or(0).max(0))),
+            ..Exceeded::default()
+        });
+    }
+    Ok(Grant {
+        projects,
+        permissions,
+        not_after: Some(now + lifetime),
+    })
+}
+
+/// Whether `child` attenuates `parent` under `model`: the definition of DESIGN §2.
+pub fn attenuates(child: &Grant, parent: &Grant, model: &PermissionModel) -> bool {
+    let held = model.expand(&parent.permissions);
+    let projects_ok = parent.projects.excess(&child.projects).is_empty();
+    let permissions_ok = model.expand(&child.permissions).is_subset(&held);
+    let time_ok = match (child.not_after, parent.not_after) {
+        (_, None) => true,
+        (None, Some(_)) => false,
+        (Some(c), Some(p)) => c <= p,
+    };
+    projects_ok && permissions_ok && time_ok
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,120 @@
+//! The `token-broker` binary: parses flags, loads config and keys, serves until SIGTERM.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use token_broker::{
+    broker::Broker,
+    config::{Config, MASTER_KEY_ENV},
+    keys::MasterKey,
+    server, telemetry,
+};
+
+#[derive(Parser)]
+#[command(name = "token-broker", version, about = "gRPC broker for short-lived, down-scoped credentials")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the broker (embedded defaults: 127.0.0.1:50051, ./data, ./policies).
+    Serve {
+        /// TOML config file; `TOKEN_BROKER_*` variables and these flags override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Address to listen on, e.g. 127.0.0.1:50051 (port 0 picks a free port).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Directory for the database and generated keys.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Directory with schema.cedarschema and *.cedar policies.
+        #[arg(long)]
+        policies: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve {
+            config,
+            listen,
+            data_dir,
+            policies,
+        } => {
+            let mut cfg = match Config::load(config.as_deref(), std::env::vars()) {
+                Ok(c) => c,
+                Err(e) => return fail(&e),
+            };
+            if let Some(v) = listen {
+                cfg.listen = v;
+            }
+            if let Some(v) = data_dir {
+                cfg.data_dir = v;
+            }
+            if let Some(v) = policies {
+                cfg.policies = v;
+            }
+            let master_env = std::env::var(MASTER_KEY_ENV).ok();
+            telemetry::init(cfg.log_format == "json");
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => return fail(&e),
+            };
+            match runtime.block_on(serve(cfg, master_env)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e.as_ref()),
+            }
+        }
+    }
+}
+
+async fn serve(cfg: Config, master_env: Option<String>) -> Result<(), Box<dyn std::error::Error>> {
+    let master = match master_env {
+        Some(text) => MasterKey::from_base64(&text)?,
+        None => {
+            std::fs::create_dir_all(&cfg.data_dir)?;
+            MasterKey::load_or_create(&cfg.master_key_path())?
+        }
+    };
+    let listen = cfg.listen;
+    let broker = Broker::open(cfg, master).await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on `{listen}`: {e}"))?;
+    server::run(broker, listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    tracing::info!("shutting down");
+}
+
+fn fail(error: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("token-broker: {error}");
+    ExitCode::FAILURE
+}

@@ -1,0 +1,359 @@
+//! Cedar: load and validate `policies/`, build the entities of one request, and answer
+//! allow or deny with the policies that decided.
+//!
+//! **Architecture invariant:** the schema and policy set are parsed and validated once, at
+//! start-up; a policy that does not parse or validate stops the server with its file and line.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    str::FromStr,
+};
+
+use cedar_policy::{
+    Authorizer, Context, Decision as CedarDecision, Entities, EntityUid, PolicyId, PolicySet,
+    Request, Schema, ValidationMode, Validator,
+};
+use miette::Diagnostic;
+use serde_json::{Value, json};
+
+/// The schema file inside the policy directory.
+pub const SCHEMA_FILE: &str = "schema.cedarschema";
+
+/// Why the policy directory was refused, always naming the file and, where known, the line.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// A file could not be read.
+    #[error("cannot read `{path}`: {source}")]
+    Read {
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O failure.
+        source: std::io::Error,
+    },
+    /// The schema does not parse.
+    #[error("{path}:{line}: schema error: {message}")]
+    Schema {
+        /// The schema file.
+        path: PathBuf,
+        /// 1-based line of the error.
+        line: usize,
+        /// Cedar's diagnostic.
+        message: String,
+    },
+    /// A policy file does not parse.
+    #[error("{path}:{line}: policy parse error: {message}")]
+    Parse {
+        /// The policy file.
+        path: PathBuf,
+        /// 1-based line of the error.
+        line: usize,
+        /// Cedar's diagnostic.
+        message: String,
+    },
+    /// A policy parses but does not validate against the schema.
+    #[error("{path}:{line}: policy `{policy}` does not validate against the schema: {message}")]
+    Validation {
+        /// The policy file.
+        path: PathBuf,
+        /// 1-based line of the error.
+        line: usize,
+        /// The policy id.
+        policy: String,
+        /// Cedar's diagnostic.
+        message: String,
+    },
+    /// Two policies share an id.
+    #[error("{path}: duplicate policy id `{policy}`")]
+    Duplicate {
+        /// The second file defining it.
+        path: PathBuf,
+        /// The id.
+        policy: String,
+    },
+    /// No policy file was found: nothing would ever be allowed.
+    #[error("no `*.cedar` files in `{0}`")]
+    Empty(PathBuf),
+}
+
+/// The entity type of a principal or resource, as named in the schema.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntityKind {
+    /// A person.
+    User,
+    /// A workload.
+    Service,
+    /// The unauthenticated caller.
+    Anonymous,
+    /// The broker itself.
+    Broker,
+    /// An access key.
+    AccessKey,
+    /// An access token.
+    Token,
+}
+
+impl EntityKind {
+    /// The schema's type name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntityKind::User => "User",
+            EntityKind::Service => "Service",
+            EntityKind::Anonymous => "Anonymous",
+            EntityKind::Broker => "Broker",
+            EntityKind::AccessKey => "AccessKey",
+            EntityKind::Token => "Token",
+        }
+    }
+}
+
+/// One entity of a request: its type, id and attributes (JSON, typed by the schema).
+#[derive(Clone, Debug)]
+pub struct EntityDesc {
+    /// Entity type.
+    pub kind: EntityKind,
+    /// Entity id.
+    pub id: String,
+    /// Attributes as Cedar entity JSON.
+    pub attrs: Value,
+}
+
+impl EntityDesc {
+    /// The singleton broker resource.
+    pub fn broker() -> Self {
+        Self {
+            kind: EntityKind::Broker,
+            id: "token-broker".to_owned(),
+            attrs: json!({}),
+        }
+    }
+
+    /// Human form used in messages: `User::"alice"`.
+    pub fn display(&self) -> String {
+        format!("{}::\"{}\"", self.kind.as_str(), self.id.escape_default())
+    }
+
+    fn uid_json(&self) -> Value {
+        json!({ "type": self.kind.as_str(), "id": self.id })
+    }
+}
+
+/// The answer to one authorization request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// Whether the request may proceed.
+    pub allowed: bool,
+    /// Ids of the policies that determined the decision.
+    pub policies: Vec<String>,
+    /// Evaluation or request errors (a request that errors is denied).
+    pub errors: Vec<String>,
+}
+
+/// The validated policy set and schema, shared by every request.
+pub struct PolicyEngine {
+    schema: Schema,
+    policies: PolicySet,
+    authorizer: Authorizer,
+    actions: HashMap<String, EntityUid>,
+}
+
+impl std::fmt::Debug for PolicyEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyEngine")
+            .field("policies", &self.policies.policies().count())
+            .finish()
+    }
+}
+
+/// 1-based line of the first labelled span of a Cedar diagnostic within `text`.
+fn line_of(diag: &dyn Diagnostic, text: &str) -> usize {
+    let offset = diag
+        .labels()
+        .and_then(|mut labels| labels.next())
+        .map(|l| l.offset())
+        .unwrap_or(0)
+        .min(text.len());
+    text.as_bytes()[..offset].iter().filter(|b| **b == b'\n').count() + 1
+}
+
+/// The diagnostic with its help text, on one line.
+fn message_of(diag: &dyn Diagnostic, err: &dyn std::fmt::Display) -> String {
+    match diag.help() {
+        Some(help) => format!("{err} ({help})"),
+        None => err.to_string(),
+    }
+}
+
+fn read(path: &Path) -> Result<String, PolicyError> {
+    std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+impl PolicyEngine {
+    /// Loads `dir/schema.cedarschema` and every `dir/*.cedar`, validating strictly.
+    pub fn load(dir: &Path) -> Result<Self, PolicyError> {
+        let schema_path = dir.join(SCHEMA_FILE);
+        let schema_text = read(&schema_path)?;
+        let (schema, _warnings) = Schema::from_cedarschema_str(&schema_text).map_err(|e| {
+            PolicyError::Schema {
+                path: schema_path.clone(),
+                line: line_of(&e, &schema_text),
+                message: message_of(&e, &e),
+            }
+        })?;
+
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|source| PolicyError::Read {
+                path: dir.to_owned(),
+                source,
+            })?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|ext| ext == "cedar"))
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(PolicyError::Empty(dir.to_owned()));
+        }
+
+        let mut policies = PolicySet::new();
+        // policy id → (file, text) so validation errors can name the line.
+        let mut origin: HashMap<PolicyId, (PathBuf, usize)> = HashMap::new();
+        let mut texts = Vec::new();
+        for path in files {
+            let text = read(&path)?;
+            let parsed = PolicySet::from_str(&text).map_err(|e| PolicyError::Parse {
+                path: path.clone(),
+                line: line_of(&e, &text),
+                message: message_of(&e, &e),
+            })?;
+            let stem = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            for (n, policy) in parsed.policies().enumerate() {
+                let id = policy
+                    .annotation("id")
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| format!("{stem}#{n}"));
+                let id = PolicyId::new(id);
+                if origin.contains_key(&id) {
+                    return Err(PolicyError::Duplicate {
+                        path,
+                        policy: id.to_string(),
+                    });
+                }
+                policies
+                    .add(policy.new_id(id.clone()))
+                    .map_err(|_| PolicyError::Duplicate {
+                        path: path.clone(),
+                        policy: id.to_string(),
+                    })?;
+                origin.insert(id, (path.clone(), texts.len()));
+            }
+            texts.push(text);
+        }
+
+        let result = Validator::new(schema.clone()).validate(&policies, ValidationMode::Strict);
+        if let Some(err) = result.validation_errors().next() {
+            let (path, text) = origin
+                .get(err.policy_id())
+                .map(|(p, i)| (p.clone(), texts[*i].as_str()))
+                .unwrap_or_else(|| (dir.to_owned(), ""));
+            return Err(PolicyError::Validation {
+                path,
+                line: line_of(err, text),
+                policy: err.policy_id().to_string(),
+                message: message_of(err, err),
+            });
+        }
+
+        let actions = schema
+            .actions()
+            .map(|uid| (uid.id().unescaped().to_owned(), uid.clone()))
+            .collect();
+        Ok(Self {
+            schema,
+            policies,
+            authorizer: Authorizer::new(),
+            actions,
+        })
+    }
+
+    /// How many policies are loaded.
+    pub fn policy_count(&self) -> usize {
+        self.policies.policies().count()
+    }
+
+    /// Decides whether `principal` may do `action` on `resource` given `context` (a JSON
+    /// record typed by the action's context in the schema). Any error denies.
+    pub fn authorize(
+        &self,
+        action: &str,
+        principal: &EntityDesc,
+        resource: &EntityDesc,
+        context: Value,
+    ) -> Decision {
+        match self.try_authorize(action, principal, resource, context) {
+            Ok(decision) => decision,
+            Err(error) => Decision {
+                allowed: false,
+                policies: Vec::new(),
+                errors: vec![error],
+            },
+        }
+    }
+
+    fn try_authorize(
+        &self,
+        action: &str,
+        principal: &EntityDesc,
+        resource: &EntityDesc,
+        context: Value,
+    ) -> Result<Decision, String> {
+        let action_uid = self
+            .actions
+            .get(action)
+            .ok_or_else(|| format!("action `{action}` is not in the schema"))?;
+        let entity = |d: &EntityDesc| json!({ "uid": d.uid_json(), "attrs": d.attrs, "parents": [] });
+        let mut list = vec![entity(principal)];
+        if resource.kind != principal.kind || resource.id != principal.id {
+            list.push(entity(resource));
+        }
+        let entities = Entities::from_json_value(Value::Array(list), Some(&self.schema))
+            .map_err(|e| e.to_string())?;
+        let uid = |d: &EntityDesc| {
+            EntityUid::from_json(d.uid_json()).map_err(|e| e.to_string())
+        };
+        let context = Context::from_json_value(context, Some((&self.schema, action_uid)))
+            .map_err(|e| e.to_string())?;
+        let request = Request::new(
+            uid(principal)?,
+            action_uid.clone(),
+            uid(resource)?,
+            context,
+            Some(&self.schema),
+        )
+        .map_err(|e| e.to_string())?;
+        let response = self
+            .authorizer
+            .is_authorized(&request, &self.policies, &entities);
+        Ok(Decision {
+            allowed: response.decision() == CedarDecision::Allow,
+            policies: response
+                .diagnostics()
+                .reason()
+                .map(ToString::to_string)
+                .collect(),
+            errors: response
+                .diagnostics()
+                .errors()
+                .map(ToString::to_string)
+                .collect(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

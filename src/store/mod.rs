@@ -1,0 +1,411 @@
+//! sled trees, key encoding and the multi-step transactions (DESIGN §6).
+//!
+//! **Architecture invariant:** every multi-record change (a mint and its index, a cascade, a
+//! key and its indexes) is one sled transaction; callers then await [`Store::durable`] before
+//! they answer, which is the only way an RPC acknowledges a write.
+
+mod durable;
+
+use std::{collections::BTreeSet, fs::File, path::Path};
+
+use prost::Message;
+use sled::{Transactional, transaction::TransactionError};
+
+pub use durable::GroupCommit;
+
+use crate::pb::storage::{AccessKeyRecord, SigningKeyRecord, SubjectRecord, TokenRecord};
+
+/// Why storage failed; never shown to callers, always logged.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled failed.
+    #[error("sled: {0}")]
+    Sled(#[from] sled::Error),
+    /// A stored record does not decode: corruption or a downgrade.
+    #[error("corrupt record in `{tree}`: {source}")]
+    Decode {
+        /// Tree holding the record.
+        tree: &'static str,
+        /// Decoder failure.
+        source: prost::DecodeError,
+    },
+    /// File system failure.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    /// The durability flush failed.
+    #[error("durable flush failed: {0}")]
+    Durability(String),
+    /// The store is shutting down.
+    #[error("store is closed")]
+    Closed,
+}
+
+/// Outcome of inserting a minted token.
+#[derive(Debug, PartialEq, Eq)]
+pub enum MintOutcome {
+    /// Stored with its index entry.
+    Stored,
+    /// The authorising credential was revoked or deleted meanwhile; nothing was stored.
+    ParentGone,
+}
+
+/// Outcome of inserting an access key.
+#[derive(Debug, PartialEq, Eq)]
+pub enum KeyOutcome {
+    /// Stored with its indexes.
+    Stored,
+    /// The owner already holds the maximum number of keys; nothing was stored.
+    LimitReached,
+    /// The owner does not exist (deleted meanwhile); nothing was stored.
+    OwnerGone,
+}
+
+const SEP: u8 = 0;
+
+fn index_key(a: &str, b: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(a.len() + 1 + b.len());
+    k.extend_from_slice(a.as_bytes());
+    k.push(SEP);
+    k.extend_from_slice(b.as_bytes());
+    k
+}
+
+fn index_prefix(a: &str) -> Vec<u8> {
+    index_key(a, "")
+}
+
+fn decode<M: Message + Default>(tree: &'static str, bytes: &[u8]) -> Result<M, StoreError> {
+    M::decode(bytes).map_err(|source| StoreError::Decode { tree, source })
+}
+
+/// The broker's state in one sled database.
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: sled::Db,
+    subjects: sled::Tree,
+    access_keys: sled::Tree,
+    keys_by_owner: sled::Tree,
+    key_hashes: sled::Tree,
+    tokens: sled::Tree,
+    children: sled::Tree,
+    signing_keys: sled::Tree,
+    meta: sled::Tree,
+    commit: GroupCommit,
+}
+
+impl Store {
+    /// Opens (or creates) the database under `dir` and starts its group-commit task; must be
+    /// called inside a tokio runtime.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join("db");
+        let db = sled::Config::new().path(&path).open()?;
+        // sled's log file; fdatasync'd after every flush (see `durable`).
+        let log = File::open(path.join("db"))?;
+        let tree = |name: &str| db.open_tree(name);
+        Ok(Self {
+            subjects: tree("subjects")?,
+            access_keys: tree("access_keys")?,
+            keys_by_owner: tree("keys_by_owner")?,
+            key_hashes: tree("key_hashes")?,
+            tokens: tree("tokens")?,
+            children: tree("children")?,
+            signing_keys: tree("signing_keys")?,
+            meta: tree("meta")?,
+            commit: GroupCommit::start(db.clone(), log),
+            db,
+        })
+    }
+
+    /// Resolves once every write applied before the call is on disk (group commit).
+    pub async fn durable(&self) -> Result<(), StoreError> {
+        self.commit.wait().await
+    }
+
+    /// Flushes synchronously; used at shutdown.
+    pub fn flush_now(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    // === meta ===
+
+    /// Reads a marker such as "bootstrap done".
+    pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.meta.get(key)?.map(|v| v.to_vec()))
+    }
+
+    /// Writes a marker.
+    pub fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.meta.insert(key, value)?;
+        Ok(())
+    }
+
+    // === subjects ===
+
+    /// Creates a subject unless the id is taken; returns whether it was created.
+    pub fn create_subject(&self, record: &SubjectRecord) -> Result<bool, StoreError> {
+        let swapped = self.subjects.compare_and_swap(
+            record.id.as_bytes(),
+            None as Option<&[u8]>,
+            Some(record.encode_to_vec()),
+        )?;
+        Ok(swapped.is_ok())
+    }
+
+    /// Looks a subject up.
+    pub fn subject(&self, id: &str) -> Result<Option<SubjectRecord>, StoreError> {
+        self.subjects
+            .get(id)?
+            .map(|v| decode("subjects", &v))
+            .transpose()
+    }
+
+    /// Subjects in id order strictly after `after`, at most `limit`.
+    pub fn list_subjects(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<SubjectRecord>, StoreError> {
+        let iter = match after {
+            Some(a) => self.subjects.range::<&[u8], _>((
+                std::ops::Bound::Excluded(a.as_bytes()),
+                std::ops::Bound::Unbounded,
+            )),
+            None => self.subjects.iter(),
+        };
+        iter.take(limit)
+            .map(|kv| decode("subjects", &kv?.1))
+            .collect()
+    }
+
+    /// Deletes a subject with all its keys, then revokes every token minted from them.
+    /// Returns (keys deleted, tokens revoked), or `None` when the subject does not exist.
+    pub fn delete_subject(&self, id: &str, now: i64) -> Result<Option<(u32, u32)>, StoreError> {
+        let key_ids = self.key_ids_of(id)?;
+        let removed = (&self.subjects, &self.access_keys, &self.keys_by_owner, &self.key_hashes)
+            .transaction(|(subjects, keys, by_owner, hashes)| {
+                if subjects.remove(id.as_bytes())?.is_none() {
+                    return Ok(None);
+                }
+                let mut deleted = 0u32;
+                for key_id in &key_ids {
+                    by_owner.remove(index_key(id, key_id))?;
+                    if let Some(raw) = keys.remove(key_id.as_bytes())? {
+                        deleted += 1;
+                        if let Ok(rec) = AccessKeyRecord::decode(&*raw) {
+                            hashes.remove(rec.secret_hash)?;
+                            if !rec.old_secret_hash.is_empty() {
+                                hashes.remove(rec.old_secret_hash)?;
+                            }
+                        }
+                    }
+                }
+                Ok(Some(deleted))
+            })
+            .map_err(tx_error)?;
+        let Some(deleted) = removed else {
+            return Ok(None);
+        };
+        let mut revoked = 0;
+        for key_id in &key_ids {
+            revoked += self.revoke_descendants(key_id, now)?;
+        }
+        Ok(Some((deleted, revoked)))
+    }
+
+    // === access keys ===
+
+    fn key_ids_of(&self, owner: &str) -> Result<Vec<String>, StoreError> {
+        let prefix = index_prefix(owner);
+        self.keys_by_owner
+            .scan_prefix(&prefix)
+            .keys()
+            .map(|k| {
+                let k = k?;
+                Ok(String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
+            })
+            .collect()
+    }
+
+    /// How many keys `owner` holds.
+    pub fn count_keys(&self, owner: &str) -> Result<u32, StoreError> {
+        Ok(self.keys_by_owner.scan_prefix(index_prefix(owner)).count() as u32)
+    }
+
+    /// Stores a new key with its owner and hash indexes, enforcing the per-owner maximum
+    /// inside the same transaction so concurrent creates cannot overshoot it.
+    pub fn insert_access_key(
+        &self,
+        record: &AccessKeyRecord,
+        max_per_owner: u32,
+    ) -> Result<KeyOutcome, StoreError> {
+        // The count is re-read through a counter key inside the transaction, so two
+        // concurrent creates conflict on it and retry.
+        let count_key = index_key("#count", &record.owner);
+        let held = self.count_keys(&record.owner)?;
+        let value = record.encode_to_vec();
+        (&self.subjects, &self.access_keys, &self.keys_by_owner, &self.key_hashes, &self.meta)
+            .transaction(|(subjects, keys, by_owner, hashes, meta)| {
+                if subjects.get(record.owner.as_bytes())?.is_none() {
+                    return Ok(KeyOutcome::OwnerGone);
+                }
+                let counted = meta
+                    .get(&count_key)?
+                    .and_then(|v| <[u8; 4]>::try_from(&*v).ok())
+                    .map(u32::from_be_bytes)
+                    .unwrap_or(held)
+                    .max(held);
+                if counted >= max_per_owner {
+                    return Ok(KeyOutcome::LimitReached);
+                }
+                meta.insert(count_key.as_slice(), &(counted + 1).to_be_bytes())?;
+                keys.insert(record.id.as_bytes(), value.as_slice())?;
+                by_owner.insert(index_key(&record.owner, &record.id), &[] as &[u8])?;
+                hashes.insert(record.secret_hash.as_slice(), record.id.as_bytes())?;
+                Ok(KeyOutcome::Stored)
+            })
+            .map_err(tx_error)
+    }
+
+    /// Looks a key up by its id.
+    pub fn access_key(&self, id: &str) -> Result<Option<AccessKeyRecord>, StoreError> {
+        self.access_keys
+            .get(id)?
+            .map(|v| decode("access_keys", &v))
+            .transpose()
+    }
+
+    /// Finds the key whose secret hashes to `hash`.
+    pub fn access_key_by_hash(&self, hash: &[u8]) -> Result<Option<AccessKeyRecord>, StoreError> {
+        match self.key_hashes.get(hash)? {
+            Some(id) => self.access_key(&String::from_utf8_lossy(&id)),
+            None => Ok(None),
+        }
+    }
+
+    // === tokens ===
+
+    /// Stores a minted token and its parent → child index entry in one transaction, after
+    /// re-checking inside it that the authorising credential is still live.
+    pub fn insert_token(&self, jti: &str, record: &TokenRecord) -> Result<MintOutcome, StoreError> {
+        let value = record.encode_to_vec();
+        let parent = record.parent.as_str();
+        let parent_is_key = record.depth == 0;
+        (&self.tokens, &self.children, &self.access_keys)
+            .transaction(|(tokens, children, keys)| {
+                let live = if parent_is_key {
+                    keys.get(parent.as_bytes())?.is_some()
+                } else {
+                    match tokens.get(parent.as_bytes())? {
+                        Some(raw) => TokenRecord::decode(&*raw)
+                            .map(|p| p.revoked_at == 0)
+                            .unwrap_or(false),
+                        None => false,
+                    }
+                };
+                if !live {
+                    return Ok(MintOutcome::ParentGone);
+                }
+                tokens.insert(jti.as_bytes(), value.as_slice())?;
+                children.insert(index_key(parent, jti), &[] as &[u8])?;
+                Ok(MintOutcome::Stored)
+            })
+            .map_err(tx_error)
+    }
+
+    /// Looks a token record up by jti.
+    pub fn token(&self, jti: &str) -> Result<Option<TokenRecord>, StoreError> {
+        self.tokens
+            .get(jti)?
+            .map(|v| decode("tokens", &v))
+            .transpose()
+    }
+
+    /// Revokes the token `jti` and every token minted from it; returns how many were live.
+    pub fn revoke_token(&self, jti: &str, now: i64) -> Result<u32, StoreError> {
+        self.revoke_closure(Some(jti), jti, now)
+    }
+
+    /// Revokes every token minted from `parent` (an access-key id or a jti), at any depth.
+    pub fn revoke_descendants(&self, parent: &str, now: i64) -> Result<u32, StoreError> {
+        self.revoke_closure(None, parent, now)
+    }
+
+    /// Marks `root` (if given) and all descendants of `from` revoked. Each pass is one
+    /// transaction; passes repeat until none finds a live descendant, which also catches a
+    /// child minted concurrently before the parent's revocation committed (after it, the
+    /// mint transaction refuses).
+    fn revoke_closure(&self, root: Option<&str>, from: &str, now: i64) -> Result<u32, StoreError> {
+        let mut total = 0;
+        let mut previous: Option<BTreeSet<String>> = None;
+        loop {
+            let mut ids: BTreeSet<String> = root.map(str::to_owned).into_iter().collect();
+            let mut frontier = vec![from.to_owned()];
+            while let Some(parent) = frontier.pop() {
+                let prefix = index_prefix(&parent);
+                for key in self.children.scan_prefix(&prefix).keys() {
+                    let key = key?;
+                    let child = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+                    if ids.insert(child.clone()) {
+                        frontier.push(child);
+                    }
+                }
+            }
+            // Nothing new since the last committed pass: the closure is complete.
+            if previous.as_ref() == Some(&ids) {
+                return Ok(total);
+            }
+            let revoked = self
+                .tokens
+                .transaction(|tokens| {
+                    let mut n = 0u32;
+                    for jti in &ids {
+                        let Some(raw) = tokens.get(jti.as_bytes())? else {
+                            continue;
+                        };
+                        let Ok(mut rec) = TokenRecord::decode(&*raw) else {
+                            continue;
+                        };
+                        if rec.revoked_at == 0 {
+                            rec.revoked_at = now;
+                            tokens.insert(jti.as_bytes(), rec.encode_to_vec())?;
+                            n += 1;
+                        }
+                    }
+                    Ok(n)
+                })
+                .map_err(tx_error)?;
+            total += revoked;
+            previous = Some(ids);
+        }
+    }
+
+    // === signing keys ===
+
+    /// Every stored signing key.
+    pub fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError> {
+        self.signing_keys
+            .iter()
+            .values()
+            .map(|v| decode("signing_keys", &v?))
+            .collect()
+    }
+
+    /// Stores or replaces a signing key.
+    pub fn put_signing_key(&self, record: &SigningKeyRecord) -> Result<(), StoreError> {
+        self.signing_keys
+            .insert(record.kid.as_bytes(), record.encode_to_vec())?;
+        Ok(())
+    }
+}
+
+fn tx_error(e: TransactionError<std::convert::Infallible>) -> StoreError {
+    match e {
+        TransactionError::Storage(e) => StoreError::Sled(e),
+        TransactionError::Abort(never) => match never {},
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,91 @@
+use super::*;
+use crate::pb::storage::{GrantRecord, SubjectRecord};
+
+fn subject(id: &str) -> SubjectRecord {
+    SubjectRecord {
+        id: id.to_owned(),
+        kind: 1,
+        grant: Some(GrantRecord {
+            projects: vec!["alpha".into()],
+            permissions: vec!["read".into()],
+        }),
+        created_at: 1,
+    }
+}
+
+fn key(id: &str, owner: &str, hash: u8) -> AccessKeyRecord {
+    AccessKeyRecord {
+        id: id.to_owned(),
+        owner: owner.to_owned(),
+        name: "k".into(),
+        secret_hash: vec![hash; 32],
+        ..AccessKeyRecord::default()
+    }
+}
+
+fn token(parent: &str, depth: u32) -> TokenRecord {
+    TokenRecord {
+        subject: "alice".into(),
+        parent: parent.to_owned(),
+        depth,
+        expires_at: i64::MAX,
+        ..TokenRecord::default()
+    }
+}
+
+#[tokio::test]
+async fn cascade_revokes_every_descendant_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert!(store.create_subject(&subject("alice")).unwrap());
+    assert!(!store.create_subject(&subject("alice")).unwrap());
+    assert_eq!(store.insert_access_key(&key("ak_1", "alice", 1), 10).unwrap(), KeyOutcome::Stored);
+    assert_eq!(store.insert_token("t1", &token("ak_1", 0)).unwrap(), MintOutcome::Stored);
+    assert_eq!(store.insert_token("t2", &token("t1", 1)).unwrap(), MintOutcome::Stored);
+    assert_eq!(store.insert_token("t3", &token("t2", 2)).unwrap(), MintOutcome::Stored);
+    assert_eq!(store.insert_token("u1", &token("ak_1", 0)).unwrap(), MintOutcome::Stored);
+    store.durable().await.unwrap();
+
+    assert_eq!(store.revoke_token("t1", 5).unwrap(), 3);
+    assert_eq!(store.revoke_token("t1", 6).unwrap(), 0, "already revoked");
+    assert_eq!(store.token("t3").unwrap().unwrap().revoked_at, 5);
+    assert_eq!(store.token("u1").unwrap().unwrap().revoked_at, 0);
+    // A revoked parent can mint nothing more.
+    assert_eq!(store.insert_token("t4", &token("t2", 2)).unwrap(), MintOutcome::ParentGone);
+    assert!(store.token("t4").unwrap().is_none());
+}
+
+#[tokio::test]
+async fn key_limit_and_subject_deletion() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.insert_access_key(&key("ak_0", "ghost", 9), 10).unwrap(), KeyOutcome::OwnerGone);
+    store.create_subject(&subject("alice")).unwrap();
+    assert_eq!(store.insert_access_key(&key("ak_1", "alice", 1), 2).unwrap(), KeyOutcome::Stored);
+    assert_eq!(store.insert_access_key(&key("ak_2", "alice", 2), 2).unwrap(), KeyOutcome::Stored);
+    assert_eq!(store.insert_access_key(&key("ak_3", "alice", 3), 2).unwrap(), KeyOutcome::LimitReached);
+    assert_eq!(store.access_key_by_hash(&[2; 32]).unwrap().unwrap().id, "ak_2");
+    store.insert_token("t1", &token("ak_1", 0)).unwrap();
+    store.insert_token("t2", &token("ak_2", 0)).unwrap();
+
+    assert_eq!(store.delete_subject("alice", 7).unwrap(), Some((2, 2)));
+    assert_eq!(store.delete_subject("alice", 7).unwrap(), None);
+    assert!(store.access_key_by_hash(&[1; 32]).unwrap().is_none());
+    assert_eq!(store.token("t2").unwrap().unwrap().revoked_at, 7);
+    assert_eq!(store.count_keys("alice").unwrap(), 0);
+}
+
+#[tokio::test]
+async fn state_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store.create_subject(&subject("alice")).unwrap();
+        store.durable().await.unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.subject("alice").unwrap().unwrap().id, "alice");
+    let listed = store.list_subjects(None, 10).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(store.list_subjects(Some("alice"), 10).unwrap().is_empty());
+}

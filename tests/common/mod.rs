@@ -1,0 +1,252 @@
+//! Test harness: starts the real `token-broker` binary on an ephemeral loopback port with a
+//! temp data dir, captures its logs, and hands out real tonic clients.
+#![allow(dead_code)]
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex, mpsc},
+    time::Duration,
+};
+
+use tokio::time::Instant;
+use tonic::{Request, transport::Channel};
+pub use token_broker::pb::v1 as pb;
+use pb::{
+    access_key_service_client::AccessKeyServiceClient,
+    subject_service_client::SubjectServiceClient, token_service_client::TokenServiceClient,
+};
+
+/// A running broker process.
+pub struct Broker {
+    child: Child,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    pub policies: PathBuf,
+    logs: Arc<Mutex<String>>,
+    _temp: Option<tempfile::TempDir>,
+}
+
+/// The shipped policy directory.
+pub fn shipped_policies() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")
+}
+
+impl Broker {
+    /// Starts a broker on a fresh temp data dir with the shipped policies.
+    pub async fn start() -> Self {
+        let temp = tempfile::tempdir().unwrap();
+        let mut b = Self::start_in(temp.path(), &shipped_policies(), &[]).await;
+        b._temp = Some(temp);
+        b
+    }
+
+    /// Starts a broker on `data_dir` with `policies`, plus extra environment variables.
+    pub async fn start_in(data_dir: &Path, policies: &Path, env: &[(&str, &str)]) -> Self {
+        let (child, logs, ready) = spawn(data_dir, policies, env);
+        let addr = tokio::task::spawn_blocking(move || ready.recv_timeout(Duration::from_secs(60)))
+            .await
+            .unwrap()
+            .unwrap_or_else(|_| panic!("broker did not report its address"));
+        Self {
+            child,
+            addr,
+            data_dir: data_dir.to_owned(),
+            policies: policies.to_owned(),
+            logs,
+            _temp: None,
+        }
+    }
+
+    /// Everything the broker logged so far.
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// The bootstrap admin secret written on first start.
+    pub fn admin_secret(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("bootstrap-admin.key"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    pub async fn channel(&self) -> Channel {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match Channel::from_shared(format!("http://{}", self.addr))
+                .unwrap()
+                .connect()
+                .await
+            {
+                Ok(ch) => return ch,
+                Err(e) if Instant::now() > deadline => panic!("cannot connect: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    pub async fn tokens(&self) -> TokenServiceClient<Channel> {
+        TokenServiceClient::new(self.channel().await)
+    }
+
+    pub async fn subjects(&self) -> SubjectServiceClient<Channel> {
+        SubjectServiceClient::new(self.channel().await)
+    }
+
+    pub async fn keys(&self) -> AccessKeyServiceClient<Channel> {
+        AccessKeyServiceClient::new(self.channel().await)
+    }
+
+    /// SIGKILL: no shutdown, no final flush.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(
+    data_dir: &Path,
+    policies: &Path,
+    env: &[(&str, &str)],
+) -> (Child, Arc<Mutex<String>>, mpsc::Receiver<String>) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_token-broker"));
+    cmd.arg("serve")
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--policies")
+        .arg(policies)
+        .env("RUST_LOG", "info")
+        .env_remove("TOKEN_BROKER_MASTER_KEY")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let logs = Arc::new(Mutex::new(String::new()));
+    let (tx, rx) = mpsc::channel();
+    for stream in [
+        Box::new(child.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stdout.take().unwrap()),
+    ] {
+        let logs = Arc::clone(&logs);
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                if line.contains("listening") {
+                    if let Some(addr) = line.split("addr=").nth(1) {
+                        let _ = tx.send(addr.split_whitespace().next().unwrap_or("").to_owned());
+                    }
+                }
+                let mut l = logs.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+    }
+    (child, logs, rx)
+}
+
+/// Attaches `authorization: Bearer <credential>`.
+pub fn authed<T>(message: T, credential: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {credential}").parse().unwrap(),
+    );
+    request
+}
+
+/// Creates a subject with the admin credential.
+pub async fn create_subject(b: &Broker, admin: &str, id: &str, projects: &[&str], perms: &[&str]) {
+    b.subjects()
+        .await
+        .create_subject(authed(
+            pb::CreateSubjectRequest {
+                subject_id: id.to_owned(),
+                kind: pb::SubjectKind::User as i32,
+                project_ids: projects.iter().map(|s| (*s).to_owned()).collect(),
+                permissions: perms.iter().map(|s| (*s).to_owned()).collect(),
+            },
+            admin,
+        ))
+        .await
+        .unwrap();
+}
+
+/// Creates an access key for `owner` and returns its secret.
+pub async fn create_key(b: &Broker, admin: &str, owner: &str) -> String {
+    b.keys()
+        .await
+        .create_access_key(authed(
+            pb::CreateAccessKeyRequest {
+                owner: owner.to_owned(),
+                name: format!("{owner}-key"),
+                ..Default::default()
+            },
+            admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .secret
+}
+
+/// Mints a token with `credential`.
+pub async fn mint(
+    b: &Broker,
+    credential: &str,
+    projects: &[&str],
+    perms: &[&str],
+    hours: Option<f64>,
+) -> Result<pb::CreateAccessTokenResponse, tonic::Status> {
+    b.tokens()
+        .await
+        .create_access_token(authed(
+            pb::CreateAccessTokenRequest {
+                project_ids: projects.iter().map(|s| (*s).to_owned()).collect(),
+                permissions: perms.iter().map(|s| (*s).to_owned()).collect(),
+                expires_in_hours: hours,
+                audience: String::new(),
+            },
+            credential,
+        ))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Introspects with `credential`.
+pub async fn introspect(b: &Broker, credential: &str, token: &str) -> pb::IntrospectTokenResponse {
+    b.tokens()
+        .await
+        .introspect_token(authed(
+            pb::IntrospectTokenRequest {
+                token: token.to_owned(),
+            },
+            credential,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+}

@@ -1,0 +1,222 @@
+//! The acceptance flow of the foundation, over real gRPC against the real server binary.
+
+mod common;
+
+use common::*;
+use tonic::Code;
+
+#[tokio::test]
+async fn mint_attenuate_delegate_and_revoke() {
+    let b = Broker::start().await;
+    let admin = b.admin_secret();
+    assert!(admin.starts_with("tbk_"));
+
+    create_subject(&b, &admin, "alice", &["alpha", "beta"], &["read", "write"]).await;
+    let alice_key = create_key(&b, &admin, "alice").await;
+
+    let root = mint(&b, &alice_key, &["alpha"], &["read"], Some(1.0)).await.unwrap();
+    assert_eq!(root.project_ids, vec!["alpha"]);
+    assert_eq!(root.permissions, vec!["read"]);
+    assert_eq!(root.depth, 0);
+    assert!(root.parent.starts_with("ak_"));
+
+    // From that token: wider projects, wider permissions, longer lifetime are refused.
+    let err = mint(&b, &root.access_token, &["alpha", "beta"], &[], None).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(err.message().contains("`beta`"), "{}", err.message());
+    let err = mint(&b, &root.access_token, &["alpha"], &["write"], None).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(err.message().contains("`write`"), "{}", err.message());
+    let err = mint(&b, &root.access_token, &[], &[], Some(3.0)).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(err.message().contains("lifetime"), "{}", err.message());
+
+    let child = mint(&b, &root.access_token, &["alpha"], &["read"], Some(0.5)).await.unwrap();
+    assert_eq!(child.depth, 1);
+    assert_eq!(child.parent, root.jti);
+    let child_exp = child.expires_at.unwrap().seconds;
+    assert!(child_exp <= root.expires_at.unwrap().seconds);
+
+    // Omitted fields inherit; omitted lifetime is capped by the parent's remaining time.
+    let inherited = mint(&b, &root.access_token, &[], &[], None).await.unwrap();
+    assert_eq!(inherited.project_ids, vec!["alpha"]);
+    assert!(inherited.expires_at.unwrap().seconds <= root.expires_at.unwrap().seconds);
+
+    let seen = introspect(&b, &admin, &child.access_token).await;
+    assert!(seen.active);
+    assert_eq!(seen.subject, "alice");
+    assert_eq!(seen.depth, 1);
+    assert_eq!(seen.parent, root.jti);
+
+    // Revoke the depth-0 token: every descendant goes with it.
+    let revoked = b
+        .tokens()
+        .await
+        .revoke_access_token(authed(
+            pb::RevokeAccessTokenRequest {
+                token: root.access_token.clone(),
+                jti: String::new(),
+            },
+            &alice_key,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(revoked.revoked_count, 3);
+
+    for token in [&root.access_token, &child.access_token] {
+        let seen = introspect(&b, &admin, token).await;
+        assert!(!seen.active);
+        assert_eq!(seen, pb::IntrospectTokenResponse::default(), "inactive says only active=false");
+        let err = mint(&b, token, &[], &[], None).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated, "{}", err.message());
+    }
+}
+
+#[tokio::test]
+async fn subjects_keys_and_ownership() {
+    let b = Broker::start().await;
+    let admin = b.admin_secret();
+    create_subject(&b, &admin, "alice", &["alpha"], &["read"]).await;
+    create_subject(&b, &admin, "bob", &["beta"], &["write"]).await;
+    let alice = create_key(&b, &admin, "alice").await;
+    let mut subjects = b.subjects().await;
+
+    // Duplicate subject.
+    let err = subjects
+        .create_subject(authed(
+            pb::CreateSubjectRequest {
+                subject_id: "alice".into(),
+                kind: pb::SubjectKind::User as i32,
+                project_ids: vec!["alpha".into()],
+                permissions: vec!["read".into()],
+            },
+            &admin,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists);
+
+    // Alice is no admin: she cannot list subjects or make keys for bob.
+    let err = subjects
+        .list_subjects(authed(pb::ListSubjectsRequest::default(), &alice))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let err = b
+        .keys()
+        .await
+        .create_access_key(authed(
+            pb::CreateAccessKeyRequest {
+                owner: "bob".into(),
+                name: "x".into(),
+                ..Default::default()
+            },
+            &alice,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+
+    // She may make a narrower key for herself, not a wider one.
+    let err = b
+        .keys()
+        .await
+        .create_access_key(authed(
+            pb::CreateAccessKeyRequest {
+                name: "wide".into(),
+                permissions: vec!["write".into()],
+                ..Default::default()
+            },
+            &alice,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let own = b
+        .keys()
+        .await
+        .create_access_key(authed(
+            pb::CreateAccessKeyRequest {
+                name: "laptop".into(),
+                description: "my laptop".into(),
+                ..Default::default()
+            },
+            &alice,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let key = own.key.unwrap();
+    assert_eq!(key.owner, "alice");
+    assert!(own.secret.starts_with(&key.secret_prefix));
+    assert_ne!(own.secret, key.secret_prefix);
+
+    let listed = subjects
+        .list_subjects(authed(pb::ListSubjectsRequest { page_size: 2, ..Default::default() }, &admin))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.subjects.len(), 2);
+    let rest = subjects
+        .list_subjects(authed(
+            pb::ListSubjectsRequest { page_size: 2, page_token: listed.next_page_token },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut ids: Vec<String> = listed.subjects.into_iter().chain(rest.subjects).map(|s| s.subject_id).collect();
+    ids.sort();
+    assert_eq!(ids, vec!["admin", "alice", "bob"]);
+    assert!(rest.next_page_token.is_empty());
+
+    // Deleting alice revokes her keys and tokens.
+    let token = mint(&b, &alice, &[], &[], None).await.unwrap();
+    let deleted = subjects
+        .delete_subject(authed(pb::DeleteSubjectRequest { subject_id: "alice".into() }, &admin))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(deleted.deleted_keys, 2);
+    assert_eq!(deleted.revoked_tokens, 1);
+    assert!(!introspect(&b, &admin, &token.access_token).await.active);
+    let err = mint(&b, &alice, &[], &[], None).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    let err = subjects
+        .get_subject(authed(pb::GetSubjectRequest { subject_id: "alice".into() }, &admin))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn state_survives_restart_and_jwks_is_public() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = Broker::start_in(dir.path(), &shipped_policies(), &[]).await;
+    let admin = b.admin_secret();
+    let token = mint(&b, &admin, &["alpha"], &["read"], None).await.unwrap();
+    let jwks = b
+        .tokens()
+        .await
+        .get_jwks(pb::GetJwksRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(jwks.keys.len(), 1);
+    assert_eq!(jwks.keys[0].alg, "EdDSA");
+    assert!(jwks.jwks_json.contains(&jwks.keys[0].kid));
+    assert!(b.terminate().success());
+
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(dir.path().join("bootstrap-admin.key")).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+
+    let b = Broker::start_in(dir.path(), &shipped_policies(), &[]).await;
+    assert_eq!(b.admin_secret(), admin, "bootstrap runs once");
+    assert!(introspect(&b, &admin, &token.access_token).await.active);
+    let again = b.tokens().await.get_jwks(pb::GetJwksRequest {}).await.unwrap().into_inner();
+    assert_eq!(again.keys[0].kid, jwks.keys[0].kid, "signing key reused");
+    assert!(!b.logs().contains(&admin), "the bootstrap secret is never logged");
+}
