@@ -266,7 +266,8 @@ impl Broker {
             .access_key_by_hash(&hash)?
             .ok_or_else(|| unauthenticated("access key is unknown or was deleted"))?;
         let current = secret::hashes_equal(&key.secret_hash, &hash);
-        let grace = key.old_secret_expires_at > now && secret::hashes_equal(&key.old_secret_hash, &hash);
+        let grace =
+            key.old_secret_expires_at > now && secret::hashes_equal(&key.old_secret_hash, &hash);
         if !current && !grace {
             return Err(unauthenticated("access key secret was reset"));
         }
@@ -366,7 +367,8 @@ impl Broker {
             });
         }
         // An explicit "*" from a caller that holds every project is the same as inheriting.
-        if matches!(request.projects, Some(Projects::All)) && caller.grant.projects == Projects::All {
+        if matches!(request.projects, Some(Projects::All)) && caller.grant.projects == Projects::All
+        {
             request.projects = None;
         }
         let grant = attenuate(&caller.grant, &request, now, self.limits, &self.model)
@@ -428,7 +430,11 @@ impl Broker {
     // === introspection and revocation ===
 
     /// Returns the claims of an active token, or `None` for anything inactive.
-    pub fn introspect(&self, token: &str, now: i64) -> Result<Option<(Claims, TokenRecord)>, Error> {
+    pub fn introspect(
+        &self,
+        token: &str,
+        now: i64,
+    ) -> Result<Option<(Claims, TokenRecord)>, Error> {
         let audiences: Vec<&str> = self.audiences.iter().map(String::as_str).collect();
         let Ok(claims) = self.jwt.verify(token, &audiences) else {
             return Ok(None);
@@ -436,7 +442,8 @@ impl Broker {
         let Some(record) = self.store.token(&claims.jti)? else {
             return Ok(None);
         };
-        if record.revoked_at != 0 || record.expires_at <= now - self.config.leeway.as_secs() as i64 {
+        if record.revoked_at != 0 || record.expires_at <= now - self.config.leeway.as_secs() as i64
+        {
             return Ok(None);
         }
         Ok(Some((claims, record)))
@@ -459,7 +466,10 @@ impl Broker {
     /// Revokes a token and its descendants; durable before it returns.
     pub async fn revoke(&self, jti: &str, now: i64) -> Result<u32, Error> {
         if self.store.token(jti)?.is_none() {
-            return Err(Error::NotFound(format!("token {} does not exist", quote(jti))));
+            return Err(Error::NotFound(format!(
+                "token {} does not exist",
+                quote(jti)
+            )));
         }
         let revoked = self.store.revoke_token(jti, now)?;
         self.store.durable().await?;
@@ -513,12 +523,24 @@ impl Broker {
         }
         let max = self.config.max_grant_items;
         let projects = validate::projects("project_ids", project_ids, max, &mut violations);
-        let perms = validate::permissions("permissions", permissions, max, &self.model, &mut violations);
+        let perms = validate::permissions(
+            "permissions",
+            permissions,
+            max,
+            &self.model,
+            &mut violations,
+        );
         if project_ids.is_empty() {
-            violations.push(FieldViolation::new("project_ids", "give at least one project id or `*`"));
+            violations.push(FieldViolation::new(
+                "project_ids",
+                "give at least one project id or `*`",
+            ));
         }
         if permissions.is_empty() {
-            violations.push(FieldViolation::new("permissions", "give at least one permission"));
+            violations.push(FieldViolation::new(
+                "permissions",
+                "give at least one permission",
+            ));
         }
         if !violations.is_empty() {
             return Err(Error::InvalidArgument(violations));
@@ -565,12 +587,24 @@ impl Broker {
         expires_at: i64,
         now: i64,
     ) -> Result<CreatedKey, Error> {
-        let owner = if owner.is_empty() { caller.subject.id.as_str() } else { owner };
+        let owner = if owner.is_empty() {
+            caller.subject.id.as_str()
+        } else {
+            owner
+        };
         let subject = self
             .store
             .subject(owner)?
             .ok_or_else(|| Error::NotFound(format!("subject {} does not exist", quote(owner))))?;
-        let grant = self.key_grant(&subject, name, description, project_ids, permissions, expires_at, now)?;
+        let grant = self.key_grant(
+            &subject,
+            name,
+            description,
+            project_ids,
+            permissions,
+            expires_at,
+            now,
+        )?;
         let (record, secret) = self.new_key_record(
             owner,
             name,
@@ -580,7 +614,10 @@ impl Broker {
             expires_at,
             now,
         );
-        match self.store.insert_access_key(&record, self.config.max_keys_per_owner)? {
+        match self
+            .store
+            .insert_access_key(&record, self.config.max_keys_per_owner)?
+        {
             KeyOutcome::Stored => {}
             KeyOutcome::LimitReached => {
                 return Err(Error::ResourceExhausted(format!(
@@ -590,7 +627,10 @@ impl Broker {
                 )));
             }
             KeyOutcome::OwnerGone => {
-                return Err(Error::NotFound(format!("subject {} does not exist", quote(owner))));
+                return Err(Error::NotFound(format!(
+                    "subject {} does not exist",
+                    quote(owner)
+                )));
             }
         }
         self.store.durable().await?;
@@ -612,17 +652,29 @@ impl Broker {
         let mut violations = Vec::new();
         let name = name.trim();
         if name.is_empty() || name.chars().count() > 128 {
-            violations.push(FieldViolation::new("name", "give a name of 1 to 128 characters"));
+            violations.push(FieldViolation::new(
+                "name",
+                "give a name of 1 to 128 characters",
+            ));
         }
         if description.chars().count() > 1024 {
-            violations.push(FieldViolation::new("description", "at most 1024 characters"));
+            violations.push(FieldViolation::new(
+                "description",
+                "at most 1024 characters",
+            ));
         }
         if expires_at != 0 && expires_at <= now {
             violations.push(FieldViolation::new("expires_at", "must be in the future"));
         }
         let max = self.config.max_grant_items;
         let projects = validate::projects("project_ids", project_ids, max, &mut violations);
-        let perms = validate::permissions("permissions", permissions, max, &self.model, &mut violations);
+        let perms = validate::permissions(
+            "permissions",
+            permissions,
+            max,
+            &self.model,
+            &mut violations,
+        );
         if !violations.is_empty() {
             return Err(Error::InvalidArgument(violations));
         }
@@ -756,7 +808,10 @@ fn load_signing_keys(
     Ok(JwtKeys::new(settings, &current, &verify_only)?)
 }
 
-fn open_signing_key(master: &MasterKey, record: &SigningKeyRecord) -> Result<KeyMaterial, StartError> {
+fn open_signing_key(
+    master: &MasterKey,
+    record: &SigningKeyRecord,
+) -> Result<KeyMaterial, StartError> {
     let alg: SigningAlgorithm = record
         .alg
         .parse()

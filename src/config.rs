@@ -155,9 +155,24 @@ impl Config {
         if !env_keys.is_empty() {
             origin = format!("{origin} and environment {}", env_keys.join(", "));
         }
-        let config: Config = table.try_into().map_err(|e: toml::de::Error| ConfigError::Parse {
-            origin,
-            reason: e.message().to_owned(),
+        // Deserialize from text so the error carries a span, which names the key.
+        let merged = toml::to_string(&table).map_err(|e| ConfigError::Parse {
+            origin: origin.clone(),
+            reason: e.to_string(),
+        })?;
+        let config: Config = toml::from_str(&merged).map_err(|e| {
+            let key = e
+                .span()
+                .and_then(|span| merged[..span.start].lines().last().map(str::to_owned))
+                .and_then(|line| line.split('=').next().map(|k| k.trim().to_owned()))
+                .filter(|k| !k.is_empty());
+            ConfigError::Parse {
+                origin,
+                reason: match key {
+                    Some(key) => format!("key `{key}`: {}", e.message()),
+                    None => e.message().to_owned(),
+                },
+            }
         })?;
         config.validate()?;
         Ok(config)
@@ -182,10 +197,7 @@ impl Config {
         for (from, tos) in &self.implies {
             for p in std::iter::once(from).chain(tos) {
                 if !known.contains(p.as_str()) {
-                    return invalid(
-                        "implies",
-                        format!("`{p}` is not in `permissions`"),
-                    );
+                    return invalid("implies", format!("`{p}` is not in `permissions`"));
                 }
             }
         }
@@ -198,13 +210,19 @@ impl Config {
         if !matches!(self.signing_algorithm.as_str(), "EdDSA" | "ES256") {
             return invalid(
                 "signing_algorithm",
-                format!("`{}` is not supported: use `EdDSA` or `ES256`", self.signing_algorithm),
+                format!(
+                    "`{}` is not supported: use `EdDSA` or `ES256`",
+                    self.signing_algorithm
+                ),
             );
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return invalid(
                 "log_format",
-                format!("`{}` is not supported: use `text` or `json`", self.log_format),
+                format!(
+                    "`{}` is not supported: use `text` or `json`",
+                    self.log_format
+                ),
             );
         }
         if self.max_grant_items == 0 {
@@ -223,7 +241,12 @@ impl Config {
     /// Every audience a token may be minted for, the broker's own first.
     pub fn all_audiences(&self) -> Vec<String> {
         let mut all = vec![self.audience.clone()];
-        all.extend(self.audiences.iter().filter(|a| **a != self.audience).cloned());
+        all.extend(
+            self.audiences
+                .iter()
+                .filter(|a| **a != self.audience)
+                .cloned(),
+        );
         all
     }
 }
@@ -252,8 +275,14 @@ mod tests {
     #[test]
     fn env_overrides_and_names_bad_keys() {
         let env = vec![
-            ("TOKEN_BROKER_MAX_DELEGATION_DEPTH".to_owned(), "2".to_owned()),
-            ("TOKEN_BROKER_MAX_TOKEN_LIFETIME".to_owned(), "1h".to_owned()),
+            (
+                "TOKEN_BROKER_MAX_DELEGATION_DEPTH".to_owned(),
+                "2".to_owned(),
+            ),
+            (
+                "TOKEN_BROKER_MAX_TOKEN_LIFETIME".to_owned(),
+                "1h".to_owned(),
+            ),
             ("TOKEN_BROKER_MASTER_KEY".to_owned(), "ignored".to_owned()),
             ("OTHER".to_owned(), "x".to_owned()),
         ];
@@ -264,7 +293,10 @@ mod tests {
         let err = Config::load(None, vec![("TOKEN_BROKER_NOPE".to_owned(), "1".to_owned())])
             .unwrap_err()
             .to_string();
-        assert!(err.contains("nope") && err.contains("TOKEN_BROKER_NOPE"), "{err}");
+        assert!(
+            err.contains("nope") && err.contains("TOKEN_BROKER_NOPE"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -272,10 +304,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("broker.toml");
         std::fs::write(&path, "leeway = \"60s\"\n").unwrap();
-        let err = Config::load(Some(&path), Vec::new()).unwrap_err().to_string();
+        let err = Config::load(Some(&path), Vec::new())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("leeway"), "{err}");
         std::fs::write(&path, "max_delegation_depth = \"x\"\n").unwrap();
-        let err = Config::load(Some(&path), Vec::new()).unwrap_err().to_string();
-        assert!(err.contains("broker.toml") && err.contains("max_delegation_depth"), "{err}");
+        let err = Config::load(Some(&path), Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("broker.toml") && err.contains("max_delegation_depth"),
+            "{err}"
+        );
     }
 }

@@ -11,7 +11,11 @@ use token_broker::{
 };
 
 #[derive(Parser)]
-#[command(name = "token-broker", version, about = "gRPC broker for short-lived, down-scoped credentials")]
+#[command(
+    name = "token-broker",
+    version,
+    about = "gRPC broker for short-lived, down-scoped credentials"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -60,7 +64,10 @@ fn main() -> ExitCode {
             }
             let master_env = std::env::var(MASTER_KEY_ENV).ok();
             telemetry::init(cfg.log_format == "json");
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => return fail(&e),
             };

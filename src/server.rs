@@ -19,6 +19,9 @@ use crate::{
     },
 };
 
+/// How long in-flight calls get to finish after a shutdown signal.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Why serving stopped abnormally.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -61,7 +64,17 @@ pub async fn run(
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
     tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening");
-    tonic::transport::Server::builder()
+    // Graceful shutdown finishes in-flight calls, but an idle client that never closes its
+    // connection must not hold the process: after the grace period we stop regardless.
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let signal = {
+        let stopping = Arc::clone(&stopping);
+        async move {
+            shutdown.await;
+            stopping.notify_one();
+        }
+    };
+    let serve = tonic::transport::Server::builder()
         // Small RPCs answered at once: Nagle's delay only adds latency.
         .tcp_nodelay(true)
         // Authentication and Cedar run before routing, once per call, for every
@@ -73,8 +86,14 @@ pub async fn run(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await?;
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+    tokio::select! {
+        served = serve => served?,
+        () = async {
+            stopping.notified().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => tracing::warn!(grace = ?SHUTDOWN_GRACE, "connections still open after the grace period; stopping"),
+    }
     broker.store.flush_now()?;
     tracing::info!("stopped");
     Ok(())

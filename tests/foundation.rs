@@ -14,24 +14,34 @@ async fn mint_attenuate_delegate_and_revoke() {
     create_subject(&b, &admin, "alice", &["alpha", "beta"], &["read", "write"]).await;
     let alice_key = create_key(&b, &admin, "alice").await;
 
-    let root = mint(&b, &alice_key, &["alpha"], &["read"], Some(1.0)).await.unwrap();
+    let root = mint(&b, &alice_key, &["alpha"], &["read"], Some(1.0))
+        .await
+        .unwrap();
     assert_eq!(root.project_ids, vec!["alpha"]);
     assert_eq!(root.permissions, vec!["read"]);
     assert_eq!(root.depth, 0);
     assert!(root.parent.starts_with("ak_"));
 
     // From that token: wider projects, wider permissions, longer lifetime are refused.
-    let err = mint(&b, &root.access_token, &["alpha", "beta"], &[], None).await.unwrap_err();
+    let err = mint(&b, &root.access_token, &["alpha", "beta"], &[], None)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     assert!(err.message().contains("`beta`"), "{}", err.message());
-    let err = mint(&b, &root.access_token, &["alpha"], &["write"], None).await.unwrap_err();
+    let err = mint(&b, &root.access_token, &["alpha"], &["write"], None)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     assert!(err.message().contains("`write`"), "{}", err.message());
-    let err = mint(&b, &root.access_token, &[], &[], Some(3.0)).await.unwrap_err();
+    let err = mint(&b, &root.access_token, &[], &[], Some(3.0))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     assert!(err.message().contains("lifetime"), "{}", err.message());
 
-    let child = mint(&b, &root.access_token, &["alpha"], &["read"], Some(0.5)).await.unwrap();
+    let child = mint(&b, &root.access_token, &["alpha"], &["read"], Some(0.5))
+        .await
+        .unwrap();
     assert_eq!(child.depth, 1);
     assert_eq!(child.parent, root.jti);
     let child_exp = child.expires_at.unwrap().seconds;
@@ -67,7 +77,11 @@ async fn mint_attenuate_delegate_and_revoke() {
     for token in [&root.access_token, &child.access_token] {
         let seen = introspect(&b, &admin, token).await;
         assert!(!seen.active);
-        assert_eq!(seen, pb::IntrospectTokenResponse::default(), "inactive says only active=false");
+        assert_eq!(
+            seen,
+            pb::IntrospectTokenResponse::default(),
+            "inactive says only active=false"
+        );
         let err = mint(&b, token, &[], &[], None).await.unwrap_err();
         assert_eq!(err.code(), Code::Unauthenticated, "{}", err.message());
     }
@@ -153,20 +167,34 @@ async fn subjects_keys_and_ownership() {
     assert_ne!(own.secret, key.secret_prefix);
 
     let listed = subjects
-        .list_subjects(authed(pb::ListSubjectsRequest { page_size: 2, ..Default::default() }, &admin))
+        .list_subjects(authed(
+            pb::ListSubjectsRequest {
+                page_size: 2,
+                ..Default::default()
+            },
+            &admin,
+        ))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(listed.subjects.len(), 2);
     let rest = subjects
         .list_subjects(authed(
-            pb::ListSubjectsRequest { page_size: 2, page_token: listed.next_page_token },
+            pb::ListSubjectsRequest {
+                page_size: 2,
+                page_token: listed.next_page_token,
+            },
             &admin,
         ))
         .await
         .unwrap()
         .into_inner();
-    let mut ids: Vec<String> = listed.subjects.into_iter().chain(rest.subjects).map(|s| s.subject_id).collect();
+    let mut ids: Vec<String> = listed
+        .subjects
+        .into_iter()
+        .chain(rest.subjects)
+        .map(|s| s.subject_id)
+        .collect();
     ids.sort();
     assert_eq!(ids, vec!["admin", "alice", "bob"]);
     assert!(rest.next_page_token.is_empty());
@@ -174,7 +202,12 @@ async fn subjects_keys_and_ownership() {
     // Deleting alice revokes her keys and tokens.
     let token = mint(&b, &alice, &[], &[], None).await.unwrap();
     let deleted = subjects
-        .delete_subject(authed(pb::DeleteSubjectRequest { subject_id: "alice".into() }, &admin))
+        .delete_subject(authed(
+            pb::DeleteSubjectRequest {
+                subject_id: "alice".into(),
+            },
+            &admin,
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -184,7 +217,12 @@ async fn subjects_keys_and_ownership() {
     let err = mint(&b, &alice, &[], &[], None).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
     let err = subjects
-        .get_subject(authed(pb::GetSubjectRequest { subject_id: "alice".into() }, &admin))
+        .get_subject(authed(
+            pb::GetSubjectRequest {
+                subject_id: "alice".into(),
+            },
+            &admin,
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
@@ -206,17 +244,28 @@ async fn state_survives_restart_and_jwks_is_public() {
     assert_eq!(jwks.keys.len(), 1);
     assert_eq!(jwks.keys[0].alg, "EdDSA");
     assert!(jwks.jwks_json.contains(&jwks.keys[0].kid));
-    assert!(b.terminate().success());
+    assert!(b.terminate().await.success());
 
     let mode = std::os::unix::fs::PermissionsExt::mode(
-        &std::fs::metadata(dir.path().join("bootstrap-admin.key")).unwrap().permissions(),
+        &std::fs::metadata(dir.path().join("bootstrap-admin.key"))
+            .unwrap()
+            .permissions(),
     );
     assert_eq!(mode & 0o777, 0o600);
 
     let b = Broker::start_in(dir.path(), &shipped_policies(), &[]).await;
     assert_eq!(b.admin_secret(), admin, "bootstrap runs once");
     assert!(introspect(&b, &admin, &token.access_token).await.active);
-    let again = b.tokens().await.get_jwks(pb::GetJwksRequest {}).await.unwrap().into_inner();
+    let again = b
+        .tokens()
+        .await
+        .get_jwks(pb::GetJwksRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(again.keys[0].kid, jwks.keys[0].kid, "signing key reused");
-    assert!(!b.logs().contains(&admin), "the bootstrap secret is never logged");
+    assert!(
+        !b.logs().contains(&admin),
+        "the bootstrap secret is never logged"
+    );
 }

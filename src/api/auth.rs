@@ -287,7 +287,9 @@ fn bearer(headers: &http::HeaderMap) -> Result<Option<&str>, Status> {
 fn grpc_message(body: &[u8], limit: usize) -> Result<&[u8], Status> {
     let mut header = body;
     if header.remaining() < 5 {
-        return Err(Status::invalid_argument("the request holds no gRPC message"));
+        return Err(Status::invalid_argument(
+            "the request holds no gRPC message",
+        ));
     }
     let compressed = header.get_u8();
     let len = header.get_u32() as usize;
@@ -310,7 +312,8 @@ fn grpc_message(body: &[u8], limit: usize) -> Result<&[u8], Status> {
 }
 
 fn decode<M: Message + Default>(bytes: &[u8]) -> Result<M, Error> {
-    M::decode(bytes).map_err(|e| Error::invalid("", format!("the request message does not decode: {e}")))
+    M::decode(bytes)
+        .map_err(|e| Error::invalid("", format!("the request message does not decode: {e}")))
 }
 
 /// The resource and context Cedar sees for one call.
@@ -368,11 +371,17 @@ fn describe(
         }
         Rpc::GetSubject => {
             let req: pb::GetSubjectRequest = decode(message)?;
-            (stored_subject_entity(broker, &req.subject_id)?, authenticated)
+            (
+                stored_subject_entity(broker, &req.subject_id)?,
+                authenticated,
+            )
         }
         Rpc::DeleteSubject => {
             let req: pb::DeleteSubjectRequest = decode(message)?;
-            (stored_subject_entity(broker, &req.subject_id)?, authenticated)
+            (
+                stored_subject_entity(broker, &req.subject_id)?,
+                authenticated,
+            )
         }
         Rpc::ListSubjects => (EntityDesc::broker(), authenticated),
         Rpc::CreateAccessKey => {
@@ -453,9 +462,7 @@ fn token_entity(broker: &Broker, jti: &str) -> Result<EntityDesc, Error> {
     } else {
         broker.store.token(jti)?
     };
-    let (subject, depth) = record
-        .map(|r| (r.subject, r.depth))
-        .unwrap_or_default();
+    let (subject, depth) = record.map(|r| (r.subject, r.depth)).unwrap_or_default();
     Ok(EntityDesc {
         kind: EntityKind::Token,
         id: jti.to_owned(),

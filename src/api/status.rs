@@ -36,11 +36,7 @@ pub fn to_status(error: Error) -> Status {
                 meta.insert("remaining_seconds".to_owned(), left.to_string());
             }
             details.set_error_info("GRANT_EXCEEDED", ERROR_DOMAIN, meta);
-            return Status::with_error_details(
-                Code::PermissionDenied,
-                error.to_string(),
-                details,
-            );
+            return Status::with_error_details(Code::PermissionDenied, error.to_string(), details);
         }
         Error::PermissionDenied { reason, .. } => (Code::PermissionDenied, *reason),
         Error::NotFound(_) => (Code::NotFound, "NOT_FOUND"),
@@ -57,8 +53,9 @@ pub fn to_status(error: Error) -> Status {
     };
     details.set_error_info(reason, ERROR_DOMAIN, HashMap::new());
     let message = match code {
-        Code::Internal => "internal error: the broker could not complete the request; retry later"
-            .to_owned(),
+        Code::Internal => {
+            "internal error: the broker could not complete the request; retry later".to_owned()
+        }
         _ => error.to_string(),
     };
     Status::with_error_details(code, message, details)

@@ -11,7 +11,8 @@ use crate::{
         storage::SubjectRecord,
         v1::{
             CreateSubjectRequest, DeleteSubjectRequest, DeleteSubjectResponse, GetSubjectRequest,
-            ListSubjectsRequest, ListSubjectsResponse, Subject, subject_service_server::SubjectService,
+            ListSubjectsRequest, ListSubjectsResponse, Subject,
+            subject_service_server::SubjectService,
         },
     },
 };
@@ -63,7 +64,10 @@ impl SubjectService for Api {
             .subject(&id)
             .map_err(|e| to_status(e.into()))?
             .ok_or_else(|| {
-                to_status(Error::NotFound(format!("subject {} does not exist", quote(&id))))
+                to_status(Error::NotFound(format!(
+                    "subject {} does not exist",
+                    quote(&id)
+                )))
             })?;
         Ok(Response::new(to_proto(record)))
     }

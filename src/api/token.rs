@@ -32,7 +32,11 @@ impl TokenService for Api {
                 now,
             )
             .map_err(to_status)?;
-        let minted = self.broker.mint(&caller, plan, now).await.map_err(to_status)?;
+        let minted = self
+            .broker
+            .mint(&caller, plan, now)
+            .await
+            .map_err(to_status)?;
         tracing::info!(jti = %minted.claims.jti, depth = minted.claims.dep, "minted access token");
         let claims = minted.claims;
         Ok(Response::new(CreateAccessTokenResponse {

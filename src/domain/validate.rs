@@ -30,9 +30,9 @@ pub fn is_project_id(id: &str) -> bool {
     !bytes.is_empty()
         && bytes.len() <= 128
         && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'))
+        && bytes.iter().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+        })
 }
 
 /// Whether `id` is a well-formed subject id: `[a-z0-9][a-z0-9._@-]{0,127}`.
@@ -48,7 +48,11 @@ pub fn is_subject_id(id: &str) -> bool {
 
 /// Shows user input safely in a message: truncated, control characters escaped.
 pub fn quote(input: &str) -> String {
-    let mut shown: String = input.chars().take(64).flat_map(char::escape_default).collect();
+    let mut shown: String = input
+        .chars()
+        .take(64)
+        .flat_map(char::escape_default)
+        .collect();
     if input.chars().count() > 64 {
         shown.push('…');
     }
@@ -68,7 +72,10 @@ pub fn projects(
     if ids.len() > max_items {
         violations.push(FieldViolation::new(
             field,
-            format!("{} project ids given; at most {max_items} are allowed", ids.len()),
+            format!(
+                "{} project ids given; at most {max_items} are allowed",
+                ids.len()
+            ),
         ));
         return None;
     }
@@ -100,7 +107,10 @@ pub fn permissions(
     if perms.len() > max_items {
         violations.push(FieldViolation::new(
             field,
-            format!("{} permissions given; at most {max_items} are allowed", perms.len()),
+            format!(
+                "{} permissions given; at most {max_items} are allowed",
+                perms.len()
+            ),
         ));
         return None;
     }
@@ -132,7 +142,9 @@ pub fn lifetime_hours(
     if !hours.is_finite() {
         violations.push(FieldViolation::new(
             field,
-            format!("`{hours}` is not a finite number of hours: give a value > 0 and ≤ {max_hours}"),
+            format!(
+                "`{hours}` is not a finite number of hours: give a value > 0 and ≤ {max_hours}"
+            ),
         ));
         return None;
     }

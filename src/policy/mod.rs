@@ -173,7 +173,11 @@ fn line_of(diag: &dyn Diagnostic, text: &str) -> usize {
         .map(|l| l.offset())
         .unwrap_or(0)
         .min(text.len());
-    text.as_bytes()[..offset].iter().filter(|b| **b == b'\n').count() + 1
+    text.as_bytes()[..offset]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
 }
 
 /// The diagnostic with its help text, on one line.
@@ -196,13 +200,12 @@ impl PolicyEngine {
     pub fn load(dir: &Path) -> Result<Self, PolicyError> {
         let schema_path = dir.join(SCHEMA_FILE);
         let schema_text = read(&schema_path)?;
-        let (schema, _warnings) = Schema::from_cedarschema_str(&schema_text).map_err(|e| {
-            PolicyError::Schema {
+        let (schema, _warnings) =
+            Schema::from_cedarschema_str(&schema_text).map_err(|e| PolicyError::Schema {
                 path: schema_path.clone(),
                 line: line_of(&e, &schema_text),
                 message: message_of(&e, &e),
-            }
-        })?;
+            })?;
 
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(|source| PolicyError::Read {
@@ -316,16 +319,15 @@ impl PolicyEngine {
             .actions
             .get(action)
             .ok_or_else(|| format!("action `{action}` is not in the schema"))?;
-        let entity = |d: &EntityDesc| json!({ "uid": d.uid_json(), "attrs": d.attrs, "parents": [] });
+        let entity =
+            |d: &EntityDesc| json!({ "uid": d.uid_json(), "attrs": d.attrs, "parents": [] });
         let mut list = vec![entity(principal)];
         if resource.kind != principal.kind || resource.id != principal.id {
             list.push(entity(resource));
         }
         let entities = Entities::from_json_value(Value::Array(list), Some(&self.schema))
             .map_err(|e| e.to_string())?;
-        let uid = |d: &EntityDesc| {
-            EntityUid::from_json(d.uid_json()).map_err(|e| e.to_string())
-        };
+        let uid = |d: &EntityDesc| EntityUid::from_json(d.uid_json()).map_err(|e| e.to_string());
         let context = Context::from_json_value(context, Some((&self.schema, action_uid)))
             .map_err(|e| e.to_string())?;
         let request = Request::new(

@@ -39,20 +39,75 @@ fn shipped_policy_table() {
     let auth = json!({ "credential": credential(false) });
     let admin = json!({ "credential": credential(true) });
     let cases: Vec<(&str, EntityDesc, EntityDesc, serde_json::Value, bool)> = vec![
-        ("RevokeAccessToken", user("alice"), token("alice"), auth.clone(), true),
-        ("RevokeAccessToken", user("alice"), token("bob"), auth.clone(), false),
-        ("RevokeAccessToken", user("admin"), token("bob"), admin.clone(), true),
-        ("CreateSubject", user("alice"), user("bob"), auth.clone(), false),
-        ("CreateSubject", user("admin"), user("bob"), admin.clone(), true),
-        ("ListSubjects", user("alice"), EntityDesc::broker(), auth.clone(), false),
-        ("GetSubject", user("alice"), user("alice"), auth.clone(), true),
-        ("GetSubject", user("alice"), user("bob"), auth.clone(), false),
-        ("IntrospectToken", user("alice"), token("bob"), auth.clone(), true),
+        (
+            "RevokeAccessToken",
+            user("alice"),
+            token("alice"),
+            auth.clone(),
+            true,
+        ),
+        (
+            "RevokeAccessToken",
+            user("alice"),
+            token("bob"),
+            auth.clone(),
+            false,
+        ),
+        (
+            "RevokeAccessToken",
+            user("admin"),
+            token("bob"),
+            admin.clone(),
+            true,
+        ),
+        (
+            "CreateSubject",
+            user("alice"),
+            user("bob"),
+            auth.clone(),
+            false,
+        ),
+        (
+            "CreateSubject",
+            user("admin"),
+            user("bob"),
+            admin.clone(),
+            true,
+        ),
+        (
+            "ListSubjects",
+            user("alice"),
+            EntityDesc::broker(),
+            auth.clone(),
+            false,
+        ),
+        (
+            "GetSubject",
+            user("alice"),
+            user("alice"),
+            auth.clone(),
+            true,
+        ),
+        (
+            "GetSubject",
+            user("alice"),
+            user("bob"),
+            auth.clone(),
+            false,
+        ),
+        (
+            "IntrospectToken",
+            user("alice"),
+            token("bob"),
+            auth.clone(),
+            true,
+        ),
     ];
     for (action, principal, resource, context, expected) in cases {
         let decision = engine.authorize(action, &principal, &resource, context);
         assert_eq!(
-            decision.allowed, expected,
+            decision.allowed,
+            expected,
             "{action} {} on {}: {decision:?}",
             principal.display(),
             resource.display()
@@ -74,7 +129,11 @@ fn bad_policy_names_file_and_line() {
     let err = PolicyEngine::load(dir.path()).unwrap_err().to_string();
     assert!(err.contains("bad.cedar:3"), "{err}");
 
-    std::fs::write(dir.path().join("bad.cedar"), "permit (principal, action, resource)\nforbid (").unwrap();
+    std::fs::write(
+        dir.path().join("bad.cedar"),
+        "permit (principal, action, resource)\nforbid (",
+    )
+    .unwrap();
     let err = PolicyEngine::load(dir.path()).unwrap_err().to_string();
     assert!(err.contains("bad.cedar:") && err.contains("parse"), "{err}");
 }

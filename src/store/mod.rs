@@ -183,7 +183,12 @@ impl Store {
     /// Returns (keys deleted, tokens revoked), or `None` when the subject does not exist.
     pub fn delete_subject(&self, id: &str, now: i64) -> Result<Option<(u32, u32)>, StoreError> {
         let key_ids = self.key_ids_of(id)?;
-        let removed = (&self.subjects, &self.access_keys, &self.keys_by_owner, &self.key_hashes)
+        let removed = (
+            &self.subjects,
+            &self.access_keys,
+            &self.keys_by_owner,
+            &self.key_hashes,
+        )
             .transaction(|(subjects, keys, by_owner, hashes)| {
                 if subjects.remove(id.as_bytes())?.is_none() {
                     return Ok(None);
@@ -245,7 +250,13 @@ impl Store {
         let count_key = index_key("#count", &record.owner);
         let held = self.count_keys(&record.owner)?;
         let value = record.encode_to_vec();
-        (&self.subjects, &self.access_keys, &self.keys_by_owner, &self.key_hashes, &self.meta)
+        (
+            &self.subjects,
+            &self.access_keys,
+            &self.keys_by_owner,
+            &self.key_hashes,
+            &self.meta,
+        )
             .transaction(|(subjects, keys, by_owner, hashes, meta)| {
                 if subjects.get(record.owner.as_bytes())?.is_none() {
                     return Ok(KeyOutcome::OwnerGone);

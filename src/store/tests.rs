@@ -39,11 +39,28 @@ async fn cascade_revokes_every_descendant_once() {
     let store = Store::open(dir.path()).unwrap();
     assert!(store.create_subject(&subject("alice")).unwrap());
     assert!(!store.create_subject(&subject("alice")).unwrap());
-    assert_eq!(store.insert_access_key(&key("ak_1", "alice", 1), 10).unwrap(), KeyOutcome::Stored);
-    assert_eq!(store.insert_token("t1", &token("ak_1", 0)).unwrap(), MintOutcome::Stored);
-    assert_eq!(store.insert_token("t2", &token("t1", 1)).unwrap(), MintOutcome::Stored);
-    assert_eq!(store.insert_token("t3", &token("t2", 2)).unwrap(), MintOutcome::Stored);
-    assert_eq!(store.insert_token("u1", &token("ak_1", 0)).unwrap(), MintOutcome::Stored);
+    assert_eq!(
+        store
+            .insert_access_key(&key("ak_1", "alice", 1), 10)
+            .unwrap(),
+        KeyOutcome::Stored
+    );
+    assert_eq!(
+        store.insert_token("t1", &token("ak_1", 0)).unwrap(),
+        MintOutcome::Stored
+    );
+    assert_eq!(
+        store.insert_token("t2", &token("t1", 1)).unwrap(),
+        MintOutcome::Stored
+    );
+    assert_eq!(
+        store.insert_token("t3", &token("t2", 2)).unwrap(),
+        MintOutcome::Stored
+    );
+    assert_eq!(
+        store.insert_token("u1", &token("ak_1", 0)).unwrap(),
+        MintOutcome::Stored
+    );
     store.durable().await.unwrap();
 
     assert_eq!(store.revoke_token("t1", 5).unwrap(), 3);
@@ -51,7 +68,10 @@ async fn cascade_revokes_every_descendant_once() {
     assert_eq!(store.token("t3").unwrap().unwrap().revoked_at, 5);
     assert_eq!(store.token("u1").unwrap().unwrap().revoked_at, 0);
     // A revoked parent can mint nothing more.
-    assert_eq!(store.insert_token("t4", &token("t2", 2)).unwrap(), MintOutcome::ParentGone);
+    assert_eq!(
+        store.insert_token("t4", &token("t2", 2)).unwrap(),
+        MintOutcome::ParentGone
+    );
     assert!(store.token("t4").unwrap().is_none());
 }
 
@@ -59,12 +79,35 @@ async fn cascade_revokes_every_descendant_once() {
 async fn key_limit_and_subject_deletion() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    assert_eq!(store.insert_access_key(&key("ak_0", "ghost", 9), 10).unwrap(), KeyOutcome::OwnerGone);
+    assert_eq!(
+        store
+            .insert_access_key(&key("ak_0", "ghost", 9), 10)
+            .unwrap(),
+        KeyOutcome::OwnerGone
+    );
     store.create_subject(&subject("alice")).unwrap();
-    assert_eq!(store.insert_access_key(&key("ak_1", "alice", 1), 2).unwrap(), KeyOutcome::Stored);
-    assert_eq!(store.insert_access_key(&key("ak_2", "alice", 2), 2).unwrap(), KeyOutcome::Stored);
-    assert_eq!(store.insert_access_key(&key("ak_3", "alice", 3), 2).unwrap(), KeyOutcome::LimitReached);
-    assert_eq!(store.access_key_by_hash(&[2; 32]).unwrap().unwrap().id, "ak_2");
+    assert_eq!(
+        store
+            .insert_access_key(&key("ak_1", "alice", 1), 2)
+            .unwrap(),
+        KeyOutcome::Stored
+    );
+    assert_eq!(
+        store
+            .insert_access_key(&key("ak_2", "alice", 2), 2)
+            .unwrap(),
+        KeyOutcome::Stored
+    );
+    assert_eq!(
+        store
+            .insert_access_key(&key("ak_3", "alice", 3), 2)
+            .unwrap(),
+        KeyOutcome::LimitReached
+    );
+    assert_eq!(
+        store.access_key_by_hash(&[2; 32]).unwrap().unwrap().id,
+        "ak_2"
+    );
     store.insert_token("t1", &token("ak_1", 0)).unwrap();
     store.insert_token("t2", &token("ak_2", 0)).unwrap();
 
@@ -83,7 +126,16 @@ async fn state_survives_reopen() {
         store.create_subject(&subject("alice")).unwrap();
         store.durable().await.unwrap();
     }
-    let store = Store::open(dir.path()).unwrap();
+    // The group-commit task of the first handle releases sled's lock once it sees the close.
+    let mut reopened = Store::open(dir.path());
+    for _ in 0..100 {
+        if reopened.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        reopened = Store::open(dir.path());
+    }
+    let store = reopened.unwrap();
     assert_eq!(store.subject("alice").unwrap().unwrap().id, "alice");
     let listed = store.list_subjects(None, 10).unwrap();
     assert_eq!(listed.len(), 1);

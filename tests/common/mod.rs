@@ -10,13 +10,13 @@ use std::{
     time::Duration,
 };
 
-use tokio::time::Instant;
-use tonic::{Request, transport::Channel};
-pub use token_broker::pb::v1 as pb;
 use pb::{
     access_key_service_client::AccessKeyServiceClient,
     subject_service_client::SubjectServiceClient, token_service_client::TokenServiceClient,
 };
+pub use token_broker::pb::v1 as pb;
+use tokio::time::Instant;
+use tonic::{Request, transport::Channel};
 
 /// A running broker process.
 pub struct Broker {
@@ -105,13 +105,24 @@ impl Broker {
         let _ = self.child.wait();
     }
 
-    /// SIGTERM and wait for a clean exit.
-    pub fn terminate(&mut self) -> std::process::ExitStatus {
+    /// SIGTERM and wait for a clean exit, without blocking the test's runtime (its client
+    /// connections must be able to see the server's GOAWAY).
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
             .status();
-        self.child.wait().unwrap()
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "broker did not stop after SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 

@@ -12,7 +12,12 @@ const LIMITS: MintLimits = MintLimits {
 
 fn model() -> PermissionModel {
     PermissionModel::new(
-        &["read".into(), "write".into(), "admin".into(), "audit".into()],
+        &[
+            "read".into(),
+            "write".into(),
+            "admin".into(),
+            "audit".into(),
+        ],
         &BTreeMap::from([
             ("admin".to_owned(), vec!["write".to_owned()]),
             ("write".to_owned(), vec!["read".to_owned()]),
@@ -61,7 +66,10 @@ fn refusal_names_every_excess() {
     assert_eq!(refused.permissions, vec!["write".to_owned()]);
     assert_eq!(refused.lifetime, Some((3 * 3600, 3600)));
     let text = refused.to_string();
-    assert!(text.contains("`beta`") && text.contains("`write`"), "{text}");
+    assert!(
+        text.contains("`beta`") && text.contains("`write`"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -114,16 +122,13 @@ fn arb_perms() -> impl Strategy<Value = BTreeSet<String>> {
 }
 
 fn arb_grant() -> impl Strategy<Value = Grant> {
-    (
-        arb_projects(),
-        arb_perms(),
-        prop::option::of(1i64..200_000),
-    )
-        .prop_map(|(projects, permissions, left)| Grant {
+    (arb_projects(), arb_perms(), prop::option::of(1i64..200_000)).prop_map(
+        |(projects, permissions, left)| Grant {
             projects,
             permissions,
             not_after: left.map(|l| NOW + l),
-        })
+        },
+    )
 }
 
 fn arb_request() -> impl Strategy<Value = MintRequest> {
