@@ -1,4 +1,10 @@
 //! The acceptance flow of the foundation, over real gRPC against the real server binary.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code"
+)]
 
 mod common;
 

@@ -325,6 +325,11 @@ impl Store {
             .map_err(tx_error)
     }
 
+    /// How many token records exist (live, revoked or expired but not yet swept).
+    pub fn token_count(&self) -> usize {
+        self.tokens.len()
+    }
+
     /// Looks a token record up by jti.
     pub fn token(&self, jti: &str) -> Result<Option<TokenRecord>, StoreError> {
         self.tokens

@@ -1,6 +1,12 @@
 //! Test harness: starts the real `token-broker` binary on an ephemeral loopback port with a
 //! temp data dir, captures its logs, and hands out real tonic clients.
-#![allow(dead_code)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code"
+)]
+#![allow(dead_code, reason = "each test crate uses a different subset")]
 
 use std::{
     io::{BufRead, BufReader},
@@ -165,10 +171,12 @@ fn spawn(
         let tx = tx.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                if line.contains("listening") {
-                    if let Some(addr) = line.split("addr=").nth(1) {
-                        let _ = tx.send(addr.split_whitespace().next().unwrap_or("").to_owned());
-                    }
+                if let Some(addr) = line
+                    .contains("listening")
+                    .then(|| line.split("addr=").nth(1))
+                    .flatten()
+                {
+                    let _ = tx.send(addr.split_whitespace().next().unwrap_or("").to_owned());
                 }
                 let mut l = logs.lock().unwrap();
                 l.push_str(&line);
