@@ -61,6 +61,24 @@ pub enum StartError {
     },
 }
 
+/// Where the master key comes from.
+#[derive(Clone)]
+pub enum MasterKeySource {
+    /// The value of `TOKEN_BROKER_MASTER_KEY` (base64 of 32 bytes).
+    Base64(String),
+    /// The configured file, created with mode 0600 on first start.
+    File,
+}
+
+impl std::fmt::Debug for MasterKeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MasterKeySource::Base64(_) => "MasterKeySource::Base64(<redacted>)",
+            MasterKeySource::File => "MasterKeySource::File",
+        })
+    }
+}
+
 /// Seconds since the Unix epoch: the broker's one clock.
 pub fn now() -> i64 {
     SystemTime::now()
@@ -179,8 +197,18 @@ fn unauthenticated(message: &str) -> Error {
 impl Broker {
     /// Opens the store, loads policies and keys, and bootstraps the admin on first start.
     /// Policies are validated before anything is written.
-    pub async fn open(config: Config, master: MasterKey) -> Result<Arc<Self>, StartError> {
+    pub async fn open(config: Config, master: MasterKeySource) -> Result<Arc<Self>, StartError> {
         let policy = PolicyEngine::load(&config.policies)?;
+        let master = match master {
+            MasterKeySource::Base64(text) => MasterKey::from_base64(&text)?,
+            MasterKeySource::File => {
+                std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::Io {
+                    path: config.data_dir.clone(),
+                    source,
+                })?;
+                MasterKey::load_or_create(&config.master_key_path())?
+            }
+        };
         let store = Store::open(&config.data_dir)?;
         let now = now();
         let jwt = load_signing_keys(&store, &master, &config, now)?;

@@ -32,6 +32,15 @@ pub enum Error {
     /// A limit was reached.
     #[error("{0}")]
     ResourceExhausted(String),
+    /// The client asked for a transport feature the broker does not offer.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The call ended before its request could be read.
+    #[error("{0}")]
+    Cancelled(String),
+    /// An internal failure outside storage and keys; the cause is logged, never returned.
+    #[error("internal failure")]
+    Internal(String),
     /// Storage failed; the cause is logged, never returned.
     #[error("storage failure")]
     Store(#[from] crate::store::StoreError),

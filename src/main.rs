@@ -4,9 +4,8 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use token_broker::{
-    broker::Broker,
+    broker::{Broker, MasterKeySource},
     config::{Config, MASTER_KEY_ENV},
-    keys::MasterKey,
     server, telemetry,
 };
 
@@ -81,11 +80,8 @@ fn main() -> ExitCode {
 
 async fn serve(cfg: Config, master_env: Option<String>) -> Result<(), Box<dyn std::error::Error>> {
     let master = match master_env {
-        Some(text) => MasterKey::from_base64(&text)?,
-        None => {
-            std::fs::create_dir_all(&cfg.data_dir)?;
-            MasterKey::load_or_create(&cfg.master_key_path())?
-        }
+        Some(text) => MasterKeySource::Base64(text),
+        None => MasterKeySource::File,
     };
     let listen = cfg.listen;
     let broker = Broker::open(cfg, master).await?;

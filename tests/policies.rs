@@ -95,6 +95,7 @@ fn start_fails(policies: &Path) -> String {
             std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
             // Nothing was written: policies are checked before the store is opened.
             assert!(!data.path().join("db").exists());
+            assert!(!data.path().join("master.key").exists());
             return stderr;
         }
         assert!(

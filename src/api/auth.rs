@@ -17,7 +17,7 @@ use bytes::Buf;
 use http_body_util::{BodyExt, Full, Limited};
 use prost::Message;
 use serde_json::{Value, json};
-use tonic::{Status, body::Body};
+use tonic::body::Body;
 use tower::{Layer, Service};
 use tracing::{Instrument, field::Empty};
 
@@ -161,7 +161,7 @@ where
                 let started = Instant::now();
                 let response = match admit(&broker, rpc, request).await {
                     Ok(request) => inner.call(request).await?,
-                    Err(status) => status.into_http(),
+                    Err(error) => to_status(error).into_http(),
                 };
                 let span = tracing::Span::current();
                 let code = response
@@ -185,18 +185,18 @@ async fn admit(
     broker: &Broker,
     rpc: Rpc,
     request: http::Request<Body>,
-) -> Result<http::Request<Body>, Status> {
+) -> Result<http::Request<Body>, Error> {
     let span = tracing::Span::current();
     let now = broker::now();
     let caller = match bearer(request.headers()) {
-        Ok(Some(value)) => Some(broker.authenticate(value, now).map_err(to_status)?),
+        Ok(Some(value)) => Some(broker.authenticate(value, now)?),
         Ok(None) if rpc.is_public() => None,
         Ok(None) => {
-            return Err(Status::unauthenticated(
-                "missing credential: send the metadata `authorization: Bearer <access key or access token>`",
+            return Err(Error::Unauthenticated(
+                "missing credential: send the metadata `authorization: Bearer <access key or access token>`".to_owned(),
             ));
         }
-        Err(status) => return Err(status),
+        Err(error) => return Err(error),
     };
     if let Some(c) = &caller {
         span.record("subject", c.subject.id.as_str());
@@ -209,11 +209,9 @@ async fn admit(
         .await
         .map_err(|e| {
             if e.is::<http_body_util::LengthLimitError>() {
-                Status::resource_exhausted(format!(
-                    "request message is larger than the limit of {limit} bytes"
-                ))
+                too_large(limit)
             } else {
-                Status::cancelled("the request body could not be read")
+                Error::Cancelled("the request body could not be read".to_owned())
             }
         })?
         .to_bytes();
@@ -221,8 +219,7 @@ async fn admit(
 
     let (principal, resource, context) = match &caller {
         Some(caller) => {
-            let (resource, context) =
-                describe(broker, rpc, caller, message, now).map_err(to_status)?;
+            let (resource, context) = describe(broker, rpc, caller, message, now)?;
             (subject_entity(&caller.subject, broker), resource, context)
         }
         None => (
@@ -248,7 +245,7 @@ async fn admit(
         } else {
             format!("forbidden by policy `{}`", decision.policies.join("`, `"))
         };
-        return Err(to_status(Error::PermissionDenied {
+        return Err(Error::PermissionDenied {
             reason: "POLICY_DENIED",
             message: format!(
                 "`{}` on {} is denied for {}: {by}",
@@ -256,7 +253,7 @@ async fn admit(
                 resource.display(),
                 principal.display()
             ),
-        }));
+        });
     }
 
     let mut request = http::Request::from_parts(parts, Body::new(Full::new(bytes)));
@@ -267,44 +264,48 @@ async fn admit(
 }
 
 /// The bearer value of the `authorization` metadata, if any.
-fn bearer(headers: &http::HeaderMap) -> Result<Option<&str>, Status> {
+fn bearer(headers: &http::HeaderMap) -> Result<Option<&str>, Error> {
     let Some(value) = headers.get(http::header::AUTHORIZATION) else {
         return Ok(None);
     };
-    let value = value
-        .to_str()
-        .map_err(|_| Status::unauthenticated("the `authorization` metadata is not ASCII"))?;
+    let malformed = || {
+        Error::Unauthenticated(
+            "the `authorization` metadata must be `Bearer <access key or access token>`".to_owned(),
+        )
+    };
+    let value = value.to_str().map_err(|_| malformed())?;
     let (scheme, credential) = value.split_once(' ').unwrap_or((value, ""));
     if !scheme.eq_ignore_ascii_case("bearer") || credential.trim().is_empty() {
-        return Err(Status::unauthenticated(
-            "the `authorization` metadata must be `Bearer <access key or access token>`",
-        ));
+        return Err(malformed());
     }
     Ok(Some(credential.trim()))
 }
 
+fn too_large(limit: usize) -> Error {
+    Error::ResourceExhausted(format!(
+        "request message is larger than the limit of {limit} bytes: send a smaller request"
+    ))
+}
+
 /// The message of a unary gRPC request body: one uncompressed length-prefixed frame.
-fn grpc_message(body: &[u8], limit: usize) -> Result<&[u8], Status> {
+fn grpc_message(body: &[u8], limit: usize) -> Result<&[u8], Error> {
     let mut header = body;
     if header.remaining() < 5 {
-        return Err(Status::invalid_argument(
-            "the request holds no gRPC message",
-        ));
+        return Err(Error::invalid("", "the request holds no gRPC message"));
     }
     let compressed = header.get_u8();
     let len = header.get_u32() as usize;
     if compressed != 0 {
-        return Err(Status::unimplemented(
-            "compressed requests are not supported: send them uncompressed",
+        return Err(Error::Unsupported(
+            "compressed requests are not supported: send them uncompressed".to_owned(),
         ));
     }
     if len > limit {
-        return Err(Status::resource_exhausted(format!(
-            "request message is larger than the limit of {limit} bytes"
-        )));
+        return Err(too_large(limit));
     }
     if header.len() != len {
-        return Err(Status::invalid_argument(
+        return Err(Error::invalid(
+            "",
             "the request body is not exactly one gRPC message",
         ));
     }

@@ -24,7 +24,11 @@ fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
         .extensions()
         .get::<Caller>()
         .cloned()
-        .ok_or_else(|| Status::unauthenticated("missing credential"))
+        .ok_or_else(|| {
+            status::to_status(crate::error::Error::Unauthenticated(
+                "missing credential".to_owned(),
+            ))
+        })
 }
 
 /// Converts seconds since the epoch into a protobuf timestamp; 0 means unset.

@@ -42,6 +42,12 @@ pub fn to_status(error: Error) -> Status {
         Error::NotFound(_) => (Code::NotFound, "NOT_FOUND"),
         Error::AlreadyExists(_) => (Code::AlreadyExists, "ALREADY_EXISTS"),
         Error::ResourceExhausted(_) => (Code::ResourceExhausted, "LIMIT_REACHED"),
+        Error::Unsupported(_) => (Code::Unimplemented, "UNSUPPORTED"),
+        Error::Cancelled(_) => (Code::Cancelled, "CANCELLED"),
+        Error::Internal(cause) => {
+            tracing::error!(cause = %cause, "internal failure");
+            (Code::Internal, "INTERNAL")
+        }
         Error::Store(e) => {
             tracing::error!(error = %e, "storage failure");
             (Code::Internal, "INTERNAL")

@@ -5,6 +5,7 @@ use tonic::{Request, Response, Status};
 use super::{Api, caller, status::to_status, timestamp};
 use crate::{
     broker,
+    error::Error,
     pb::v1::{
         CreateAccessTokenRequest, CreateAccessTokenResponse, GetJwksRequest, GetJwksResponse,
         IntrospectTokenRequest, IntrospectTokenResponse, Jwk, RevokeAccessTokenRequest,
@@ -100,7 +101,7 @@ impl TokenService for Api {
     ) -> Result<Response<GetJwksResponse>, Status> {
         let set = self.broker.jwt.jwks();
         let value = serde_json::to_value(&set)
-            .map_err(|e| Status::internal(format!("cannot encode the key set: {e}")))?;
+            .map_err(|e| to_status(Error::Internal(format!("cannot encode the key set: {e}"))))?;
         let text = |key: &serde_json::Value, name: &str| {
             key.get(name)
                 .and_then(serde_json::Value::as_str)

@@ -153,20 +153,20 @@ impl std::fmt::Display for Exceeded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut parts = Vec::new();
         if !self.projects.is_empty() {
-            parts.push(format!("projects {} are", backticked(&self.projects)));
+            parts.push(format!("projects {}", backticked(&self.projects)));
         }
         if !self.permissions.is_empty() {
-            parts.push(format!("permissions {} are", backticked(&self.permissions)));
+            parts.push(format!("permissions {}", backticked(&self.permissions)));
         }
         if let Some((requested, remaining)) = self.lifetime {
             parts.push(format!(
-                "a lifetime of {requested}s is (the authorising credential has {remaining}s left)"
+                "a lifetime of {requested}s (the authorising credential has {remaining}s left)"
             ));
         }
         write!(
             f,
-            "{} beyond the authorising credential's grant: ask for a subset",
-            parts.join(", ")
+            "request exceeds the authorising credential's grant: {}; ask for a subset",
+            parts.join("; ")
         )
     }
 }

@@ -9,7 +9,10 @@ mod durable;
 use std::{collections::BTreeSet, fs::File, path::Path};
 
 use prost::Message;
-use sled::{Transactional, transaction::TransactionError};
+use sled::{
+    Transactional,
+    transaction::{TransactionError, TransactionalTree, UnabortableTransactionError},
+};
 
 pub use durable::GroupCommit;
 
@@ -179,40 +182,42 @@ impl Store {
             .collect()
     }
 
-    /// Deletes a subject with all its keys, then revokes every token minted from them.
-    /// Returns (keys deleted, tokens revoked), or `None` when the subject does not exist.
+    /// Deletes a subject with all its keys and revokes every token minted from them, in one
+    /// transaction. Returns (keys deleted, tokens revoked), or `None` when the subject does
+    /// not exist.
     pub fn delete_subject(&self, id: &str, now: i64) -> Result<Option<(u32, u32)>, StoreError> {
         let key_ids = self.key_ids_of(id)?;
-        let removed = (
+        let tokens = self.descendants(&key_ids)?;
+        let count_key = index_key("#count", id);
+        let outcome = (
             &self.subjects,
             &self.access_keys,
             &self.keys_by_owner,
             &self.key_hashes,
+            &self.tokens,
+            &self.meta,
         )
-            .transaction(|(subjects, keys, by_owner, hashes)| {
+            .transaction(|(subjects, keys, by_owner, hashes, token_tree, meta)| {
                 if subjects.remove(id.as_bytes())?.is_none() {
                     return Ok(None);
                 }
+                meta.remove(count_key.as_slice())?;
                 let mut deleted = 0u32;
                 for key_id in &key_ids {
                     by_owner.remove(index_key(id, key_id))?;
                     if let Some(raw) = keys.remove(key_id.as_bytes())? {
                         deleted += 1;
-                        if let Ok(rec) = AccessKeyRecord::decode(&*raw) {
-                            hashes.remove(rec.secret_hash)?;
-                            if !rec.old_secret_hash.is_empty() {
-                                hashes.remove(rec.old_secret_hash)?;
-                            }
-                        }
+                        remove_hashes(hashes, &raw)?;
                     }
                 }
-                Ok(Some(deleted))
+                Ok(Some((deleted, mark_revoked(token_tree, &tokens, now)?)))
             })
             .map_err(tx_error)?;
-        let Some(deleted) = removed else {
+        let Some((deleted, mut revoked)) = outcome else {
             return Ok(None);
         };
-        let mut revoked = 0;
+        // A token minted concurrently, after the closure was read, is caught here: its key
+        // is gone now, so nothing new can appear under it.
         for key_id in &key_ids {
             revoked += self.revoke_descendants(key_id, now)?;
         }
@@ -348,51 +353,41 @@ impl Store {
         self.revoke_closure(None, parent, now)
     }
 
+    /// Every token minted from any of `roots`, at any depth.
+    fn descendants(&self, roots: &[String]) -> Result<BTreeSet<String>, StoreError> {
+        let mut ids = BTreeSet::new();
+        let mut frontier: Vec<String> = roots.to_vec();
+        while let Some(parent) = frontier.pop() {
+            let prefix = index_prefix(&parent);
+            for key in self.children.scan_prefix(&prefix).keys() {
+                let key = key?;
+                let child = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+                if ids.insert(child.clone()) {
+                    frontier.push(child);
+                }
+            }
+        }
+        Ok(ids)
+    }
+
     /// Marks `root` (if given) and all descendants of `from` revoked. Each pass is one
-    /// transaction; passes repeat until none finds a live descendant, which also catches a
+    /// transaction; passes repeat until none finds a new descendant, which also catches a
     /// child minted concurrently before the parent's revocation committed (after it, the
     /// mint transaction refuses).
     fn revoke_closure(&self, root: Option<&str>, from: &str, now: i64) -> Result<u32, StoreError> {
         let mut total = 0;
         let mut previous: Option<BTreeSet<String>> = None;
         loop {
-            let mut ids: BTreeSet<String> = root.map(str::to_owned).into_iter().collect();
-            let mut frontier = vec![from.to_owned()];
-            while let Some(parent) = frontier.pop() {
-                let prefix = index_prefix(&parent);
-                for key in self.children.scan_prefix(&prefix).keys() {
-                    let key = key?;
-                    let child = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
-                    if ids.insert(child.clone()) {
-                        frontier.push(child);
-                    }
-                }
-            }
+            let mut ids = self.descendants(&[from.to_owned()])?;
+            ids.extend(root.map(str::to_owned));
             // Nothing new since the last committed pass: the closure is complete.
             if previous.as_ref() == Some(&ids) {
                 return Ok(total);
             }
-            let revoked = self
+            total += self
                 .tokens
-                .transaction(|tokens| {
-                    let mut n = 0u32;
-                    for jti in &ids {
-                        let Some(raw) = tokens.get(jti.as_bytes())? else {
-                            continue;
-                        };
-                        let Ok(mut rec) = TokenRecord::decode(&*raw) else {
-                            continue;
-                        };
-                        if rec.revoked_at == 0 {
-                            rec.revoked_at = now;
-                            tokens.insert(jti.as_bytes(), rec.encode_to_vec())?;
-                            n += 1;
-                        }
-                    }
-                    Ok(n)
-                })
+                .transaction(|tokens| Ok(mark_revoked(tokens, &ids, now)?))
                 .map_err(tx_error)?;
-            total += revoked;
             previous = Some(ids);
         }
     }
@@ -414,6 +409,43 @@ impl Store {
             .insert(record.kid.as_bytes(), record.encode_to_vec())?;
         Ok(())
     }
+}
+
+/// Sets `revoked_at` on every live token of `ids`; returns how many were live.
+fn mark_revoked(
+    tokens: &TransactionalTree,
+    ids: &BTreeSet<String>,
+    now: i64,
+) -> Result<u32, UnabortableTransactionError> {
+    let mut n = 0;
+    for jti in ids {
+        let Some(raw) = tokens.get(jti.as_bytes())? else {
+            continue;
+        };
+        let Ok(mut rec) = TokenRecord::decode(&*raw) else {
+            continue;
+        };
+        if rec.revoked_at == 0 {
+            rec.revoked_at = now;
+            tokens.insert(jti.as_bytes(), rec.encode_to_vec())?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Drops the hash index entries of a stored key record.
+fn remove_hashes(
+    hashes: &TransactionalTree,
+    raw: &[u8],
+) -> Result<(), UnabortableTransactionError> {
+    if let Ok(rec) = AccessKeyRecord::decode(raw) {
+        hashes.remove(rec.secret_hash)?;
+        if !rec.old_secret_hash.is_empty() {
+            hashes.remove(rec.old_secret_hash)?;
+        }
+    }
+    Ok(())
 }
 
 fn tx_error(e: TransactionError<std::convert::Infallible>) -> StoreError {
