@@ -29,6 +29,9 @@ pub enum Error {
     /// The thing to create exists already.
     #[error("{0}")]
     AlreadyExists(String),
+    /// A concurrent change won; the caller should re-read and retry.
+    #[error("{0}")]
+    Conflict(String),
     /// A limit was reached.
     #[error("{0}")]
     ResourceExhausted(String),

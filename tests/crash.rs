@@ -22,7 +22,7 @@ async fn acknowledged_writes_survive_kill_9() {
     let mut b = Broker::start_in(dir.path(), &shipped_policies(), &[]).await;
     let admin = b.admin_secret();
     create_subject(&b, &admin, "alice", &["alpha"], &["read"]).await;
-    let key = create_key(&b, &admin, "alice").await;
+    let key = create_key(&b, &admin, "alice", &["read"]).await;
 
     let minted: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
     let revoked: Arc<Mutex<Vec<String>>> = Arc::default();

@@ -18,7 +18,7 @@ async fn mint_attenuate_delegate_and_revoke() {
     assert!(admin.starts_with("tbk_"));
 
     create_subject(&b, &admin, "alice", &["alpha", "beta"], &["read", "write"]).await;
-    let alice_key = create_key(&b, &admin, "alice").await;
+    let alice_key = create_key(&b, &admin, "alice", &["read", "write"]).await;
 
     let root = mint(&b, &alice_key, &["alpha"], &["read"], Some(1.0))
         .await
@@ -99,7 +99,7 @@ async fn subjects_keys_and_ownership() {
     let admin = b.admin_secret();
     create_subject(&b, &admin, "alice", &["alpha"], &["read"]).await;
     create_subject(&b, &admin, "bob", &["beta"], &["write"]).await;
-    let alice = create_key(&b, &admin, "alice").await;
+    let alice = create_key(&b, &admin, "alice", &["read"]).await;
     let mut subjects = b.subjects().await;
 
     // Duplicate subject.
@@ -160,6 +160,7 @@ async fn subjects_keys_and_ownership() {
             pb::CreateAccessKeyRequest {
                 name: "laptop".into(),
                 description: "my laptop".into(),
+                permissions: vec!["read".into()],
                 ..Default::default()
             },
             &alice,

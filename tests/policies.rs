@@ -45,7 +45,7 @@ async fn service_key(b: &Broker, admin: &str) -> String {
         ))
         .await
         .unwrap();
-    create_key(b, admin, "ci").await
+    create_key(b, admin, "ci", &["read"]).await
 }
 
 #[tokio::test]

@@ -30,7 +30,7 @@ async fn no_secret_in_logs_or_store() {
     let mut b = Broker::start_in(dir.path(), &shipped_policies(), &[]).await;
     let admin = b.admin_secret();
     create_subject(&b, &admin, "alice", &["alpha", "beta"], &["read", "write"]).await;
-    let key = create_key(&b, &admin, "alice").await;
+    let key = create_key(&b, &admin, "alice", &["read", "write"]).await;
     let root = mint(&b, &key, &["alpha"], &["read"], Some(1.0))
         .await
         .unwrap();

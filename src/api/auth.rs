@@ -27,7 +27,7 @@ use crate::{
     domain::{Grant, Projects},
     error::Error,
     pb::{storage::SubjectRecord, v1 as pb},
-    policy::{EntityDesc, EntityKind},
+    policy::{Decision, EntityDesc, EntityKind},
 };
 
 /// The RPCs guarded by this layer; the name is the Cedar action.
@@ -51,6 +51,16 @@ pub enum Rpc {
     DeleteSubject,
     /// `AccessKeyService/CreateAccessKey`.
     CreateAccessKey,
+    /// `AccessKeyService/ListAccessKeys`.
+    ListAccessKeys,
+    /// `AccessKeyService/GetAccessKey`.
+    GetAccessKey,
+    /// `AccessKeyService/UpdateAccessKey`.
+    UpdateAccessKey,
+    /// `AccessKeyService/DeleteAccessKey`.
+    DeleteAccessKey,
+    /// `AccessKeyService/ResetAccessKey`.
+    ResetAccessKey,
 }
 
 impl Rpc {
@@ -68,6 +78,11 @@ impl Rpc {
             ("SubjectService", "ListSubjects") => Rpc::ListSubjects,
             ("SubjectService", "DeleteSubject") => Rpc::DeleteSubject,
             ("AccessKeyService", "CreateAccessKey") => Rpc::CreateAccessKey,
+            ("AccessKeyService", "ListAccessKeys") => Rpc::ListAccessKeys,
+            ("AccessKeyService", "GetAccessKey") => Rpc::GetAccessKey,
+            ("AccessKeyService", "UpdateAccessKey") => Rpc::UpdateAccessKey,
+            ("AccessKeyService", "DeleteAccessKey") => Rpc::DeleteAccessKey,
+            ("AccessKeyService", "ResetAccessKey") => Rpc::ResetAccessKey,
             _ => return None,
         })
     }
@@ -84,7 +99,26 @@ impl Rpc {
             Rpc::ListSubjects => "ListSubjects",
             Rpc::DeleteSubject => "DeleteSubject",
             Rpc::CreateAccessKey => "CreateAccessKey",
+            Rpc::ListAccessKeys => "ListAccessKeys",
+            Rpc::GetAccessKey => "GetAccessKey",
+            Rpc::UpdateAccessKey => "UpdateAccessKey",
+            Rpc::DeleteAccessKey => "DeleteAccessKey",
+            Rpc::ResetAccessKey => "ResetAccessKey",
         }
+    }
+
+    /// RPCs that act on someone's access keys: a refusal says the caller may not act on
+    /// behalf of the owner (Bitbucket's wording).
+    fn manages_keys(self) -> bool {
+        matches!(
+            self,
+            Rpc::CreateAccessKey
+                | Rpc::ListAccessKeys
+                | Rpc::GetAccessKey
+                | Rpc::UpdateAccessKey
+                | Rpc::DeleteAccessKey
+                | Rpc::ResetAccessKey
+        )
     }
 
     /// RPCs that answer without a credential.
@@ -234,33 +268,85 @@ async fn admit(
     };
     let decision = broker
         .policy
-        .authorize(rpc.action(), &principal, &resource, context);
-    span.record("decision", if decision.allowed { "allow" } else { "deny" });
+        .authorize(rpc.action(), &principal, &resource, context.clone());
     if !decision.allowed {
-        if !decision.errors.is_empty() {
-            tracing::warn!(errors = ?decision.errors, "policy evaluation errors");
-        }
-        let by = if decision.policies.is_empty() {
-            "no policy permits it".to_owned()
-        } else {
-            format!("forbidden by policy `{}`", decision.policies.join("`, `"))
-        };
-        return Err(Error::PermissionDenied {
-            reason: "POLICY_DENIED",
-            message: format!(
-                "`{}` on {} is denied for {}: {by}",
-                rpc.action(),
-                resource.display(),
-                principal.display()
-            ),
-        });
+        span.record("decision", "deny");
+        return Err(denied(rpc, &principal, &resource, &decision, None));
     }
+    // The root key's own policies (inline policy and roles) must allow too: they only narrow.
+    if let Some(key_policy) = caller
+        .as_ref()
+        .and_then(|c| c.key_policy.as_ref().map(|k| (c, k)))
+    {
+        let (caller, key_policy) = key_policy;
+        let set = broker.key_policy_set(key_policy, &caller.subject)?;
+        let decision =
+            broker
+                .policy
+                .authorize_in(&set, rpc.action(), &principal, &resource, context);
+        if !decision.allowed {
+            span.record("decision", "deny");
+            return Err(denied(
+                rpc,
+                &principal,
+                &resource,
+                &decision,
+                Some(&key_policy.key_id),
+            ));
+        }
+    }
+    span.record("decision", "allow");
 
     let mut request = http::Request::from_parts(parts, Body::new(Full::new(bytes)));
     if let Some(caller) = caller {
         request.extensions_mut().insert(caller);
     }
     Ok(request)
+}
+
+/// The refusal for a denied decision: who may not do what, and which policies decided.
+fn denied(
+    rpc: Rpc,
+    principal: &EntityDesc,
+    resource: &EntityDesc,
+    decision: &Decision,
+    key: Option<&str>,
+) -> Error {
+    if !decision.errors.is_empty() {
+        tracing::warn!(errors = ?decision.errors, "policy evaluation errors");
+    }
+    let by = match (key, decision.policies.is_empty()) {
+        (Some(key), true) => {
+            format!("the inline policy and roles of access key `{key}` permit nothing here")
+        }
+        (Some(key), false) => format!(
+            "forbidden by `{}` of access key `{key}`",
+            decision.policies.join("`, `")
+        ),
+        (None, true) => "no policy permits it".to_owned(),
+        (None, false) => format!("forbidden by policy `{}`", decision.policies.join("`, `")),
+    };
+    let owner = match resource.kind {
+        EntityKind::AccessKey => resource.attrs.get("owner").and_then(Value::as_str),
+        EntityKind::User | EntityKind::Service => Some(resource.id.as_str()),
+        _ => None,
+    };
+    let message = match owner {
+        Some(owner) if rpc.manages_keys() && owner != principal.id && key.is_none() => format!(
+            "`{}` may not act on behalf of `{owner}`: only the owner or an admin may ({by})",
+            principal.id
+        ),
+        _ => format!(
+            "`{}` on {} is denied for {}: {by}",
+            rpc.action(),
+            resource.display(),
+            principal.display()
+        ),
+    };
+    Error::PermissionDenied {
+        reason: "POLICY_DENIED",
+        message,
+    }
 }
 
 /// The bearer value of the `authorization` metadata, if any.
@@ -361,13 +447,25 @@ fn describe(
         Rpc::GetJwks => (EntityDesc::broker(), json!({})),
         Rpc::CreateSubject => {
             let req: pb::CreateSubjectRequest = decode(message)?;
-            let record = broker.subject_record(
-                &req.subject_id,
-                req.kind,
-                &req.project_ids,
-                &req.permissions,
-                now,
-            )?;
+            // As above: an invalid subject is refused by the handler, after policy.
+            let record = broker
+                .subject_record(
+                    &req.subject_id,
+                    req.kind,
+                    &req.project_ids,
+                    &req.permissions,
+                    now,
+                )
+                .unwrap_or_else(|_| SubjectRecord {
+                    id: req.subject_id.clone(),
+                    kind: if req.kind == KIND_SERVICE {
+                        KIND_SERVICE
+                    } else {
+                        KIND_USER
+                    },
+                    grant: None,
+                    created_at: now,
+                });
             (subject_entity(&record, broker), authenticated)
         }
         Rpc::GetSubject => {
@@ -387,32 +485,55 @@ fn describe(
         Rpc::ListSubjects => (EntityDesc::broker(), authenticated),
         Rpc::CreateAccessKey => {
             let req: pb::CreateAccessKeyRequest = decode(message)?;
-            let owner = if req.owner.is_empty() {
+            let new = super::access_key::new_key(&req);
+            let owner = if new.owner.is_empty() {
                 caller.subject.id.as_str()
             } else {
-                req.owner.as_str()
+                new.owner
             };
             let resource = stored_subject_entity(broker, owner)?;
-            let requested = match broker.store.subject(owner)? {
-                Some(record) => {
-                    let expires_at = req.expires_at.map(|t| t.seconds).unwrap_or(0);
-                    let grant = broker.key_grant(
-                        &record,
-                        &req.name,
-                        &req.description,
-                        &req.project_ids,
-                        &req.permissions,
-                        expires_at,
-                        now,
-                    )?;
-                    grant_json(broker, &grant)
-                }
-                None => json!({ "projects": [], "all_projects": false, "permissions": [] }),
-            };
+            // Policy decides before validation speaks, so nobody learns about another
+            // owner's grant; an invalid request shows policy an empty grant and is refused by
+            // the handler with the precise error.
+            let requested = broker
+                .store
+                .subject(owner)?
+                .and_then(|record| broker.key_grant(&record, &new, now).ok())
+                .map(|grant| grant_json(broker, &grant))
+                .unwrap_or_else(
+                    || json!({ "projects": [], "all_projects": false, "permissions": [] }),
+                );
             (
                 resource,
                 json!({ "credential": credential, "requested": requested }),
             )
+        }
+        Rpc::ListAccessKeys => {
+            let req: pb::ListAccessKeysRequest = decode(message)?;
+            let resource = if req.show_all {
+                EntityDesc::broker()
+            } else if req.owner.is_empty() {
+                subject_entity(&caller.subject, broker)
+            } else {
+                stored_subject_entity(broker, &req.owner)?
+            };
+            (resource, authenticated)
+        }
+        Rpc::GetAccessKey => {
+            let req: pb::GetAccessKeyRequest = decode(message)?;
+            (key_entity(broker, caller, &req.id)?, authenticated)
+        }
+        Rpc::UpdateAccessKey => {
+            let req: pb::UpdateAccessKeyRequest = decode(message)?;
+            (key_entity(broker, caller, &req.id)?, authenticated)
+        }
+        Rpc::DeleteAccessKey => {
+            let req: pb::DeleteAccessKeyRequest = decode(message)?;
+            (key_entity(broker, caller, &req.id)?, authenticated)
+        }
+        Rpc::ResetAccessKey => {
+            let req: pb::ResetAccessKeyRequest = decode(message)?;
+            (key_entity(broker, caller, &req.id)?, authenticated)
         }
     })
 }
@@ -438,6 +559,21 @@ fn credential_json(broker: &Broker, caller: &Caller, now: i64) -> Value {
         "grant": grant_json(broker, &caller.grant),
         "remaining_seconds": caller.grant.not_after.map(|end| (end - now).max(0)).unwrap_or(-1),
         "admin": admin,
+    })
+}
+
+/// A stored key; an unknown id is described as the caller's own so that the handler, not
+/// policy, answers NOT_FOUND (an unknown key is unknown to everyone alike).
+fn key_entity(broker: &Broker, caller: &Caller, id: &str) -> Result<EntityDesc, Error> {
+    let owner = broker
+        .store
+        .access_key(id)?
+        .map(|k| k.owner)
+        .unwrap_or_else(|| caller.subject.id.clone());
+    Ok(EntityDesc {
+        kind: EntityKind::AccessKey,
+        id: id.to_owned(),
+        attrs: json!({ "owner": owner }),
     })
 }
 

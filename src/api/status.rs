@@ -42,6 +42,7 @@ pub fn to_status(error: Error) -> Status {
         Error::NotFound(_) => (Code::NotFound, "NOT_FOUND"),
         Error::AlreadyExists(_) => (Code::AlreadyExists, "ALREADY_EXISTS"),
         Error::ResourceExhausted(_) => (Code::ResourceExhausted, "LIMIT_REACHED"),
+        Error::Conflict(_) => (Code::Aborted, "CONFLICT"),
         Error::Unsupported(_) => (Code::Unimplemented, "UNSUPPORTED"),
         Error::Cancelled(_) => (Code::Cancelled, "CANCELLED"),
         Error::Internal(cause) => {

@@ -12,7 +12,7 @@ use std::{
 
 use cedar_policy::{
     Authorizer, Context, Decision as CedarDecision, Entities, EntityUid, PolicyId, PolicySet,
-    Request, Schema, ValidationMode, Validator,
+    Request, Schema, SlotId, ValidationMode, Validator,
 };
 use miette::Diagnostic;
 use serde_json::{Value, json};
@@ -74,6 +74,29 @@ pub enum PolicyError {
     /// No policy file was found: nothing would ever be allowed.
     #[error("no `*.cedar` files in `{0}`")]
     Empty(PathBuf),
+}
+
+/// Why a key's inline policy or roles were refused.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum KeyPolicyError {
+    /// The inline policy does not parse or validate.
+    #[error("inline policy line {line}: {message}")]
+    Inline {
+        /// 1-based line within the inline text.
+        line: usize,
+        /// Cedar's diagnostic.
+        message: String,
+    },
+    /// A role names no shipped template.
+    #[error("role `{role}` is unknown: use one of `{}`", known.join("`, `"))]
+    UnknownRole {
+        /// Position in the request's `roles`.
+        index: usize,
+        /// The name given.
+        role: String,
+        /// The roles that exist.
+        known: Vec<String>,
+    },
 }
 
 /// The entity type of a principal or resource, as named in the schema.
@@ -235,6 +258,22 @@ impl PolicyEngine {
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
+            for template in parsed.templates() {
+                let id = PolicyId::new(template.annotation("id").unwrap_or(&format!("{stem}#t")));
+                if origin.contains_key(&id) {
+                    return Err(PolicyError::Duplicate {
+                        path,
+                        policy: id.to_string(),
+                    });
+                }
+                policies
+                    .add_template(template.new_id(id.clone()))
+                    .map_err(|_| PolicyError::Duplicate {
+                        path: path.clone(),
+                        policy: id.to_string(),
+                    })?;
+                origin.insert(id, (path.clone(), texts.len()));
+            }
             for (n, policy) in parsed.policies().enumerate() {
                 let id = policy
                     .annotation("id")
@@ -284,6 +323,110 @@ impl PolicyEngine {
         })
     }
 
+    /// Role names (template ids) keys may link, for messages and validation.
+    pub fn roles(&self) -> Vec<String> {
+        let mut roles: Vec<String> = self
+            .policies
+            .templates()
+            .map(|t| t.id().to_string())
+            .collect();
+        roles.sort();
+        roles
+    }
+
+    /// Builds (and so validates) the own policy set of an access key: its inline policy and
+    /// its roles linked with `owner` as principal. Errors name the field and carry Cedar's
+    /// diagnostic.
+    pub fn key_policies(
+        &self,
+        inline: &str,
+        roles: &[String],
+        owner: &EntityDesc,
+    ) -> Result<PolicySet, KeyPolicyError> {
+        let mut set = PolicySet::new();
+        if !inline.trim().is_empty() {
+            let parsed = PolicySet::from_str(inline).map_err(|e| KeyPolicyError::Inline {
+                line: line_of(&e, inline),
+                message: message_of(&e, &e),
+            })?;
+            if parsed.templates().next().is_some() {
+                return Err(KeyPolicyError::Inline {
+                    line: 1,
+                    message:
+                        "templates (`?principal`, `?resource`) are not allowed in an inline policy"
+                            .to_owned(),
+                });
+            }
+            let result =
+                Validator::new(self.schema.clone()).validate(&parsed, ValidationMode::Strict);
+            if let Some(err) = result.validation_errors().next() {
+                return Err(KeyPolicyError::Inline {
+                    line: line_of(err, inline),
+                    message: message_of(err, err),
+                });
+            }
+            for (n, policy) in parsed.policies().enumerate() {
+                set.add(policy.new_id(PolicyId::new(format!("inline#{n}"))))
+                    .map_err(|e| KeyPolicyError::Inline {
+                        line: 1,
+                        message: e.to_string(),
+                    })?;
+            }
+        }
+        let owner_uid =
+            EntityUid::from_json(owner.uid_json()).map_err(|e| KeyPolicyError::Inline {
+                line: 1,
+                message: e.to_string(),
+            })?;
+        for (i, role) in roles.iter().enumerate() {
+            let template = self
+                .policies
+                .template(&PolicyId::new(role))
+                .ok_or_else(|| KeyPolicyError::UnknownRole {
+                    index: i,
+                    role: role.clone(),
+                    known: self.roles(),
+                })?;
+            if set.template(template.id()).is_none() {
+                set.add_template(template.clone())
+                    .map_err(|e| KeyPolicyError::Inline {
+                        line: 1,
+                        message: e.to_string(),
+                    })?;
+            }
+            set.link(
+                template.id().clone(),
+                PolicyId::new(format!("role:{role}")),
+                HashMap::from([(SlotId::principal(), owner_uid.clone())]),
+            )
+            .map_err(|e| KeyPolicyError::UnknownRole {
+                index: i,
+                role: format!("{role} ({e})"),
+                known: self.roles(),
+            })?;
+        }
+        Ok(set)
+    }
+
+    /// Decides a request against a key's own policy set (see [`PolicyEngine::key_policies`]).
+    pub fn authorize_in(
+        &self,
+        set: &PolicySet,
+        action: &str,
+        principal: &EntityDesc,
+        resource: &EntityDesc,
+        context: Value,
+    ) -> Decision {
+        match self.try_authorize_in(set, action, principal, resource, context) {
+            Ok(decision) => decision,
+            Err(error) => Decision {
+                allowed: false,
+                policies: Vec::new(),
+                errors: vec![error],
+            },
+        }
+    }
+
     /// How many policies are loaded.
     pub fn policy_count(&self) -> usize {
         self.policies.policies().count()
@@ -298,7 +441,7 @@ impl PolicyEngine {
         resource: &EntityDesc,
         context: Value,
     ) -> Decision {
-        match self.try_authorize(action, principal, resource, context) {
+        match self.try_authorize_in(&self.policies, action, principal, resource, context) {
             Ok(decision) => decision,
             Err(error) => Decision {
                 allowed: false,
@@ -308,8 +451,9 @@ impl PolicyEngine {
         }
     }
 
-    fn try_authorize(
+    fn try_authorize_in(
         &self,
+        policies: &PolicySet,
         action: &str,
         principal: &EntityDesc,
         resource: &EntityDesc,
@@ -338,9 +482,7 @@ impl PolicyEngine {
             Some(&self.schema),
         )
         .map_err(|e| e.to_string())?;
-        let response = self
-            .authorizer
-            .is_authorized(&request, &self.policies, &entities);
+        let response = self.authorizer.is_authorized(&request, policies, &entities);
         Ok(Decision {
             allowed: response.decision() == CedarDecision::Allow,
             policies: response

@@ -300,6 +300,135 @@ impl Store {
         }
     }
 
+    /// Every key of `owner`.
+    pub fn keys_of(&self, owner: &str) -> Result<Vec<AccessKeyRecord>, StoreError> {
+        let mut keys = Vec::new();
+        for id in self.key_ids_of(owner)? {
+            keys.extend(self.access_key(&id)?);
+        }
+        Ok(keys)
+    }
+
+    /// Every key of every owner (admin listings).
+    pub fn all_keys(&self) -> Result<Vec<AccessKeyRecord>, StoreError> {
+        self.access_keys
+            .iter()
+            .values()
+            .map(|v| decode("access_keys", &v?))
+            .collect()
+    }
+
+    /// Replaces `old` with `new` if the stored key is still exactly `old` (optimistic
+    /// concurrency: a concurrent change makes this return false and nothing is written).
+    /// The secret-hash index follows the record.
+    pub fn replace_access_key(
+        &self,
+        old: &AccessKeyRecord,
+        new: &AccessKeyRecord,
+    ) -> Result<bool, StoreError> {
+        let expected = old.encode_to_vec();
+        let value = new.encode_to_vec();
+        let hashes_of = |r: &AccessKeyRecord| {
+            [r.secret_hash.clone(), r.old_secret_hash.clone()]
+                .into_iter()
+                .filter(|h| !h.is_empty())
+                .collect::<Vec<_>>()
+        };
+        let (before, after) = (hashes_of(old), hashes_of(new));
+        (&self.access_keys, &self.key_hashes)
+            .transaction(|(keys, hashes)| {
+                match keys.get(new.id.as_bytes())? {
+                    Some(current) if *current == *expected => {}
+                    _ => return Ok(false),
+                }
+                keys.insert(new.id.as_bytes(), value.as_slice())?;
+                for h in before.iter().filter(|h| !after.contains(h)) {
+                    hashes.remove(h.as_slice())?;
+                }
+                for h in after.iter().filter(|h| !before.contains(h)) {
+                    hashes.insert(h.as_slice(), new.id.as_bytes())?;
+                }
+                Ok(true)
+            })
+            .map_err(tx_error)
+    }
+
+    /// Records that a key was used at `at` (never moving the time backwards); a deleted key
+    /// is ignored.
+    pub fn touch_access_key(&self, id: &str, at: i64) -> Result<(), StoreError> {
+        self.access_keys
+            .transaction(|keys| {
+                let Some(raw) = keys.get(id.as_bytes())? else {
+                    return Ok(());
+                };
+                let Ok(mut rec) = AccessKeyRecord::decode(&*raw) else {
+                    return Ok(());
+                };
+                if rec.last_used_at < at {
+                    rec.last_used_at = at;
+                    keys.insert(id.as_bytes(), rec.encode_to_vec())?;
+                }
+                Ok(())
+            })
+            .map_err(tx_error)
+    }
+
+    /// Deletes a key with its indexes and revokes every token minted from it, in one
+    /// transaction. Returns the number of tokens revoked, or `None` for an unknown key.
+    pub fn delete_access_key(&self, id: &str, now: i64) -> Result<Option<u32>, StoreError> {
+        let Some(key) = self.access_key(id)? else {
+            return Ok(None);
+        };
+        let tokens = self.descendants(&[id.to_owned()])?;
+        let count_key = index_key("#count", &key.owner);
+        let held = self.count_keys(&key.owner)?;
+        let outcome = (
+            &self.access_keys,
+            &self.keys_by_owner,
+            &self.key_hashes,
+            &self.tokens,
+            &self.meta,
+        )
+            .transaction(|(keys, by_owner, hashes, token_tree, meta)| {
+                let Some(raw) = keys.remove(id.as_bytes())? else {
+                    return Ok(None);
+                };
+                by_owner.remove(index_key(&key.owner, id))?;
+                remove_hashes(hashes, &raw)?;
+                let counted = meta
+                    .get(&count_key)?
+                    .and_then(|v| <[u8; 4]>::try_from(&*v).ok())
+                    .map(u32::from_be_bytes)
+                    .unwrap_or(held);
+                meta.insert(
+                    count_key.as_slice(),
+                    &counted.saturating_sub(1).to_be_bytes(),
+                )?;
+                Ok(Some(mark_revoked(token_tree, &tokens, now)?))
+            })
+            .map_err(tx_error)?;
+        let Some(mut revoked) = outcome else {
+            return Ok(None);
+        };
+        // A token minted concurrently, after the closure was read: the key is gone now, so
+        // nothing new can appear under it.
+        revoked += self.revoke_descendants(id, now)?;
+        Ok(Some(revoked))
+    }
+
+    /// Live tokens minted from `parent` at any depth, with their records.
+    pub fn live_descendants(&self, parent: &str) -> Result<Vec<(String, TokenRecord)>, StoreError> {
+        let mut out = Vec::new();
+        for jti in self.descendants(&[parent.to_owned()])? {
+            if let Some(rec) = self.token(&jti)? {
+                if rec.revoked_at == 0 {
+                    out.push((jti, rec));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     // === tokens ===
 
     /// Stores a minted token and its parent → child index entry in one transaction, after

@@ -214,14 +214,16 @@ pub async fn create_subject(b: &Broker, admin: &str, id: &str, projects: &[&str]
         .unwrap();
 }
 
-/// Creates an access key for `owner` and returns its secret.
-pub async fn create_key(b: &Broker, admin: &str, owner: &str) -> String {
+/// Creates an access key for `owner` holding `perms` (and the owner's projects); returns
+/// its secret.
+pub async fn create_key(b: &Broker, admin: &str, owner: &str, perms: &[&str]) -> String {
     b.keys()
         .await
         .create_access_key(authed(
             pb::CreateAccessKeyRequest {
                 owner: owner.to_owned(),
                 name: format!("{owner}-key"),
+                permissions: perms.iter().map(|s| (*s).to_owned()).collect(),
                 ..Default::default()
             },
             admin,

@@ -2,6 +2,12 @@
 //! keys, each a method that validates, applies the domain rules, writes one transaction and
 //! waits for durability. Transport-free, so it runs the same behind gRPC and in benchmarks.
 
+mod keys;
+mod list;
+
+pub use keys::{KeyPage, KeyWithSecret, NewKey, UPDATABLE};
+pub use list::KeyQuery;
+
 use std::{
     io::Write,
     path::{Path, PathBuf},
@@ -21,11 +27,11 @@ use crate::{
     keys::{
         KeyError, MasterKey,
         jwt::{JwtKeys, JwtSettings, KeyMaterial, SigningAlgorithm},
-        secret::{self, Secret},
+        secret,
     },
     pb::storage::{AccessKeyRecord, GrantRecord, SigningKeyRecord, SubjectRecord, TokenRecord},
     policy::{PolicyEngine, PolicyError},
-    store::{KeyOutcome, MintOutcome, Store, StoreError},
+    store::{MintOutcome, Store, StoreError},
 };
 
 /// Subject kinds as stored (same numbers as `tokenbroker.v1.SubjectKind`).
@@ -111,6 +117,33 @@ pub struct Caller {
     pub grant: Grant,
     /// The access key at the root of the chain.
     pub root_key: String,
+    /// The root key's own policies, when it has an inline policy or roles.
+    pub key_policy: Option<KeyPolicy>,
+}
+
+/// What identifies a key's own policy set; the set itself is built once and cached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyPolicy {
+    /// The key.
+    pub key_id: String,
+    /// The key's `updated_at`: a changed key gets a fresh set.
+    pub version: i64,
+    /// Inline Cedar text.
+    pub inline_policy: String,
+    /// Linked role names.
+    pub roles: Vec<String>,
+}
+
+impl KeyPolicy {
+    /// The policy part of a key record, if it has any.
+    pub fn of(key: &AccessKeyRecord) -> Option<Self> {
+        (!key.inline_policy.trim().is_empty() || !key.roles.is_empty()).then(|| Self {
+            key_id: key.id.clone(),
+            version: key.updated_at,
+            inline_policy: key.inline_policy.clone(),
+            roles: key.roles.clone(),
+        })
+    }
 }
 
 /// A mint that passed validation and attenuation, ready for policy and signing.
@@ -135,15 +168,6 @@ pub struct Minted {
     pub claims: Claims,
 }
 
-/// An access key just created, with its secret shown once.
-#[derive(Debug)]
-pub struct CreatedKey {
-    /// The stored record (hash only).
-    pub record: AccessKeyRecord,
-    /// The secret.
-    pub secret: Secret,
-}
-
 /// Shared state of a running broker.
 pub struct Broker {
     /// The validated configuration.
@@ -157,8 +181,11 @@ pub struct Broker {
     /// Permission vocabulary with implication.
     pub model: PermissionModel,
     pepper: [u8; 32],
+    page_key: [u8; 32],
     limits: MintLimits,
     audiences: Vec<String>,
+    key_sets: keys::KeyPolicyCache,
+    usage: keys::UsageBatch,
 }
 
 impl std::fmt::Debug for Broker {
@@ -220,6 +247,9 @@ impl Broker {
             },
             audiences: config.all_audiences(),
             pepper: master.derive("access-key-pepper"),
+            page_key: master.derive("page-token"),
+            key_sets: keys::KeyPolicyCache::default(),
+            usage: keys::UsageBatch::default(),
             config,
             store,
             policy,
@@ -228,6 +258,7 @@ impl Broker {
         });
         broker.bootstrap(now).await?;
         store_durable(&broker.store).await?;
+        keys::spawn_usage_writer(Arc::downgrade(&broker));
         Ok(broker)
     }
 
@@ -250,11 +281,13 @@ impl Broker {
         self.store.create_subject(&subject)?;
         let (record, secret) = self.new_key_record(
             ADMIN_SUBJECT,
-            "bootstrap",
-            "created on first start",
+            keys::NewKey {
+                name: "bootstrap",
+                description: "created on first start",
+                ..keys::NewKey::default()
+            },
             subject.grant.clone(),
             false,
-            0,
             now,
         );
         let path = self.config.data_dir.join(BOOTSTRAP_KEY_FILE);
@@ -306,12 +339,14 @@ impl Broker {
             .store
             .subject(&key.owner)?
             .ok_or_else(|| unauthenticated("the owner of this access key no longer exists"))?;
+        self.usage.saw(&key, now);
         Ok(Caller {
             subject,
             kind: CredentialKind::AccessKey,
             depth: 0,
             grant: grant_from_record(key.grant.as_ref(), key.expires_at),
             root_key: key.id.clone(),
+            key_policy: KeyPolicy::of(&key),
             credential_id: key.id,
         })
     }
@@ -331,6 +366,16 @@ impl Broker {
         if record.expires_at <= now - self.config.leeway.as_secs() as i64 {
             return Err(unauthenticated("access token has expired"));
         }
+        // The chain's root key: gone or expired means the token is dead too, and its own
+        // policies narrow every request made with the token.
+        let root = self.store.access_key(&record.root_key)?.ok_or_else(|| {
+            unauthenticated("the access key this token descends from was deleted")
+        })?;
+        if root.expires_at > 0 && root.expires_at <= now {
+            return Err(unauthenticated(
+                "the access key this token descends from has expired",
+            ));
+        }
         let subject = self
             .store
             .subject(&record.subject)?
@@ -341,6 +386,7 @@ impl Broker {
             depth: record.depth,
             grant: grant_from_record(record.grant.as_ref(), record.expires_at),
             root_key: record.root_key,
+            key_policy: KeyPolicy::of(&root),
             credential_id: claims.jti,
         })
     }
@@ -598,161 +644,6 @@ impl Broker {
             .ok_or_else(|| Error::NotFound(format!("subject {} does not exist", quote(id))))?;
         self.store.durable().await?;
         Ok(outcome)
-    }
-
-    // === access keys ===
-
-    /// Validates and stores a new access key for `owner` (the caller when empty).
-    #[allow(clippy::too_many_arguments)]
-    pub async fn create_access_key(
-        &self,
-        caller: &Caller,
-        owner: &str,
-        name: &str,
-        description: &str,
-        project_ids: &[String],
-        permissions: &[String],
-        expires_at: i64,
-        now: i64,
-    ) -> Result<CreatedKey, Error> {
-        let owner = if owner.is_empty() {
-            caller.subject.id.as_str()
-        } else {
-            owner
-        };
-        let subject = self
-            .store
-            .subject(owner)?
-            .ok_or_else(|| Error::NotFound(format!("subject {} does not exist", quote(owner))))?;
-        let grant = self.key_grant(
-            &subject,
-            name,
-            description,
-            project_ids,
-            permissions,
-            expires_at,
-            now,
-        )?;
-        let (record, secret) = self.new_key_record(
-            owner,
-            name,
-            description,
-            Some(grant_record(&grant)),
-            subject.kind == KIND_SERVICE,
-            expires_at,
-            now,
-        );
-        match self
-            .store
-            .insert_access_key(&record, self.config.max_keys_per_owner)?
-        {
-            KeyOutcome::Stored => {}
-            KeyOutcome::LimitReached => {
-                return Err(Error::ResourceExhausted(format!(
-                    "subject {} already has the maximum number of access keys ({}): delete one first",
-                    quote(owner),
-                    self.config.max_keys_per_owner
-                )));
-            }
-            KeyOutcome::OwnerGone => {
-                return Err(Error::NotFound(format!(
-                    "subject {} does not exist",
-                    quote(owner)
-                )));
-            }
-        }
-        self.store.durable().await?;
-        Ok(CreatedKey { record, secret })
-    }
-
-    /// Validates the fields of a new key and checks its grant against the owner's.
-    #[allow(clippy::too_many_arguments)]
-    pub fn key_grant(
-        &self,
-        owner: &SubjectRecord,
-        name: &str,
-        description: &str,
-        project_ids: &[String],
-        permissions: &[String],
-        expires_at: i64,
-        now: i64,
-    ) -> Result<Grant, Error> {
-        let mut violations = Vec::new();
-        let name = name.trim();
-        if name.is_empty() || name.chars().count() > 128 {
-            violations.push(FieldViolation::new(
-                "name",
-                "give a name of 1 to 128 characters",
-            ));
-        }
-        if description.chars().count() > 1024 {
-            violations.push(FieldViolation::new(
-                "description",
-                "at most 1024 characters",
-            ));
-        }
-        if expires_at != 0 && expires_at <= now {
-            violations.push(FieldViolation::new("expires_at", "must be in the future"));
-        }
-        let max = self.config.max_grant_items;
-        let projects = validate::projects("project_ids", project_ids, max, &mut violations);
-        let perms = validate::permissions(
-            "permissions",
-            permissions,
-            max,
-            &self.model,
-            &mut violations,
-        );
-        if !violations.is_empty() {
-            return Err(Error::InvalidArgument(violations));
-        }
-        let owner_grant = grant_from_record(owner.grant.as_ref(), 0);
-        let grant = Grant {
-            projects: projects.unwrap_or_else(|| owner_grant.projects.clone()),
-            permissions: perms.unwrap_or_else(|| owner_grant.permissions.clone()),
-            not_after: (expires_at > 0).then_some(expires_at),
-        };
-        if !attenuates(&grant, &owner_grant, &self.model) {
-            let probe = MintRequest {
-                projects: Some(grant.projects.clone()),
-                permissions: Some(grant.permissions.clone()),
-                lifetime_secs: None,
-            };
-            let exceeded = attenuate(&owner_grant, &probe, now, self.limits, &self.model)
-                .err()
-                .unwrap_or_default();
-            return Err(Error::Exceeds(exceeded));
-        }
-        Ok(grant)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn new_key_record(
-        &self,
-        owner: &str,
-        name: &str,
-        description: &str,
-        grant: Option<GrantRecord>,
-        service: bool,
-        expires_at: i64,
-        now: i64,
-    ) -> (AccessKeyRecord, Secret) {
-        let secret = Secret::generate();
-        let record = AccessKeyRecord {
-            id: format!("ak_{}", uuid::Uuid::new_v4().simple()),
-            owner: owner.to_owned(),
-            name: name.trim().to_owned(),
-            description: description.to_owned(),
-            grant,
-            service,
-            created_at: now,
-            updated_at: now,
-            expires_at,
-            secret_hash: secret::hash(&self.pepper, secret.expose()).to_vec(),
-            secret_prefix: secret.prefix(),
-            ..AccessKeyRecord::default()
-        };
-        (record, secret)
     }
 }
 

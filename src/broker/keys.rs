@@ -1,0 +1,640 @@
+//! The access-key lifecycle (Bitbucket Server, LaunchDarkly and Foreman style): create, list,
+//! get, update (narrowing revokes what no longer fits), delete, reset with a grace period;
+//! the keys' own Cedar policy sets; and batched `last_used_at` writes.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, RwLock, Weak},
+    time::Duration,
+};
+
+use cedar_policy::PolicySet;
+
+use super::{Broker, Caller, KIND_SERVICE, KeyPolicy, KeyQuery, grant_from_record, grant_record};
+use crate::{
+    domain::{
+        Grant, MintRequest, Projects, attenuate,
+        grant::attenuates,
+        validate::{self, FieldViolation, quote},
+    },
+    error::Error,
+    keys::secret::{self, Secret},
+    pb::storage::{AccessKeyRecord, GrantRecord, SubjectRecord},
+    policy::{EntityDesc, EntityKind, KeyPolicyError},
+    store::KeyOutcome,
+};
+
+/// Fields an update may change, as named in `update_mask`.
+pub const UPDATABLE: [&str; 7] = [
+    "name",
+    "description",
+    "project_ids",
+    "permissions",
+    "inline_policy",
+    "roles",
+    "expires_at",
+];
+
+/// A `last_used_at` is written at most this often per key.
+const USAGE_WRITE_EVERY: i64 = 60;
+/// How often batched usage times are written.
+const USAGE_FLUSH_PERIOD: Duration = Duration::from_secs(5);
+
+/// The fields of a new access key, as the caller gave them.
+#[derive(Clone, Debug, Default)]
+pub struct NewKey<'a> {
+    /// Owner subject id; empty means the caller.
+    pub owner: &'a str,
+    /// Required name.
+    pub name: &'a str,
+    /// Free text.
+    pub description: &'a str,
+    /// Projects; empty means the owner's.
+    pub project_ids: &'a [String],
+    /// Permissions; required.
+    pub permissions: &'a [String],
+    /// Inline Cedar policy text.
+    pub inline_policy: &'a str,
+    /// Role template names.
+    pub roles: &'a [String],
+    /// Asked to be a service key.
+    pub service: bool,
+    /// Expiry (seconds since the epoch), 0 for none.
+    pub expires_at: i64,
+}
+
+/// A key just created or reset, with its secret shown once.
+#[derive(Debug)]
+pub struct KeyWithSecret {
+    /// The stored record (hash only).
+    pub record: AccessKeyRecord,
+    /// The secret.
+    pub secret: Secret,
+}
+
+/// One page of a key listing.
+#[derive(Debug)]
+pub struct KeyPage {
+    /// The keys of this page.
+    pub keys: Vec<AccessKeyRecord>,
+    /// Token for the next page, empty on the last.
+    pub next_page_token: String,
+    /// Matches in all.
+    pub total_size: usize,
+}
+
+/// Built key policy sets by key id, valid while the key's `updated_at` is unchanged.
+#[derive(Debug, Default)]
+pub struct KeyPolicyCache {
+    sets: RwLock<HashMap<String, (i64, Arc<PolicySet>)>>,
+}
+
+/// Most key policy sets kept; past it the cache starts over (sets rebuild on demand).
+const KEY_SET_CACHE_MAX: usize = 10_000;
+
+/// Usage times waiting to be written, by key id.
+#[derive(Debug, Default)]
+pub struct UsageBatch {
+    pending: Mutex<HashMap<String, i64>>,
+}
+
+impl UsageBatch {
+    /// Notes a use of `key` unless its stored time is less than a minute old, so the write
+    /// path sees at most one write per key per minute.
+    pub fn saw(&self, key: &AccessKeyRecord, now: i64) {
+        if now - key.last_used_at >= USAGE_WRITE_EVERY {
+            if let Ok(mut pending) = self.pending.lock() {
+                pending.insert(key.id.clone(), now);
+            }
+        }
+    }
+
+    fn take(&self) -> HashMap<String, i64> {
+        self.pending
+            .lock()
+            .map(|mut p| std::mem::take(&mut *p))
+            .unwrap_or_default()
+    }
+}
+
+/// Writes batched usage times every few seconds until the broker is dropped.
+pub fn spawn_usage_writer(broker: Weak<Broker>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(USAGE_FLUSH_PERIOD);
+        loop {
+            tick.tick().await;
+            let Some(broker) = broker.upgrade() else {
+                return;
+            };
+            broker.flush_usage();
+        }
+    });
+}
+
+fn key_policy_error(e: KeyPolicyError) -> Error {
+    match e {
+        KeyPolicyError::Inline { .. } => Error::invalid("inline_policy", e.to_string()),
+        KeyPolicyError::UnknownRole { index, .. } => {
+            Error::invalid(format!("roles[{index}]"), e.to_string())
+        }
+    }
+}
+
+fn unknown_key(id: &str) -> Error {
+    Error::NotFound(format!("access key {} does not exist", quote(id)))
+}
+
+impl Caller {
+    /// Whether the credential holds every project and `admin` (after implication).
+    pub fn is_admin(&self, broker: &Broker) -> bool {
+        self.grant.projects == Projects::All
+            && broker
+                .model
+                .expand(&self.grant.permissions)
+                .contains("admin")
+    }
+}
+
+impl Broker {
+    /// Writes the usage times noted since the last call.
+    pub fn flush_usage(&self) {
+        for (id, at) in self.usage.take() {
+            if let Err(e) = self.store.touch_access_key(&id, at) {
+                tracing::warn!(key = %id, error = %e, "cannot record key usage");
+            }
+        }
+    }
+
+    /// The Cedar entity of a subject, as principal of a key's linked roles.
+    fn owner_entity(owner: &SubjectRecord) -> EntityDesc {
+        EntityDesc {
+            kind: if owner.kind == KIND_SERVICE {
+                EntityKind::Service
+            } else {
+                EntityKind::User
+            },
+            id: owner.id.clone(),
+            attrs: serde_json::json!({}),
+        }
+    }
+
+    /// The key's own policy set, built once per key version.
+    pub fn key_policy_set(
+        &self,
+        policy: &KeyPolicy,
+        owner: &SubjectRecord,
+    ) -> Result<Arc<PolicySet>, Error> {
+        if let Ok(sets) = self.key_sets.sets.read() {
+            if let Some((version, set)) = sets.get(&policy.key_id) {
+                if *version == policy.version {
+                    return Ok(Arc::clone(set));
+                }
+            }
+        }
+        let set = Arc::new(
+            self.policy
+                .key_policies(
+                    &policy.inline_policy,
+                    &policy.roles,
+                    &Self::owner_entity(owner),
+                )
+                .map_err(key_policy_error)?,
+        );
+        if let Ok(mut sets) = self.key_sets.sets.write() {
+            if sets.len() >= KEY_SET_CACHE_MAX {
+                sets.clear();
+            }
+            sets.insert(policy.key_id.clone(), (policy.version, Arc::clone(&set)));
+        }
+        Ok(set)
+    }
+
+    // === create ===
+
+    /// Validates and stores a new access key; the secret is in the result, once.
+    pub async fn create_access_key(
+        &self,
+        caller: &Caller,
+        new: NewKey<'_>,
+        now: i64,
+    ) -> Result<KeyWithSecret, Error> {
+        let owner_id = if new.owner.is_empty() {
+            caller.subject.id.as_str()
+        } else {
+            new.owner
+        };
+        let owner = self.store.subject(owner_id)?.ok_or_else(|| {
+            Error::NotFound(format!("subject {} does not exist", quote(owner_id)))
+        })?;
+        let grant = self.key_grant(&owner, &new, now)?;
+        let (record, secret) = self.new_key_record(
+            owner_id,
+            new,
+            Some(grant_record(&grant)),
+            owner.kind == KIND_SERVICE,
+            now,
+        );
+        match self
+            .store
+            .insert_access_key(&record, self.config.max_keys_per_owner)?
+        {
+            KeyOutcome::Stored => {}
+            KeyOutcome::LimitReached => {
+                return Err(Error::ResourceExhausted(format!(
+                    "subject {} already has the maximum number of access keys ({}): delete one first",
+                    quote(owner_id),
+                    self.config.max_keys_per_owner
+                )));
+            }
+            KeyOutcome::OwnerGone => {
+                return Err(Error::NotFound(format!(
+                    "subject {} does not exist",
+                    quote(owner_id)
+                )));
+            }
+        }
+        self.store.durable().await?;
+        Ok(KeyWithSecret { record, secret })
+    }
+
+    /// Validates the fields of a new key and checks its grant against the owner's (also used
+    /// by the auth layer to show Cedar the grant the key would hold).
+    pub fn key_grant(
+        &self,
+        owner: &SubjectRecord,
+        new: &NewKey<'_>,
+        now: i64,
+    ) -> Result<Grant, Error> {
+        let mut violations = Vec::new();
+        let name = new.name.trim();
+        if name.is_empty() || name.chars().count() > 128 {
+            violations.push(FieldViolation::new(
+                "name",
+                "give a name of 1 to 128 characters",
+            ));
+        }
+        if new.description.chars().count() > 1024 {
+            violations.push(FieldViolation::new(
+                "description",
+                "at most 1024 characters",
+            ));
+        }
+        if new.expires_at != 0 && new.expires_at <= now {
+            violations.push(FieldViolation::new(
+                "expires_at",
+                "must be in the future; omit it for a key that never expires",
+            ));
+        }
+        if new.permissions.is_empty() {
+            violations.push(FieldViolation::new(
+                "permissions",
+                "give at least one permission",
+            ));
+        }
+        if new.service && owner.kind != KIND_SERVICE {
+            violations.push(FieldViolation::new(
+                "service",
+                format!(
+                    "service keys belong to a SERVICE subject; {} is a user",
+                    quote(&owner.id)
+                ),
+            ));
+        }
+        let max = self.config.max_grant_items;
+        let projects = validate::projects("project_ids", new.project_ids, max, &mut violations);
+        let perms = validate::permissions(
+            "permissions",
+            new.permissions,
+            max,
+            &self.model,
+            &mut violations,
+        );
+        if let Err(e) =
+            self.policy
+                .key_policies(new.inline_policy, new.roles, &Self::owner_entity(owner))
+        {
+            if let Error::InvalidArgument(v) = key_policy_error(e) {
+                violations.extend(v);
+            }
+        }
+        if !violations.is_empty() {
+            return Err(Error::InvalidArgument(violations));
+        }
+        let owner_grant = grant_from_record(owner.grant.as_ref(), 0);
+        let grant = Grant {
+            projects: projects.unwrap_or_else(|| owner_grant.projects.clone()),
+            permissions: perms.unwrap_or_default(),
+            not_after: (new.expires_at > 0).then_some(new.expires_at),
+        };
+        self.check_within(&grant, &owner_grant, now)?;
+        Ok(grant)
+    }
+
+    /// Refuses `grant` unless it attenuates `bound`, naming what exceeded.
+    fn check_within(&self, grant: &Grant, bound: &Grant, now: i64) -> Result<(), Error> {
+        if attenuates(grant, bound, &self.model) {
+            return Ok(());
+        }
+        let probe = MintRequest {
+            projects: Some(grant.projects.clone()),
+            permissions: Some(grant.permissions.clone()),
+            lifetime_secs: match (grant.not_after, bound.not_after) {
+                (None, Some(_)) => Some(i64::MAX / 2),
+                (Some(end), Some(_)) => Some(end - now),
+                _ => None,
+            },
+        };
+        let exceeded = attenuate(bound, &probe, now, self.limits, &self.model)
+            .err()
+            .unwrap_or_default();
+        Err(Error::Exceeds(exceeded))
+    }
+
+    pub(super) fn new_key_record(
+        &self,
+        owner: &str,
+        new: NewKey<'_>,
+        grant: Option<GrantRecord>,
+        service: bool,
+        now: i64,
+    ) -> (AccessKeyRecord, Secret) {
+        let secret = Secret::generate();
+        let record = AccessKeyRecord {
+            id: format!("ak_{}", uuid::Uuid::new_v4().simple()),
+            owner: owner.to_owned(),
+            name: new.name.trim().to_owned(),
+            description: new.description.to_owned(),
+            grant,
+            inline_policy: new.inline_policy.to_owned(),
+            roles: new.roles.to_vec(),
+            service,
+            created_at: now,
+            updated_at: now,
+            expires_at: new.expires_at,
+            secret_hash: secret::hash(&self.pepper, secret.expose()).to_vec(),
+            secret_prefix: secret.prefix(),
+            ..AccessKeyRecord::default()
+        };
+        (record, secret)
+    }
+
+    // === read ===
+
+    /// Looks a key up; NOT_FOUND when unknown.
+    pub fn get_access_key(&self, id: &str) -> Result<AccessKeyRecord, Error> {
+        self.store.access_key(id)?.ok_or_else(|| unknown_key(id))
+    }
+
+    /// One page of keys: the caller's own, `owner`'s, or everyone's with `show_all`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn list_access_keys(
+        &self,
+        caller: &Caller,
+        owner: &str,
+        show_all: bool,
+        page_size: i32,
+        page_token: &str,
+        offset: i32,
+        filter: &str,
+        order_by: &str,
+    ) -> Result<KeyPage, Error> {
+        let mut violations = Vec::new();
+        let size = match page_size {
+            0 => 25,
+            n if (1..=1000).contains(&n) => n as usize,
+            n => {
+                violations.push(FieldViolation::new(
+                    "page_size",
+                    format!("`{n}` is out of range: give 1 to 1000, or 0 for 25"),
+                ));
+                25
+            }
+        };
+        if offset < 0 {
+            violations.push(FieldViolation::new("offset", "must not be negative"));
+        }
+        if offset > 0 && !page_token.is_empty() {
+            violations.push(FieldViolation::new(
+                "offset",
+                "give `offset` or `page_token`, not both",
+            ));
+        }
+        if show_all && !owner.is_empty() {
+            violations.push(FieldViolation::new(
+                "owner",
+                "leave `owner` empty with `show_all`",
+            ));
+        }
+        let query = KeyQuery::parse(filter, order_by)
+            .map_err(|(field, message)| violations.push(FieldViolation::new(field, message)))
+            .ok();
+        let owner = if owner.is_empty() {
+            caller.subject.id.as_str()
+        } else {
+            owner
+        };
+        let scope = if show_all {
+            "all".to_owned()
+        } else {
+            format!("owner:{owner}")
+        };
+        let cursor = match (&query, page_token.is_empty()) {
+            (Some(q), false) => q
+                .cursor(&scope, &self.page_key, page_token)
+                .map_err(|m| violations.push(FieldViolation::new("page_token", m)))
+                .ok(),
+            _ => None,
+        };
+        let Some(query) = query.filter(|_| violations.is_empty()) else {
+            return Err(Error::InvalidArgument(violations));
+        };
+        let keys = if show_all {
+            self.store.all_keys()?
+        } else {
+            self.store.keys_of(owner)?
+        };
+        let (keys, total_size, next) = query.page(keys, cursor, offset.max(0) as usize, size);
+        Ok(KeyPage {
+            keys,
+            next_page_token: next
+                .map(|c| query.token(&scope, &self.page_key, c))
+                .unwrap_or_default(),
+            total_size,
+        })
+    }
+
+    // === change ===
+
+    /// Applies the masked fields of `changes` to key `id`. A grant may only narrow unless the
+    /// caller is an admin, and never beyond the owner's; tokens minted from the key that no
+    /// longer fit the new grant are revoked. Returns the key and how many tokens were revoked.
+    pub async fn update_access_key(
+        &self,
+        caller: &Caller,
+        id: &str,
+        paths: &[String],
+        changes: &crate::pb::v1::AccessKey,
+        now: i64,
+    ) -> Result<(AccessKeyRecord, u32), Error> {
+        if paths.is_empty() {
+            return Err(Error::invalid(
+                "update_mask",
+                format!(
+                    "name the fields to change: any of `{}`",
+                    UPDATABLE.join("`, `")
+                ),
+            ));
+        }
+        let mut violations = Vec::new();
+        for (i, path) in paths.iter().enumerate() {
+            if !UPDATABLE.contains(&path.as_str()) {
+                violations.push(FieldViolation::new(
+                    format!("update_mask.paths[{i}]"),
+                    format!(
+                        "{} cannot be updated: use any of `{}`",
+                        quote(path),
+                        UPDATABLE.join("`, `")
+                    ),
+                ));
+            }
+        }
+        if !violations.is_empty() {
+            return Err(Error::InvalidArgument(violations));
+        }
+        let has = |p: &str| paths.iter().any(|x| x == p);
+        let old = self.get_access_key(id)?;
+        let owner = self
+            .store
+            .subject(&old.owner)?
+            .ok_or_else(|| unknown_key(id))?;
+        let old_grant = old.grant.clone().unwrap_or_default();
+        let expires_at = if has("expires_at") {
+            changes.expires_at.map(|t| t.seconds).unwrap_or(0)
+        } else {
+            old.expires_at
+        };
+        let new_fields = NewKey {
+            owner: &old.owner,
+            name: if has("name") {
+                &changes.name
+            } else {
+                &old.name
+            },
+            description: if has("description") {
+                &changes.description
+            } else {
+                &old.description
+            },
+            project_ids: if has("project_ids") {
+                &changes.project_ids
+            } else {
+                &old_grant.projects
+            },
+            permissions: if has("permissions") {
+                &changes.permissions
+            } else {
+                &old_grant.permissions
+            },
+            inline_policy: if has("inline_policy") {
+                &changes.inline_policy
+            } else {
+                &old.inline_policy
+            },
+            roles: if has("roles") {
+                &changes.roles
+            } else {
+                &old.roles
+            },
+            service: old.service,
+            // Keep an unchanged past expiry from failing validation: only a new one is checked.
+            expires_at: if has("expires_at") { expires_at } else { 0 },
+        };
+        if has("project_ids") && changes.project_ids.is_empty() {
+            return Err(Error::invalid(
+                "key.project_ids",
+                "give at least one project id or `*`",
+            ));
+        }
+        let mut grant = self.key_grant(&owner, &new_fields, now)?;
+        grant.not_after = (expires_at > 0).then_some(expires_at);
+        if !caller.is_admin(self) {
+            let current = grant_from_record(old.grant.as_ref(), old.expires_at);
+            self.check_within(&grant, &current, now)?;
+        }
+        let mut new = old.clone();
+        new.name = new_fields.name.trim().to_owned();
+        new.description = new_fields.description.to_owned();
+        new.grant = Some(grant_record(&grant));
+        new.inline_policy = new_fields.inline_policy.to_owned();
+        new.roles = new_fields.roles.to_vec();
+        new.expires_at = expires_at;
+        new.updated_at = now.max(old.updated_at + 1);
+        if !self.store.replace_access_key(&old, &new)? {
+            return Err(Error::Conflict(format!(
+                "access key {} changed meanwhile: read it again and retry",
+                quote(id)
+            )));
+        }
+        // Narrowing: exactly the descendants that no longer attenuate the key are revoked
+        // (with their own descendants).
+        let mut revoked = 0;
+        for (jti, token) in self.store.live_descendants(id)? {
+            let held = grant_from_record(token.grant.as_ref(), token.expires_at);
+            if !attenuates(&held, &grant, &self.model) {
+                revoked += self.store.revoke_token(&jti, now)?;
+            }
+        }
+        self.store.durable().await?;
+        Ok((new, revoked))
+    }
+
+    /// Deletes a key and revokes every token minted from it.
+    pub async fn delete_access_key(&self, id: &str, now: i64) -> Result<u32, Error> {
+        let revoked = self
+            .store
+            .delete_access_key(id, now)?
+            .ok_or_else(|| unknown_key(id))?;
+        self.store.durable().await?;
+        Ok(revoked)
+    }
+
+    /// Issues a new secret; the old one keeps working until `old_secret_expires_at` (0: stops
+    /// at once), as LaunchDarkly's reset does.
+    pub async fn reset_access_key(
+        &self,
+        id: &str,
+        old_secret_expires_at: i64,
+        now: i64,
+    ) -> Result<KeyWithSecret, Error> {
+        if old_secret_expires_at != 0 && old_secret_expires_at <= now {
+            return Err(Error::invalid(
+                "old_secret_expires_at",
+                "must be in the future; omit it to stop the old secret at once",
+            ));
+        }
+        let old = self.get_access_key(id)?;
+        let secret = Secret::generate();
+        let mut new = old.clone();
+        new.secret_hash = secret::hash(&self.pepper, secret.expose()).to_vec();
+        new.secret_prefix = secret.prefix();
+        if old_secret_expires_at > now {
+            new.old_secret_hash = old.secret_hash.clone();
+            new.old_secret_expires_at = old_secret_expires_at;
+        } else {
+            new.old_secret_hash = Vec::new();
+            new.old_secret_expires_at = 0;
+        }
+        new.updated_at = now.max(old.updated_at + 1);
+        if !self.store.replace_access_key(&old, &new)? {
+            return Err(Error::Conflict(format!(
+                "access key {} changed meanwhile: retry",
+                quote(id)
+            )));
+        }
+        self.store.durable().await?;
+        Ok(KeyWithSecret {
+            record: new,
+            secret,
+        })
+    }
+}
