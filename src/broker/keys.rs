@@ -102,10 +102,10 @@ impl UsageBatch {
     /// Notes a use of `key` unless its stored time is less than a minute old, so the write
     /// path sees at most one write per key per minute.
     pub fn saw(&self, key: &AccessKeyRecord, now: i64) {
-        if now - key.last_used_at >= USAGE_WRITE_EVERY {
-            if let Ok(mut pending) = self.pending.lock() {
-                pending.insert(key.id.clone(), now);
-            }
+        if now - key.last_used_at >= USAGE_WRITE_EVERY
+            && let Ok(mut pending) = self.pending.lock()
+        {
+            pending.insert(key.id.clone(), now);
         }
     }
 
@@ -184,12 +184,11 @@ impl Broker {
         policy: &KeyPolicy,
         owner: &SubjectRecord,
     ) -> Result<Arc<PolicySet>, Error> {
-        if let Ok(sets) = self.key_sets.sets.read() {
-            if let Some((version, set)) = sets.get(&policy.key_id) {
-                if *version == policy.version {
-                    return Ok(Arc::clone(set));
-                }
-            }
+        if let Ok(sets) = self.key_sets.sets.read()
+            && let Some((version, set)) = sets.get(&policy.key_id)
+            && *version == policy.version
+        {
+            return Ok(Arc::clone(set));
         }
         let set = Arc::new(
             self.policy
@@ -312,10 +311,9 @@ impl Broker {
         if let Err(e) =
             self.policy
                 .key_policies(new.inline_policy, new.roles, &Self::owner_entity(owner))
+            && let Error::InvalidArgument(v) = key_policy_error(e)
         {
-            if let Error::InvalidArgument(v) = key_policy_error(e) {
-                violations.extend(v);
-            }
+            violations.extend(v);
         }
         if !violations.is_empty() {
             return Err(Error::InvalidArgument(violations));

@@ -363,7 +363,9 @@ impl Broker {
         if record.revoked_at != 0 {
             return Err(unauthenticated("access token has been revoked"));
         }
-        if record.expires_at <= now - self.config.leeway.as_secs() as i64 {
+        // The broker is its own clock: the stored expiry is exact, the JWT leeway is for
+        // verifiers elsewhere.
+        if record.expires_at <= now {
             return Err(unauthenticated("access token has expired"));
         }
         // The chain's root key: gone or expired means the token is dead too, and its own
@@ -516,8 +518,7 @@ impl Broker {
         let Some(record) = self.store.token(&claims.jti)? else {
             return Ok(None);
         };
-        if record.revoked_at != 0 || record.expires_at <= now - self.config.leeway.as_secs() as i64
-        {
+        if record.revoked_at != 0 || record.expires_at <= now {
             return Ok(None);
         }
         Ok(Some((claims, record)))

@@ -420,10 +420,10 @@ impl Store {
     pub fn live_descendants(&self, parent: &str) -> Result<Vec<(String, TokenRecord)>, StoreError> {
         let mut out = Vec::new();
         for jti in self.descendants(&[parent.to_owned()])? {
-            if let Some(rec) = self.token(&jti)? {
-                if rec.revoked_at == 0 {
-                    out.push((jti, rec));
-                }
+            if let Some(rec) = self.token(&jti)?
+                && rec.revoked_at == 0
+            {
+                out.push((jti, rec));
             }
         }
         Ok(out)
