@@ -259,6 +259,7 @@ impl Broker {
         broker.bootstrap(now).await?;
         store_durable(&broker.store).await?;
         keys::spawn_usage_writer(Arc::downgrade(&broker));
+        spawn_sweeper(Arc::downgrade(&broker));
         Ok(broker)
     }
 
@@ -646,6 +647,35 @@ impl Broker {
         self.store.durable().await?;
         Ok(outcome)
     }
+}
+
+/// How often expired token records are swept.
+const SWEEP_PERIOD: std::time::Duration = std::time::Duration::from_secs(60);
+/// Records are kept this long past their expiry (beyond the JWT leeway) before sweeping.
+const SWEEP_GRACE_SECS: i64 = 60;
+
+/// Removes expired token records in the background until the broker is dropped.
+fn spawn_sweeper(broker: std::sync::Weak<Broker>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(SWEEP_PERIOD);
+        loop {
+            tick.tick().await;
+            let Some(broker) = broker.upgrade() else {
+                return;
+            };
+            let cutoff = now() - broker.config.leeway.as_secs() as i64 - SWEEP_GRACE_SECS;
+            let store = broker.store.clone();
+            drop(broker);
+            match tokio::task::spawn_blocking(move || store.sweep_expired_tokens(cutoff, 100_000))
+                .await
+            {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => tracing::info!(swept = n, "removed expired token records"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "sweeping expired tokens failed"),
+                Err(e) => tracing::warn!(error = %e, "sweeper task failed"),
+            }
+        }
+    });
 }
 
 async fn store_durable(store: &Store) -> Result<(), StartError> {

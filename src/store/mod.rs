@@ -464,6 +464,37 @@ impl Store {
         self.tokens.len()
     }
 
+    /// Deletes up to `limit` token records that expired before `cutoff`, with their index
+    /// entries, so the store holds live tokens only. Every descendant of an expired token has
+    /// expired too (a token never outlives its parent), so no cascade is lost.
+    pub fn sweep_expired_tokens(&self, cutoff: i64, limit: usize) -> Result<usize, StoreError> {
+        let mut expired = Vec::new();
+        for entry in self.tokens.iter() {
+            let (jti, raw) = entry?;
+            let Ok(record) = TokenRecord::decode(&*raw) else {
+                continue;
+            };
+            if record.expires_at < cutoff {
+                expired.push((String::from_utf8_lossy(&jti).into_owned(), record.parent));
+                if expired.len() >= limit {
+                    break;
+                }
+            }
+        }
+        for chunk in expired.chunks(1000) {
+            (&self.tokens, &self.children)
+                .transaction(|(tokens, children)| {
+                    for (jti, parent) in chunk {
+                        tokens.remove(jti.as_bytes())?;
+                        children.remove(index_key(parent, jti))?;
+                    }
+                    Ok(())
+                })
+                .map_err(tx_error)?;
+        }
+        Ok(expired.len())
+    }
+
     /// Looks a token record up by jti.
     pub fn token(&self, jti: &str) -> Result<Option<TokenRecord>, StoreError> {
         self.tokens

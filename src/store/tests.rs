@@ -141,3 +141,32 @@ async fn state_survives_reopen() {
     assert_eq!(listed.len(), 1);
     assert!(store.list_subjects(Some("alice"), 10).unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn sweeping_removes_only_expired_tokens_and_their_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.create_subject(&subject("alice")).unwrap();
+    store
+        .insert_access_key(&key("ak_1", "alice", 1), 10)
+        .unwrap();
+    let mut old = token("ak_1", 0);
+    old.expires_at = 100;
+    store.insert_token("old", &old).unwrap();
+    let mut old_child = token("old", 1);
+    old_child.expires_at = 90;
+    store.insert_token("old-child", &old_child).unwrap();
+    store.insert_token("live", &token("ak_1", 0)).unwrap();
+
+    assert_eq!(store.sweep_expired_tokens(1000, 10).unwrap(), 2);
+    assert!(store.token("old").unwrap().is_none());
+    assert!(store.token("old-child").unwrap().is_none());
+    assert!(store.token("live").unwrap().is_some());
+    assert_eq!(store.token_count(), 1);
+    assert_eq!(
+        store.revoke_descendants("ak_1", 5).unwrap(),
+        1,
+        "only the live one is indexed"
+    );
+    assert_eq!(store.sweep_expired_tokens(1000, 10).unwrap(), 0);
+}
