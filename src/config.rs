@@ -90,6 +90,59 @@ pub struct Config {
     pub max_request_bytes: usize,
     /// `text` or `json` log lines.
     pub log_format: String,
+    /// Broker permission → vendor permissions, per vendor (`bitbucket_server`,
+    /// `launchdarkly`, `foreman`, `develocity`, `git_password`). A permission with no entry
+    /// cannot be asked of that vendor.
+    pub vendor_permissions: BTreeMap<String, BTreeMap<String, Vec<String>>>,
+    /// Attempts per vendor call on 429 and 5xx before giving up.
+    pub upstream_retry_attempts: u32,
+    /// First backoff between vendor attempts (doubled each time, `Retry-After` honoured).
+    #[serde(with = "humantime_serde")]
+    pub upstream_retry_backoff: Duration,
+}
+
+/// The vendor names `vendor_permissions` accepts.
+pub const VENDORS: [&str; 5] = [
+    "bitbucket_server",
+    "launchdarkly",
+    "foreman",
+    "develocity",
+    "git_password",
+];
+
+fn default_vendor_permissions() -> BTreeMap<String, BTreeMap<String, Vec<String>>> {
+    let table = |pairs: [(&str, &str); 3]| {
+        pairs
+            .into_iter()
+            .map(|(ours, theirs)| (ours.to_owned(), vec![theirs.to_owned()]))
+            .collect::<BTreeMap<_, _>>()
+    };
+    BTreeMap::from([
+        (
+            "bitbucket_server".to_owned(),
+            table([
+                ("read", "REPO_READ"),
+                ("write", "REPO_WRITE"),
+                ("admin", "REPO_ADMIN"),
+            ]),
+        ),
+        (
+            "launchdarkly".to_owned(),
+            table([("read", "reader"), ("write", "writer"), ("admin", "admin")]),
+        ),
+        (
+            "foreman".to_owned(),
+            table([("read", "read"), ("write", "write"), ("admin", "admin")]),
+        ),
+        (
+            "develocity".to_owned(),
+            table([("read", "read"), ("write", "write"), ("admin", "admin")]),
+        ),
+        (
+            "git_password".to_owned(),
+            table([("read", "read"), ("write", "write"), ("admin", "admin")]),
+        ),
+    ])
 }
 
 impl Default for Config {
@@ -116,6 +169,9 @@ impl Default for Config {
             max_grant_items: 1000,
             max_request_bytes: 4 * 1024 * 1024,
             log_format: "text".to_owned(),
+            vendor_permissions: default_vendor_permissions(),
+            upstream_retry_attempts: 3,
+            upstream_retry_backoff: Duration::from_millis(250),
         }
     }
 }
@@ -224,6 +280,26 @@ impl Config {
                     self.log_format
                 ),
             );
+        }
+        for (vendor, table) in &self.vendor_permissions {
+            if !VENDORS.contains(&vendor.as_str()) {
+                return invalid(
+                    "vendor_permissions",
+                    format!(
+                        "vendor `{vendor}` is unknown: use one of `{}`",
+                        VENDORS.join("`, `")
+                    ),
+                );
+            }
+            if let Some(p) = table.keys().find(|p| !known.contains(p.as_str())) {
+                return invalid(
+                    "vendor_permissions",
+                    format!("`{vendor}` maps `{p}`, which is not in `permissions`"),
+                );
+            }
+        }
+        if self.upstream_retry_attempts == 0 {
+            return invalid("upstream_retry_attempts", "must be at least 1".into());
         }
         if self.max_grant_items == 0 {
             return invalid("max_grant_items", "must be at least 1".into());

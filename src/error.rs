@@ -29,6 +29,12 @@ pub enum Error {
     /// The thing to create exists already.
     #[error("{0}")]
     AlreadyExists(String),
+    /// The request is valid but the system is not in a state to serve it.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// A dependency (a vendor) cannot be reached now; retrying later may succeed.
+    #[error("{0}")]
+    Unavailable(String),
     /// A concurrent change won; the caller should re-read and retry.
     #[error("{0}")]
     Conflict(String),

@@ -15,6 +15,7 @@ use crate::{
         v1::{
             access_key_service_server::AccessKeyServiceServer,
             subject_service_server::SubjectServiceServer, token_service_server::TokenServiceServer,
+            upstream_service_server::UpstreamServiceServer,
         },
     },
 };
@@ -46,12 +47,14 @@ pub async fn run(
     let max = broker.config.max_request_bytes;
     let tokens = TokenServiceServer::new(api.clone()).max_decoding_message_size(max);
     let subjects = SubjectServiceServer::new(api.clone()).max_decoding_message_size(max);
-    let keys = AccessKeyServiceServer::new(api).max_decoding_message_size(max);
+    let keys = AccessKeyServiceServer::new(api.clone()).max_decoding_message_size(max);
+    let upstreams = UpstreamServiceServer::new(api).max_decoding_message_size(max);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<TokenServiceServer<Api>>().await;
     health.set_serving::<SubjectServiceServer<Api>>().await;
     health.set_serving::<AccessKeyServiceServer<Api>>().await;
+    health.set_serving::<UpstreamServiceServer<Api>>().await;
 
     // grpcurl builds still in use speak only v1alpha, newer ones v1: serve both, and describe
     // the health service too.
@@ -85,6 +88,7 @@ pub async fn run(
         .add_service(tokens)
         .add_service(subjects)
         .add_service(keys)
+        .add_service(upstreams)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -15,7 +15,8 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-const SERVICES: [&str; 3] = [
+const SERVICES: [&str; 4] = [
+    "tokenbroker.v1.UpstreamService",
     "tokenbroker.v1.TokenService",
     "tokenbroker.v1.SubjectService",
     "tokenbroker.v1.AccessKeyService",

@@ -61,6 +61,20 @@ pub enum Rpc {
     DeleteAccessKey,
     /// `AccessKeyService/ResetAccessKey`.
     ResetAccessKey,
+    /// `UpstreamService/CreateUpstream`.
+    CreateUpstream,
+    /// `UpstreamService/GetUpstream`.
+    GetUpstream,
+    /// `UpstreamService/ListUpstreams`.
+    ListUpstreams,
+    /// `UpstreamService/UpdateUpstream`.
+    UpdateUpstream,
+    /// `UpstreamService/DeleteUpstream`.
+    DeleteUpstream,
+    /// `UpstreamService/IssueUpstreamToken`.
+    IssueUpstreamToken,
+    /// `UpstreamService/RevokeUpstreamToken`.
+    RevokeUpstreamToken,
 }
 
 impl Rpc {
@@ -83,6 +97,13 @@ impl Rpc {
             ("AccessKeyService", "UpdateAccessKey") => Rpc::UpdateAccessKey,
             ("AccessKeyService", "DeleteAccessKey") => Rpc::DeleteAccessKey,
             ("AccessKeyService", "ResetAccessKey") => Rpc::ResetAccessKey,
+            ("UpstreamService", "CreateUpstream") => Rpc::CreateUpstream,
+            ("UpstreamService", "GetUpstream") => Rpc::GetUpstream,
+            ("UpstreamService", "ListUpstreams") => Rpc::ListUpstreams,
+            ("UpstreamService", "UpdateUpstream") => Rpc::UpdateUpstream,
+            ("UpstreamService", "DeleteUpstream") => Rpc::DeleteUpstream,
+            ("UpstreamService", "IssueUpstreamToken") => Rpc::IssueUpstreamToken,
+            ("UpstreamService", "RevokeUpstreamToken") => Rpc::RevokeUpstreamToken,
             _ => return None,
         })
     }
@@ -104,6 +125,13 @@ impl Rpc {
             Rpc::UpdateAccessKey => "UpdateAccessKey",
             Rpc::DeleteAccessKey => "DeleteAccessKey",
             Rpc::ResetAccessKey => "ResetAccessKey",
+            Rpc::CreateUpstream => "CreateUpstream",
+            Rpc::GetUpstream => "GetUpstream",
+            Rpc::ListUpstreams => "ListUpstreams",
+            Rpc::UpdateUpstream => "UpdateUpstream",
+            Rpc::DeleteUpstream => "DeleteUpstream",
+            Rpc::IssueUpstreamToken => "IssueUpstreamToken",
+            Rpc::RevokeUpstreamToken => "RevokeUpstreamToken",
         }
     }
 
@@ -283,7 +311,7 @@ async fn admit(
         let decision =
             broker
                 .policy
-                .authorize_in(&set, rpc.action(), &principal, &resource, context);
+                .authorize_in(&set, rpc.action(), &principal, &resource, context.clone());
         if !decision.allowed {
             span.record("decision", "deny");
             return Err(denied(
@@ -293,6 +321,27 @@ async fn admit(
                 &decision,
                 Some(&key_policy.key_id),
             ));
+        }
+    }
+    // A git password upstream hands out the stored password itself: that needs a policy
+    // that explicitly permits `ReadUpstreamSecret` (the shipped policies do not).
+    if rpc == Rpc::IssueUpstreamToken
+        && resource.attrs.get("vendor").and_then(Value::as_str) == Some("git_password")
+    {
+        let decision =
+            broker
+                .policy
+                .authorize("ReadUpstreamSecret", &principal, &resource, context);
+        if !decision.allowed {
+            span.record("decision", "deny");
+            return Err(Error::PermissionDenied {
+                reason: "SECRET_READ_DENIED",
+                message: format!(
+                    "upstream `{}` hands out a stored password: no policy permits `ReadUpstreamSecret` for {} (the shipped policies never do; an operator must add one)",
+                    resource.id,
+                    principal.display()
+                ),
+            });
         }
     }
     span.record("decision", "allow");
@@ -535,6 +584,62 @@ fn describe(
             let req: pb::ResetAccessKeyRequest = decode(message)?;
             (key_entity(broker, caller, &req.id)?, authenticated)
         }
+        Rpc::CreateUpstream => {
+            let req: pb::CreateUpstreamRequest = decode(message)?;
+            (upstream_entity(broker, &req.name)?, authenticated)
+        }
+        Rpc::GetUpstream => {
+            let req: pb::GetUpstreamRequest = decode(message)?;
+            (upstream_entity(broker, &req.name)?, authenticated)
+        }
+        Rpc::UpdateUpstream => {
+            let req: pb::UpdateUpstreamRequest = decode(message)?;
+            (upstream_entity(broker, &req.name)?, authenticated)
+        }
+        Rpc::DeleteUpstream => {
+            let req: pb::DeleteUpstreamRequest = decode(message)?;
+            (upstream_entity(broker, &req.name)?, authenticated)
+        }
+        Rpc::ListUpstreams => (EntityDesc::broker(), authenticated),
+        Rpc::IssueUpstreamToken => {
+            let req: pb::IssueUpstreamTokenRequest = decode(message)?;
+            // Attenuation and the permission mapping are checked first, with the same
+            // refusals as minting; policy then sees exactly what would be issued.
+            let plan = broker.plan_upstream(
+                caller,
+                &req.upstream,
+                &req.project_ids,
+                &req.permissions,
+                req.expires_in_hours,
+                now,
+            )?;
+            (
+                upstream_entity(broker, &req.upstream)?,
+                json!({
+                    "credential": credential,
+                    "requested": grant_json(broker, &plan.grant),
+                    "lifetime_seconds": plan.lifetime_secs,
+                    "vendor_permissions": plan.vendor_permissions,
+                }),
+            )
+        }
+        Rpc::RevokeUpstreamToken => {
+            let req: pb::RevokeUpstreamTokenRequest = decode(message)?;
+            let (subject, upstream) = broker
+                .store
+                .lease(&req.lease_id)?
+                .map(|l| (l.subject, l.upstream))
+                // Unknown leases are described as the caller's own: the handler says NOT_FOUND.
+                .unwrap_or_else(|| (caller.subject.id.clone(), String::new()));
+            (
+                EntityDesc {
+                    kind: EntityKind::Lease,
+                    id: req.lease_id,
+                    attrs: json!({ "subject": subject, "upstream": upstream }),
+                },
+                authenticated,
+            )
+        }
     })
 }
 
@@ -559,6 +664,21 @@ fn credential_json(broker: &Broker, caller: &Caller, now: i64) -> Value {
         "grant": grant_json(broker, &caller.grant),
         "remaining_seconds": caller.grant.not_after.map(|end| (end - now).max(0)).unwrap_or(-1),
         "admin": admin,
+    })
+}
+
+/// An upstream as Cedar sees it: its name and vendor (empty when unknown).
+fn upstream_entity(broker: &Broker, name: &str) -> Result<EntityDesc, Error> {
+    let vendor = broker
+        .store
+        .upstream(name)?
+        .and_then(|u| crate::broker::vendor_of(u.vendor))
+        .map(|v| v.as_str().to_owned())
+        .unwrap_or_default();
+    Ok(EntityDesc {
+        kind: EntityKind::Upstream,
+        id: name.to_owned(),
+        attrs: json!({ "vendor": vendor }),
     })
 }
 

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod status;
 pub mod subject;
 pub mod token;
+pub mod upstream;
 
 use std::sync::Arc;
 

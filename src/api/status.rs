@@ -43,6 +43,8 @@ pub fn to_status(error: Error) -> Status {
         Error::AlreadyExists(_) => (Code::AlreadyExists, "ALREADY_EXISTS"),
         Error::ResourceExhausted(_) => (Code::ResourceExhausted, "LIMIT_REACHED"),
         Error::Conflict(_) => (Code::Aborted, "CONFLICT"),
+        Error::FailedPrecondition(_) => (Code::FailedPrecondition, "FAILED_PRECONDITION"),
+        Error::Unavailable(_) => (Code::Unavailable, "UNAVAILABLE"),
         Error::Unsupported(_) => (Code::Unimplemented, "UNSUPPORTED"),
         Error::Cancelled(_) => (Code::Cancelled, "CANCELLED"),
         Error::Internal(cause) => {

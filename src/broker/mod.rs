@@ -4,9 +4,11 @@
 
 mod keys;
 mod list;
+mod upstreams;
 
 pub use keys::{KeyPage, KeyWithSecret, NewKey, UPDATABLE};
 pub use list::KeyQuery;
+pub use upstreams::{IssuedLease, UpstreamPlan, vendor_number, vendor_of};
 
 use std::{
     io::Write,
@@ -180,6 +182,7 @@ pub struct Broker {
     pub jwt: JwtKeys,
     /// Permission vocabulary with implication.
     pub model: PermissionModel,
+    master: MasterKey,
     pepper: [u8; 32],
     page_key: [u8; 32],
     limits: MintLimits,
@@ -248,6 +251,7 @@ impl Broker {
             audiences: config.all_audiences(),
             pepper: master.derive("access-key-pepper"),
             page_key: master.derive("page-token"),
+            master,
             key_sets: keys::KeyPolicyCache::default(),
             usage: keys::UsageBatch::default(),
             config,
@@ -260,6 +264,7 @@ impl Broker {
         store_durable(&broker.store).await?;
         keys::spawn_usage_writer(Arc::downgrade(&broker));
         spawn_sweeper(Arc::downgrade(&broker));
+        upstreams::spawn_lease_worker(Arc::downgrade(&broker));
         Ok(broker)
     }
 

@@ -114,6 +114,10 @@ pub enum EntityKind {
     AccessKey,
     /// An access token.
     Token,
+    /// An upstream vendor account.
+    Upstream,
+    /// A vendor token leased from an upstream.
+    Lease,
 }
 
 impl EntityKind {
@@ -126,6 +130,8 @@ impl EntityKind {
             EntityKind::Broker => "Broker",
             EntityKind::AccessKey => "AccessKey",
             EntityKind::Token => "Token",
+            EntityKind::Upstream => "Upstream",
+            EntityKind::Lease => "Lease",
         }
     }
 }

@@ -16,7 +16,9 @@ use sled::{
 
 pub use durable::GroupCommit;
 
-use crate::pb::storage::{AccessKeyRecord, SigningKeyRecord, SubjectRecord, TokenRecord};
+use crate::pb::storage::{
+    AccessKeyRecord, LeaseRecord, SigningKeyRecord, SubjectRecord, TokenRecord, UpstreamRecord,
+};
 
 /// Why storage failed; never shown to callers, always logged.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +95,10 @@ pub struct Store {
     children: sled::Tree,
     signing_keys: sled::Tree,
     meta: sled::Tree,
+    upstreams: sled::Tree,
+    leases: sled::Tree,
+    leases_by_holder: sled::Tree,
+    lease_queue: sled::Tree,
     commit: GroupCommit,
 }
 
@@ -115,6 +121,10 @@ impl Store {
             children: tree("children")?,
             signing_keys: tree("signing_keys")?,
             meta: tree("meta")?,
+            upstreams: tree("upstreams")?,
+            leases: tree("leases")?,
+            leases_by_holder: tree("leases_by_holder")?,
+            lease_queue: tree("lease_queue")?,
             commit: GroupCommit::start(db.clone(), log),
             db,
         })
@@ -550,6 +560,137 @@ impl Store {
                 .map_err(tx_error)?;
             previous = Some(ids);
         }
+    }
+
+    // === upstreams and leases ===
+
+    /// Creates an upstream unless the name is taken; returns whether it was created.
+    pub fn create_upstream(&self, record: &UpstreamRecord) -> Result<bool, StoreError> {
+        let swapped = self.upstreams.compare_and_swap(
+            record.name.as_bytes(),
+            None as Option<&[u8]>,
+            Some(record.encode_to_vec()),
+        )?;
+        Ok(swapped.is_ok())
+    }
+
+    /// Replaces an existing upstream record.
+    pub fn put_upstream(&self, record: &UpstreamRecord) -> Result<(), StoreError> {
+        self.upstreams
+            .insert(record.name.as_bytes(), record.encode_to_vec())?;
+        Ok(())
+    }
+
+    /// Looks an upstream up.
+    pub fn upstream(&self, name: &str) -> Result<Option<UpstreamRecord>, StoreError> {
+        self.upstreams
+            .get(name)?
+            .map(|v| decode("upstreams", &v))
+            .transpose()
+    }
+
+    /// Upstreams in name order strictly after `after`, at most `limit`.
+    pub fn list_upstreams(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<UpstreamRecord>, StoreError> {
+        let iter = match after {
+            Some(a) => self.upstreams.range::<&[u8], _>((
+                std::ops::Bound::Excluded(a.as_bytes()),
+                std::ops::Bound::Unbounded,
+            )),
+            None => self.upstreams.iter(),
+        };
+        iter.take(limit)
+            .map(|kv| decode("upstreams", &kv?.1))
+            .collect()
+    }
+
+    /// Deletes an upstream record; returns whether it existed.
+    pub fn delete_upstream(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(self.upstreams.remove(name)?.is_some())
+    }
+
+    fn queue_key(due: i64, id: &str) -> Vec<u8> {
+        let mut k = due.max(0).to_be_bytes().to_vec();
+        k.extend_from_slice(id.as_bytes());
+        k
+    }
+
+    /// Whether a lease in `state` waits in the queue (issuing, live or pending revocation).
+    fn queued(state: i32) -> bool {
+        matches!(state, 1..=3)
+    }
+
+    /// Stores a lease (new or changed) with its holder index and its queue entry at
+    /// `next_attempt_at`, in one transaction; `previous_due` is the queue time it had.
+    pub fn put_lease(
+        &self,
+        record: &LeaseRecord,
+        previous_due: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let value = record.encode_to_vec();
+        (&self.leases, &self.leases_by_holder, &self.lease_queue)
+            .transaction(|(leases, by_holder, queue)| {
+                if let Some(due) = previous_due {
+                    queue.remove(Self::queue_key(due, &record.id))?;
+                }
+                leases.insert(record.id.as_bytes(), value.as_slice())?;
+                by_holder.insert(index_key(&record.holder, &record.id), &[] as &[u8])?;
+                if Self::queued(record.state) {
+                    queue.insert(
+                        Self::queue_key(record.next_attempt_at, &record.id),
+                        &[] as &[u8],
+                    )?;
+                }
+                Ok(())
+            })
+            .map_err(tx_error)
+    }
+
+    /// Looks a lease up.
+    pub fn lease(&self, id: &str) -> Result<Option<LeaseRecord>, StoreError> {
+        self.leases
+            .get(id)?
+            .map(|v| decode("leases", &v))
+            .transpose()
+    }
+
+    /// Leases whose queue time has come, oldest first, at most `limit`.
+    pub fn due_leases(&self, now: i64, limit: usize) -> Result<Vec<LeaseRecord>, StoreError> {
+        let end = (now.max(0) + 1).to_be_bytes();
+        let mut out = Vec::new();
+        for key in self.lease_queue.range(..end.as_slice()).keys().take(limit) {
+            let key = key?;
+            let id = String::from_utf8_lossy(&key[8..]).into_owned();
+            out.extend(self.lease(&id)?);
+        }
+        Ok(out)
+    }
+
+    /// Every lease in a given state (e.g. 2 = live).
+    pub fn leases_in_state(&self, state: i32) -> Result<Vec<LeaseRecord>, StoreError> {
+        let mut out = Vec::new();
+        for value in self.leases.iter().values() {
+            let lease: LeaseRecord = decode("leases", &value?)?;
+            if lease.state == state {
+                out.push(lease);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every lease of an upstream that is not yet revoked.
+    pub fn open_leases_of(&self, upstream: &str) -> Result<Vec<LeaseRecord>, StoreError> {
+        let mut out = Vec::new();
+        for value in self.leases.iter().values() {
+            let lease: LeaseRecord = decode("leases", &value?)?;
+            if lease.upstream == upstream && Self::queued(lease.state) {
+                out.push(lease);
+            }
+        }
+        Ok(out)
     }
 
     // === signing keys ===

@@ -1,0 +1,661 @@
+//! Upstream delegation: vendor accounts held sealed, vendor-native tokens issued within the
+//! caller's grant as leases, and the durable revocation queue that revokes them at the vendor
+//! when their holder is revoked or expires (DESIGN §2 Upstream and Lease, §7).
+
+use std::{collections::BTreeMap, sync::Weak, time::Duration};
+
+use prost::Message;
+
+use super::{Broker, Caller};
+use crate::{
+    domain::{
+        Grant, MintRequest, Projects, attenuate,
+        validate::{self, FieldViolation, quote},
+    },
+    error::Error,
+    pb::storage::{LeaseRecord, SealedCredential, UpstreamRecord},
+    upstream::{self, Credential, IssueRequest, UpstreamAccount, Vendor, VendorError},
+};
+
+/// Lease states as stored.
+pub const LEASE_ISSUING: i32 = 1;
+/// See [`LEASE_ISSUING`].
+pub const LEASE_LIVE: i32 = 2;
+/// See [`LEASE_ISSUING`].
+pub const LEASE_PENDING: i32 = 3;
+/// See [`LEASE_ISSUING`].
+pub const LEASE_REVOKED: i32 = 4;
+
+/// Upstream statuses as stored (same numbers as `tokenbroker.v1.UpstreamStatus`).
+pub const STATUS_NORMAL: i32 = 1;
+/// See [`STATUS_NORMAL`].
+pub const STATUS_UNAUTHENTICATED: i32 = 3;
+
+/// A lease still issuing after this long means the broker stopped mid-call.
+const ISSUE_TIMEOUT_SECS: i64 = 120;
+/// Longest wait between revocation attempts.
+const MAX_RETRY_SECS: i64 = 60;
+/// How often the lease worker looks for due work.
+const WORKER_PERIOD: Duration = Duration::from_millis(500);
+const CREDENTIAL_AAD: &str = "upstream-credential:";
+
+/// The vendor of a stored or requested number (`tokenbroker.v1.Vendor`).
+pub fn vendor_of(number: i32) -> Option<Vendor> {
+    Some(match number {
+        1 => Vendor::BitbucketServer,
+        2 => Vendor::LaunchDarkly,
+        3 => Vendor::Foreman,
+        4 => Vendor::Develocity,
+        5 => Vendor::GitPassword,
+        _ => return None,
+    })
+}
+
+/// A validated IssueUpstreamToken, ready for policy and the vendor call.
+#[derive(Clone, Debug)]
+pub struct UpstreamPlan {
+    /// The upstream.
+    pub upstream: UpstreamRecord,
+    /// Its vendor.
+    pub vendor: Vendor,
+    /// The grant the vendor token will carry, attenuating the caller's.
+    pub grant: Grant,
+    /// Its lifetime in seconds.
+    pub lifetime_secs: i64,
+    /// Broker permissions mapped to the vendor's.
+    pub vendor_permissions: Vec<String>,
+}
+
+/// The vendor token handed out once, with its lease.
+#[derive(Debug)]
+pub struct IssuedLease {
+    /// The vendor token (never stored).
+    pub token: upstream::IssuedToken,
+    /// The stored lease.
+    pub lease: LeaseRecord,
+}
+
+/// Maps a vendor error to the crate error (DESIGN §5); the message names the vendor and its
+/// status, never the credential.
+fn vendor_error(e: VendorError) -> Error {
+    let message = e.to_string();
+    match e {
+        VendorError::Unauthenticated { .. } => Error::FailedPrecondition(format!(
+            "{message}: the upstream's credential was rejected; rotate it with UpdateUpstream"
+        )),
+        VendorError::PermissionDenied { .. } => Error::PermissionDenied {
+            reason: "VENDOR_DENIED",
+            message,
+        },
+        VendorError::NotFound { .. } => Error::NotFound(message),
+        VendorError::InvalidArgument { .. } => Error::invalid("", message),
+        VendorError::Conflict { .. } => Error::Conflict(message),
+        VendorError::RateLimited { .. } => Error::ResourceExhausted(message),
+        VendorError::Unavailable { .. } => Error::Unavailable(message),
+        VendorError::Unsupported { .. } => Error::FailedPrecondition(message),
+    }
+}
+
+fn is_upstream_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 64
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-')
+        })
+}
+
+fn unknown_upstream(name: &str) -> Error {
+    Error::NotFound(format!("upstream {} does not exist", quote(name)))
+}
+
+impl Broker {
+    fn http(&self) -> Result<upstream::HttpClient, Error> {
+        upstream::HttpClient::with_retry(
+            self.config.upstream_retry_attempts,
+            self.config.upstream_retry_backoff,
+        )
+        .map_err(|e| Error::Internal(format!("http client: {e}")))
+    }
+
+    fn seal_credential(&self, name: &str, credential: &Credential) -> Result<Vec<u8>, Error> {
+        let plain = SealedCredential {
+            username: credential.username.clone(),
+            password: credential.password.clone(),
+            token: credential.token.clone(),
+        }
+        .encode_to_vec();
+        Ok(self
+            .master
+            .seal(&plain, format!("{CREDENTIAL_AAD}{name}").as_bytes())?)
+    }
+
+    /// The account of a stored upstream, credential unsealed in memory only.
+    fn account(&self, record: &UpstreamRecord) -> Result<(Vendor, UpstreamAccount), Error> {
+        let vendor = vendor_of(record.vendor)
+            .ok_or_else(|| Error::Internal(format!("upstream `{}` has no vendor", record.name)))?;
+        let plain = self.master.open(
+            &record.sealed_credential,
+            format!("{CREDENTIAL_AAD}{}", record.name).as_bytes(),
+        )?;
+        let sealed = SealedCredential::decode(plain.as_slice())
+            .map_err(|e| Error::Internal(format!("sealed credential: {e}")))?;
+        Ok((
+            vendor,
+            UpstreamAccount {
+                vendor,
+                base_url: record.base_url.clone(),
+                credential: Credential {
+                    username: sealed.username,
+                    password: sealed.password,
+                    token: sealed.token,
+                },
+                options: record.options.clone().into_iter().collect(),
+            },
+        ))
+    }
+
+    fn check_account(
+        vendor: Option<Vendor>,
+        base_url: &str,
+        credential: &Credential,
+        options: &BTreeMap<String, String>,
+        violations: &mut Vec<FieldViolation>,
+    ) {
+        let Some(vendor) = vendor else {
+            violations.push(FieldViolation::new(
+                "vendor",
+                "set `vendor` to one of VENDOR_BITBUCKET_SERVER, VENDOR_LAUNCHDARKLY, VENDOR_FOREMAN, VENDOR_DEVELOCITY, VENDOR_GIT_PASSWORD",
+            ));
+            return;
+        };
+        if !(base_url.starts_with("http://") || base_url.starts_with("https://"))
+            || base_url.len() > 2048
+            || base_url.contains(char::is_whitespace)
+        {
+            violations.push(FieldViolation::new(
+                "base_url",
+                format!(
+                    "{} is not an http(s) URL of the vendor's server root",
+                    quote(base_url)
+                ),
+            ));
+        }
+        let has_password = !credential.username.is_empty() && !credential.password.is_empty();
+        let has_token = !credential.token.is_empty();
+        let needs = match vendor {
+            Vendor::BitbucketServer => (!has_password && !has_token)
+                .then_some("give `username` and `password`, or a `token`"),
+            Vendor::LaunchDarkly | Vendor::Develocity => {
+                (!has_token).then_some("give the vendor API `token`")
+            }
+            Vendor::Foreman | Vendor::GitPassword => {
+                (!has_password).then_some("give `username` and `password`")
+            }
+        };
+        if let Some(needs) = needs {
+            violations.push(FieldViolation::new("credential", needs));
+        }
+        let option = match vendor {
+            Vendor::BitbucketServer => Some("user_slug"),
+            Vendor::Foreman => Some("user_id"),
+            _ => None,
+        };
+        if let Some(option) = option
+            && options.get(option).is_none_or(|v| v.is_empty())
+        {
+            violations.push(FieldViolation::new(
+                format!("options[{option}]"),
+                format!("{} needs the option `{option}`", vendor.as_str()),
+            ));
+        }
+    }
+
+    /// Checks a credential at the vendor: NORMAL when accepted, UNAUTHENTICATED when
+    /// rejected; any other failure is the caller's error and nothing is stored.
+    async fn verify_at_vendor(
+        &self,
+        vendor: Vendor,
+        account: &UpstreamAccount,
+    ) -> Result<(i32, String, String), Error> {
+        let connector = upstream::connector(vendor, self.http()?);
+        match connector.verify(account).await {
+            Ok(v) => Ok((STATUS_NORMAL, v.repo_host, v.repo_user)),
+            Err(VendorError::Unauthenticated { .. }) => Ok((
+                STATUS_UNAUTHENTICATED,
+                account.base_url.clone(),
+                account.credential.username.clone(),
+            )),
+            Err(e) => Err(vendor_error(e)),
+        }
+    }
+
+    // === upstream records ===
+
+    /// Validates, verifies at the vendor, seals and stores a new upstream.
+    pub async fn create_upstream(
+        &self,
+        name: &str,
+        vendor: i32,
+        base_url: &str,
+        credential: Credential,
+        options: BTreeMap<String, String>,
+        now: i64,
+    ) -> Result<UpstreamRecord, Error> {
+        let mut violations = Vec::new();
+        if !is_upstream_name(name) {
+            violations.push(FieldViolation::new(
+                "name",
+                format!(
+                    "{} is malformed: use `[a-z0-9][a-z0-9._-]{{0,63}}`",
+                    quote(name)
+                ),
+            ));
+        }
+        let vendor = vendor_of(vendor);
+        Self::check_account(vendor, base_url, &credential, &options, &mut violations);
+        let Some(vendor) = vendor.filter(|_| violations.is_empty()) else {
+            return Err(Error::InvalidArgument(violations));
+        };
+        if self.store.upstream(name)?.is_some() {
+            return Err(Error::AlreadyExists(format!(
+                "upstream {} already exists",
+                quote(name)
+            )));
+        }
+        let base_url = base_url.trim_end_matches('/').to_owned();
+        let account = UpstreamAccount {
+            vendor,
+            base_url: base_url.clone(),
+            credential: credential.clone(),
+            options: options.clone(),
+        };
+        let (status, repo_host, repo_user) = self.verify_at_vendor(vendor, &account).await?;
+        let record = UpstreamRecord {
+            name: name.to_owned(),
+            vendor: vendor_number(vendor),
+            base_url,
+            sealed_credential: self.seal_credential(name, &credential)?,
+            options: options.into_iter().collect(),
+            repo_host,
+            repo_user,
+            token_type: if credential.token.is_empty() {
+                "password"
+            } else {
+                "token"
+            }
+            .to_owned(),
+            create_time: now,
+            update_time: now,
+            status,
+        };
+        if !self.store.create_upstream(&record)? {
+            return Err(Error::AlreadyExists(format!(
+                "upstream {} already exists",
+                quote(name)
+            )));
+        }
+        self.store.durable().await?;
+        Ok(record)
+    }
+
+    /// Looks an upstream up.
+    pub fn get_upstream(&self, name: &str) -> Result<UpstreamRecord, Error> {
+        self.store
+            .upstream(name)?
+            .ok_or_else(|| unknown_upstream(name))
+    }
+
+    /// How many leases of `name` are not yet revoked.
+    pub fn live_lease_count(&self, name: &str) -> Result<u32, Error> {
+        Ok(self.store.open_leases_of(name)?.len() as u32)
+    }
+
+    /// Rotates an upstream's credential and/or replaces its options, verifying at the vendor.
+    pub async fn update_upstream(
+        &self,
+        name: &str,
+        credential: Option<Credential>,
+        options: BTreeMap<String, String>,
+        now: i64,
+    ) -> Result<UpstreamRecord, Error> {
+        let mut record = self.get_upstream(name)?;
+        let (vendor, mut account) = self.account(&record)?;
+        if let Some(c) = credential.clone() {
+            account.credential = c;
+        }
+        if !options.is_empty() {
+            account.options = options.clone();
+        }
+        let mut violations = Vec::new();
+        Self::check_account(
+            Some(vendor),
+            &account.base_url,
+            &account.credential,
+            &account.options,
+            &mut violations,
+        );
+        if !violations.is_empty() {
+            return Err(Error::InvalidArgument(violations));
+        }
+        let (status, repo_host, repo_user) = self.verify_at_vendor(vendor, &account).await?;
+        if let Some(c) = credential {
+            record.sealed_credential = self.seal_credential(name, &c)?;
+            record.token_type = if c.token.is_empty() {
+                "password"
+            } else {
+                "token"
+            }
+            .to_owned();
+        }
+        if !options.is_empty() {
+            record.options = options.into_iter().collect();
+        }
+        record.status = status;
+        record.repo_host = repo_host;
+        record.repo_user = repo_user;
+        record.update_time = now;
+        self.store.put_upstream(&record)?;
+        self.store.durable().await?;
+        Ok(record)
+    }
+
+    /// Revokes the upstream's open leases at the vendor, then deletes it. If any revocation
+    /// fails the upstream stays (its leases stay queued) and the call is UNAVAILABLE.
+    pub async fn delete_upstream(&self, name: &str, now: i64) -> Result<u32, Error> {
+        let record = self.get_upstream(name)?;
+        let mut revoked = 0;
+        let mut failed = 0;
+        for lease in self.store.open_leases_of(name)? {
+            if self.revoke_lease_now(&record, lease, now).await? {
+                revoked += 1;
+            } else {
+                failed += 1;
+            }
+        }
+        if failed > 0 {
+            self.store.durable().await?;
+            return Err(Error::Unavailable(format!(
+                "{failed} lease(s) of upstream {} could not be revoked at the vendor; they stay queued and the upstream is kept: retry later",
+                quote(name)
+            )));
+        }
+        self.store.delete_upstream(name)?;
+        self.store.durable().await?;
+        Ok(revoked)
+    }
+
+    // === issuing ===
+
+    /// Validates an IssueUpstreamToken and applies the attenuation rule (the same rule and
+    /// refusal as minting), then maps the permissions to the vendor's.
+    pub fn plan_upstream(
+        &self,
+        caller: &Caller,
+        upstream_name: &str,
+        project_ids: &[String],
+        permissions: &[String],
+        expires_in_hours: Option<f64>,
+        now: i64,
+    ) -> Result<UpstreamPlan, Error> {
+        let request: MintRequest = validate::mint_request(
+            project_ids,
+            permissions,
+            expires_in_hours,
+            self.config.max_grant_items,
+            self.limits.max_lifetime_secs,
+            &self.model,
+        )
+        .map_err(Error::InvalidArgument)?;
+        let upstream = self.get_upstream(upstream_name)?;
+        let vendor = vendor_of(upstream.vendor)
+            .ok_or_else(|| Error::Internal(format!("upstream `{upstream_name}` has no vendor")))?;
+        let grant = attenuate(&caller.grant, &request, now, self.limits, &self.model)
+            .map_err(Error::Exceeds)?;
+        let table = self.config.vendor_permissions.get(vendor.as_str());
+        let mut vendor_permissions = Vec::new();
+        let mut violations = Vec::new();
+        for (i, p) in grant.permissions.iter().enumerate() {
+            match table.and_then(|t| t.get(p)) {
+                Some(mapped) => {
+                    for m in mapped {
+                        if !vendor_permissions.contains(m) {
+                            vendor_permissions.push(m.clone());
+                        }
+                    }
+                }
+                None => violations.push(FieldViolation::new(
+                    format!("permissions[{i}]"),
+                    format!(
+                        "permission {} has no mapping for vendor `{}`: see config `vendor_permissions`",
+                        quote(p),
+                        vendor.as_str()
+                    ),
+                )),
+            }
+        }
+        if !violations.is_empty() {
+            return Err(Error::InvalidArgument(violations));
+        }
+        let lifetime_secs = grant.not_after.map(|end| end - now).unwrap_or(0);
+        Ok(UpstreamPlan {
+            upstream,
+            vendor,
+            grant,
+            lifetime_secs,
+            vendor_permissions,
+        })
+    }
+
+    /// Issues a vendor token for a planned request. The lease is stored (as issuing) before
+    /// the vendor is called, so a crash leaves a record naming the vendor token.
+    pub async fn issue_upstream_token(
+        &self,
+        caller: &Caller,
+        plan: UpstreamPlan,
+        now: i64,
+    ) -> Result<IssuedLease, Error> {
+        if plan.upstream.status != STATUS_NORMAL {
+            return Err(Error::FailedPrecondition(format!(
+                "upstream {} has a credential the vendor rejected: rotate it with UpdateUpstream",
+                quote(&plan.upstream.name)
+            )));
+        }
+        let (vendor, account) = self.account(&plan.upstream)?;
+        let id = format!("ls_{}", uuid::Uuid::new_v4().simple());
+        let expires_at = now + plan.lifetime_secs;
+        let mut lease = LeaseRecord {
+            id: id.clone(),
+            upstream: plan.upstream.name.clone(),
+            subject: caller.subject.id.clone(),
+            holder: caller.credential_id.clone(),
+            vendor_permissions: plan.vendor_permissions.clone(),
+            projects: plan.grant.projects.to_ids(),
+            issued_at: now,
+            expires_at,
+            state: LEASE_ISSUING,
+            next_attempt_at: now + ISSUE_TIMEOUT_SECS,
+            ..LeaseRecord::default()
+        };
+        self.store.put_lease(&lease, None)?;
+        self.store.durable().await?;
+
+        let request = IssueRequest {
+            name: format!("token-broker-{id}"),
+            vendor_permissions: plan.vendor_permissions,
+            project_ids: match &plan.grant.projects {
+                Projects::All => vec!["*".to_owned()],
+                Projects::Some(p) => p.iter().cloned().collect(),
+            },
+            expires_at,
+        };
+        let connector = upstream::connector(vendor, self.http()?);
+        let issued = match connector.issue(&account, &request).await {
+            Ok(issued) => issued,
+            Err(e) => {
+                let due = lease.next_attempt_at;
+                lease.state = LEASE_REVOKED;
+                lease.revoked_at = now;
+                lease.last_error = e.to_string();
+                self.store.put_lease(&lease, Some(due))?;
+                self.store.durable().await?;
+                return Err(vendor_error(e));
+            }
+        };
+        let due = lease.next_attempt_at;
+        lease.vendor_token_id = issued.vendor_token_id.clone();
+        lease.revocable = issued.revocable;
+        lease.state = LEASE_LIVE;
+        lease.next_attempt_at = expires_at;
+        self.store.put_lease(&lease, Some(due))?;
+        self.store.durable().await?;
+        Ok(IssuedLease {
+            token: issued,
+            lease,
+        })
+    }
+
+    // === revocation ===
+
+    /// Revokes a lease at the vendor now; when the vendor cannot confirm, the revocation
+    /// stays queued durably and is retried. Returns whether the vendor confirmed.
+    pub async fn revoke_upstream_token(&self, lease_id: &str, now: i64) -> Result<bool, Error> {
+        let lease = self
+            .store
+            .lease(lease_id)?
+            .ok_or_else(|| Error::NotFound(format!("lease {} does not exist", quote(lease_id))))?;
+        if lease.state == LEASE_REVOKED {
+            return Ok(true);
+        }
+        let upstream = self.get_upstream(&lease.upstream)?;
+        let done = self.revoke_lease_now(&upstream, lease, now).await?;
+        self.store.durable().await?;
+        Ok(done)
+    }
+
+    /// One revocation attempt; records the outcome (revoked, or pending with backoff).
+    async fn revoke_lease_now(
+        &self,
+        upstream: &UpstreamRecord,
+        mut lease: LeaseRecord,
+        now: i64,
+    ) -> Result<bool, Error> {
+        let due = Some(lease.next_attempt_at);
+        if lease.state == LEASE_ISSUING && lease.vendor_token_id.is_empty() {
+            // The broker stopped between storing the lease and hearing from the vendor.
+            lease.state = LEASE_REVOKED;
+            lease.revoked_at = now;
+            lease.last_error = format!(
+                "issue was interrupted; a vendor token named `token-broker-{}` may need manual deletion",
+                lease.id
+            );
+            tracing::warn!(lease = %lease.id, upstream = %lease.upstream, "interrupted lease needs manual cleanup at the vendor");
+            self.store.put_lease(&lease, due)?;
+            return Ok(true);
+        }
+        let outcome = if lease.revocable {
+            let (vendor, account) = self.account(upstream)?;
+            upstream::connector(vendor, self.http()?)
+                .revoke(&account, &lease.vendor_token_id)
+                .await
+        } else {
+            Ok(())
+        };
+        match outcome {
+            Ok(()) => {
+                lease.state = LEASE_REVOKED;
+                lease.revoked_at = now;
+                lease.last_error.clear();
+                self.store.put_lease(&lease, due)?;
+                tracing::info!(lease = %lease.id, upstream = %lease.upstream, "lease revoked at the vendor");
+                Ok(true)
+            }
+            Err(e) => {
+                lease.attempts += 1;
+                lease.state = LEASE_PENDING;
+                lease.next_attempt_at = now + (1i64 << lease.attempts.min(6)).min(MAX_RETRY_SECS);
+                lease.last_error = e.to_string();
+                tracing::warn!(lease = %lease.id, attempts = lease.attempts, error = %e, "vendor revocation failed; will retry");
+                self.store.put_lease(&lease, due)?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Whether the broker credential a lease is tied to is gone, revoked or expired.
+    fn holder_is_dead(&self, lease: &LeaseRecord, now: i64) -> Result<bool, Error> {
+        if lease.holder.starts_with("ak_") {
+            return Ok(match self.store.access_key(&lease.holder)? {
+                None => true,
+                Some(k) => k.expires_at > 0 && k.expires_at <= now,
+            });
+        }
+        Ok(match self.store.token(&lease.holder)? {
+            None => true,
+            Some(t) => t.revoked_at != 0 || t.expires_at <= now,
+        })
+    }
+
+    /// One pass of the lease worker: queue the leases whose holder died, then attempt every
+    /// due revocation. Returns how many leases were revoked at the vendor.
+    pub async fn process_leases(&self, now: i64) -> Result<u32, Error> {
+        for mut lease in self.store.leases_in_state(LEASE_LIVE)? {
+            if lease.next_attempt_at > now && self.holder_is_dead(&lease, now)? {
+                let due = Some(lease.next_attempt_at);
+                lease.state = LEASE_PENDING;
+                lease.next_attempt_at = now;
+                self.store.put_lease(&lease, due)?;
+            }
+        }
+        let mut revoked = 0;
+        for lease in self.store.due_leases(now, 1000)? {
+            match self.store.upstream(&lease.upstream)? {
+                Some(upstream) => {
+                    if self.revoke_lease_now(&upstream, lease, now).await? {
+                        revoked += 1;
+                    }
+                }
+                None => {
+                    let due = Some(lease.next_attempt_at);
+                    let mut lease = lease;
+                    lease.state = LEASE_REVOKED;
+                    lease.revoked_at = now;
+                    lease.last_error = "upstream no longer exists".to_owned();
+                    self.store.put_lease(&lease, due)?;
+                }
+            }
+        }
+        self.store.durable().await?;
+        Ok(revoked)
+    }
+}
+
+/// The proto number of a vendor.
+pub fn vendor_number(vendor: Vendor) -> i32 {
+    match vendor {
+        Vendor::BitbucketServer => 1,
+        Vendor::LaunchDarkly => 2,
+        Vendor::Foreman => 3,
+        Vendor::Develocity => 4,
+        Vendor::GitPassword => 5,
+    }
+}
+
+/// Runs the lease worker until the broker is dropped: expiries and holder revocations reach
+/// the vendor within about a second, and queued revocations survive restarts.
+pub fn spawn_lease_worker(broker: Weak<Broker>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(WORKER_PERIOD);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(broker) = broker.upgrade() else {
+                return;
+            };
+            if let Err(e) = broker.process_leases(super::now()).await {
+                tracing::warn!(error = %e, "lease worker pass failed");
+            }
+        }
+    });
+}
