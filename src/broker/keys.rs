@@ -567,20 +567,31 @@ impl Broker {
         new.roles = new_fields.roles.to_vec();
         new.expires_at = expires_at;
         new.updated_at = now.max(old.updated_at + 1);
-        if !self.store.replace_access_key(&old, &new)? {
-            return Err(Error::Conflict(format!(
-                "access key {} changed meanwhile: read it again and retry",
-                quote(id)
-            )));
-        }
         // Narrowing: exactly the descendants that no longer attenuate the key are revoked
-        // (with their own descendants).
-        let mut revoked = 0;
-        for (jti, token) in self.store.live_descendants(id)? {
-            let held = grant_from_record(token.grant.as_ref(), token.expires_at);
-            if !attenuates(&held, &grant, &self.model) {
-                revoked += self.store.revoke_token(&jti, now)?;
-            }
+        // (with their own descendants), in the transaction that changes the key.
+        let misfits = |store: &crate::store::Store| -> Result<Vec<String>, Error> {
+            Ok(store
+                .live_descendants(id)?
+                .into_iter()
+                .filter(|(_, token)| {
+                    let held = grant_from_record(token.grant.as_ref(), token.expires_at);
+                    !attenuates(&held, &grant, &self.model)
+                })
+                .map(|(jti, _)| jti)
+                .collect())
+        };
+        let mut revoked = self
+            .store
+            .replace_access_key(&old, &new, &misfits(&self.store)?, now)?
+            .ok_or_else(|| {
+                Error::Conflict(format!(
+                    "access key {} changed meanwhile: read it again and retry",
+                    quote(id)
+                ))
+            })?;
+        // A token minted under the old grant while this ran is caught here.
+        for jti in misfits(&self.store)? {
+            revoked += self.store.revoke_token(&jti, now)?;
         }
         self.store.durable().await?;
         Ok((new, revoked))
@@ -623,7 +634,11 @@ impl Broker {
             new.old_secret_expires_at = 0;
         }
         new.updated_at = now.max(old.updated_at + 1);
-        if !self.store.replace_access_key(&old, &new)? {
+        if self
+            .store
+            .replace_access_key(&old, &new, &[], now)?
+            .is_none()
+        {
             return Err(Error::Conflict(format!(
                 "access key {} changed meanwhile: retry",
                 quote(id)

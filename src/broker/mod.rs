@@ -121,6 +121,8 @@ pub struct Caller {
     pub root_key: String,
     /// The root key's own policies, when it has an inline policy or roles.
     pub key_policy: Option<KeyPolicy>,
+    /// The root key's `updated_at` when the caller authenticated (see `Store::insert_token`).
+    pub key_version: i64,
 }
 
 /// What identifies a key's own policy set; the set itself is built once and cached.
@@ -353,6 +355,7 @@ impl Broker {
             grant: grant_from_record(key.grant.as_ref(), key.expires_at),
             root_key: key.id.clone(),
             key_policy: KeyPolicy::of(&key),
+            key_version: key.updated_at,
             credential_id: key.id,
         })
     }
@@ -395,6 +398,7 @@ impl Broker {
             grant: grant_from_record(record.grant.as_ref(), record.expires_at),
             root_key: record.root_key,
             key_policy: KeyPolicy::of(&root),
+            key_version: root.updated_at,
             credential_id: claims.jti,
         })
     }
@@ -497,11 +501,11 @@ impl Broker {
             revoked_at: 0,
             audience: plan.audience,
         };
-        match self.store.insert_token(&jti, &record)? {
+        match self.store.insert_token(&jti, &record, caller.key_version)? {
             MintOutcome::Stored => {}
             MintOutcome::ParentGone => {
                 return Err(unauthenticated(
-                    "the authorising credential was revoked while minting",
+                    "the authorising credential was revoked or changed while minting: retry",
                 ));
             }
         }

@@ -329,13 +329,19 @@ impl Store {
     }
 
     /// Replaces `old` with `new` if the stored key is still exactly `old` (optimistic
-    /// concurrency: a concurrent change makes this return false and nothing is written).
+    /// concurrency: a concurrent change makes this return `None` and nothing is written).
     /// The secret-hash index follows the record.
+    /// Tokens in `revoke` (and their descendants) are marked revoked in the same
+    /// transaction, so a narrowed key never coexists with tokens that exceed it.
     pub fn replace_access_key(
         &self,
         old: &AccessKeyRecord,
         new: &AccessKeyRecord,
-    ) -> Result<bool, StoreError> {
+        revoke: &[String],
+        now: i64,
+    ) -> Result<Option<u32>, StoreError> {
+        let mut closure = self.descendants(revoke)?;
+        closure.extend(revoke.iter().cloned());
         let expected = old.encode_to_vec();
         let value = new.encode_to_vec();
         let hashes_of = |r: &AccessKeyRecord| {
@@ -345,11 +351,11 @@ impl Store {
                 .collect::<Vec<_>>()
         };
         let (before, after) = (hashes_of(old), hashes_of(new));
-        (&self.access_keys, &self.key_hashes)
-            .transaction(|(keys, hashes)| {
+        (&self.access_keys, &self.key_hashes, &self.tokens)
+            .transaction(|(keys, hashes, tokens)| {
                 match keys.get(new.id.as_bytes())? {
                     Some(current) if *current == *expected => {}
-                    _ => return Ok(false),
+                    _ => return Ok(None),
                 }
                 keys.insert(new.id.as_bytes(), value.as_slice())?;
                 for h in before.iter().filter(|h| !after.contains(h)) {
@@ -358,7 +364,7 @@ impl Store {
                 for h in after.iter().filter(|h| !before.contains(h)) {
                     hashes.insert(h.as_slice(), new.id.as_bytes())?;
                 }
-                Ok(true)
+                Ok(Some(mark_revoked(tokens, &closure, now)?))
             })
             .map_err(tx_error)
     }
@@ -443,14 +449,28 @@ impl Store {
 
     /// Stores a minted token and its parent → child index entry in one transaction, after
     /// re-checking inside it that the authorising credential is still live.
-    pub fn insert_token(&self, jti: &str, record: &TokenRecord) -> Result<MintOutcome, StoreError> {
+    ///
+    /// A token minted from an access key also requires the key to be unchanged since the
+    /// caller authenticated (`key_version` is its `updated_at`): a key narrowed meanwhile
+    /// refuses the mint instead of gaining a token wider than itself.
+    pub fn insert_token(
+        &self,
+        jti: &str,
+        record: &TokenRecord,
+        key_version: i64,
+    ) -> Result<MintOutcome, StoreError> {
         let value = record.encode_to_vec();
         let parent = record.parent.as_str();
         let parent_is_key = record.depth == 0;
         (&self.tokens, &self.children, &self.access_keys)
             .transaction(|(tokens, children, keys)| {
                 let live = if parent_is_key {
-                    keys.get(parent.as_bytes())?.is_some()
+                    match keys.get(parent.as_bytes())? {
+                        Some(raw) => AccessKeyRecord::decode(&*raw)
+                            .map(|k| k.updated_at == key_version)
+                            .unwrap_or(false),
+                        None => false,
+                    }
                 } else {
                     match tokens.get(parent.as_bytes())? {
                         Some(raw) => TokenRecord::decode(&*raw)

@@ -46,19 +46,19 @@ async fn cascade_revokes_every_descendant_once() {
         KeyOutcome::Stored
     );
     assert_eq!(
-        store.insert_token("t1", &token("ak_1", 0)).unwrap(),
+        store.insert_token("t1", &token("ak_1", 0), 0).unwrap(),
         MintOutcome::Stored
     );
     assert_eq!(
-        store.insert_token("t2", &token("t1", 1)).unwrap(),
+        store.insert_token("t2", &token("t1", 1), 0).unwrap(),
         MintOutcome::Stored
     );
     assert_eq!(
-        store.insert_token("t3", &token("t2", 2)).unwrap(),
+        store.insert_token("t3", &token("t2", 2), 0).unwrap(),
         MintOutcome::Stored
     );
     assert_eq!(
-        store.insert_token("u1", &token("ak_1", 0)).unwrap(),
+        store.insert_token("u1", &token("ak_1", 0), 0).unwrap(),
         MintOutcome::Stored
     );
     store.durable().await.unwrap();
@@ -69,7 +69,7 @@ async fn cascade_revokes_every_descendant_once() {
     assert_eq!(store.token("u1").unwrap().unwrap().revoked_at, 0);
     // A revoked parent can mint nothing more.
     assert_eq!(
-        store.insert_token("t4", &token("t2", 2)).unwrap(),
+        store.insert_token("t4", &token("t2", 2), 0).unwrap(),
         MintOutcome::ParentGone
     );
     assert!(store.token("t4").unwrap().is_none());
@@ -108,8 +108,8 @@ async fn key_limit_and_subject_deletion() {
         store.access_key_by_hash(&[2; 32]).unwrap().unwrap().id,
         "ak_2"
     );
-    store.insert_token("t1", &token("ak_1", 0)).unwrap();
-    store.insert_token("t2", &token("ak_2", 0)).unwrap();
+    store.insert_token("t1", &token("ak_1", 0), 0).unwrap();
+    store.insert_token("t2", &token("ak_2", 0), 0).unwrap();
 
     assert_eq!(store.delete_subject("alice", 7).unwrap(), Some((2, 2)));
     assert_eq!(store.delete_subject("alice", 7).unwrap(), None);
@@ -152,11 +152,11 @@ async fn sweeping_removes_only_expired_tokens_and_their_index() {
         .unwrap();
     let mut old = token("ak_1", 0);
     old.expires_at = 100;
-    store.insert_token("old", &old).unwrap();
+    store.insert_token("old", &old, 0).unwrap();
     let mut old_child = token("old", 1);
     old_child.expires_at = 90;
-    store.insert_token("old-child", &old_child).unwrap();
-    store.insert_token("live", &token("ak_1", 0)).unwrap();
+    store.insert_token("old-child", &old_child, 0).unwrap();
+    store.insert_token("live", &token("ak_1", 0), 0).unwrap();
 
     assert_eq!(store.sweep_expired_tokens(1000, 10).unwrap(), 2);
     assert!(store.token("old").unwrap().is_none());
