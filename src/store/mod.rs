@@ -6,7 +6,12 @@
 
 mod durable;
 
-use std::{collections::BTreeSet, fs::File, path::Path};
+use std::{
+    collections::{BTreeSet, HashSet},
+    fs::File,
+    path::Path,
+    sync::{Arc, RwLock},
+};
 
 use prost::Message;
 use sled::{
@@ -99,6 +104,8 @@ pub struct Store {
     leases: sled::Tree,
     leases_by_holder: sled::Tree,
     lease_queue: sled::Tree,
+    revoked: sled::Tree,
+    revoked_index: Arc<RwLock<HashSet<String>>>,
     commit: GroupCommit,
 }
 
@@ -125,6 +132,8 @@ impl Store {
             leases: tree("leases")?,
             leases_by_holder: tree("leases_by_holder")?,
             lease_queue: tree("lease_queue")?,
+            revoked_index: Arc::new(RwLock::new(load_revoked(&tree("revoked")?)?)),
+            revoked: tree("revoked")?,
             commit: GroupCommit::start(db.clone(), log),
             db,
         })
@@ -206,26 +215,33 @@ impl Store {
             &self.key_hashes,
             &self.tokens,
             &self.meta,
+            &self.revoked,
         )
-            .transaction(|(subjects, keys, by_owner, hashes, token_tree, meta)| {
-                if subjects.remove(id.as_bytes())?.is_none() {
-                    return Ok(None);
-                }
-                meta.remove(count_key.as_slice())?;
-                let mut deleted = 0u32;
-                for key_id in &key_ids {
-                    by_owner.remove(index_key(id, key_id))?;
-                    if let Some(raw) = keys.remove(key_id.as_bytes())? {
-                        deleted += 1;
-                        remove_hashes(hashes, &raw)?;
+            .transaction(
+                |(subjects, keys, by_owner, hashes, token_tree, meta, revoked)| {
+                    if subjects.remove(id.as_bytes())?.is_none() {
+                        return Ok(None);
                     }
-                }
-                Ok(Some((deleted, mark_revoked(token_tree, &tokens, now)?)))
-            })
+                    meta.remove(count_key.as_slice())?;
+                    let mut deleted = 0u32;
+                    for key_id in &key_ids {
+                        by_owner.remove(index_key(id, key_id))?;
+                        if let Some(raw) = keys.remove(key_id.as_bytes())? {
+                            deleted += 1;
+                            remove_hashes(hashes, &raw)?;
+                        }
+                    }
+                    Ok(Some((
+                        deleted,
+                        mark_revoked(token_tree, revoked, &tokens, now)?,
+                    )))
+                },
+            )
             .map_err(tx_error)?;
         let Some((deleted, mut revoked)) = outcome else {
             return Ok(None);
         };
+        self.remember_revoked(&tokens);
         // A token minted concurrently, after the closure was read, is caught here: its key
         // is gone now, so nothing new can appear under it.
         for key_id in &key_ids {
@@ -351,8 +367,13 @@ impl Store {
                 .collect::<Vec<_>>()
         };
         let (before, after) = (hashes_of(old), hashes_of(new));
-        (&self.access_keys, &self.key_hashes, &self.tokens)
-            .transaction(|(keys, hashes, tokens)| {
+        let outcome = (
+            &self.access_keys,
+            &self.key_hashes,
+            &self.tokens,
+            &self.revoked,
+        )
+            .transaction(|(keys, hashes, tokens, revoked)| {
                 match keys.get(new.id.as_bytes())? {
                     Some(current) if *current == *expected => {}
                     _ => return Ok(None),
@@ -364,9 +385,13 @@ impl Store {
                 for h in after.iter().filter(|h| !before.contains(h)) {
                     hashes.insert(h.as_slice(), new.id.as_bytes())?;
                 }
-                Ok(Some(mark_revoked(tokens, &closure, now)?))
+                Ok(Some(mark_revoked(tokens, revoked, &closure, now)?))
             })
-            .map_err(tx_error)
+            .map_err(tx_error)?;
+        if outcome.is_some() {
+            self.remember_revoked(&closure);
+        }
+        Ok(outcome)
     }
 
     /// Records that a key was used at `at` (never moving the time backwards); a deleted key
@@ -404,8 +429,9 @@ impl Store {
             &self.key_hashes,
             &self.tokens,
             &self.meta,
+            &self.revoked,
         )
-            .transaction(|(keys, by_owner, hashes, token_tree, meta)| {
+            .transaction(|(keys, by_owner, hashes, token_tree, meta, revoked)| {
                 let Some(raw) = keys.remove(id.as_bytes())? else {
                     return Ok(None);
                 };
@@ -420,12 +446,13 @@ impl Store {
                     count_key.as_slice(),
                     &counted.saturating_sub(1).to_be_bytes(),
                 )?;
-                Ok(Some(mark_revoked(token_tree, &tokens, now)?))
+                Ok(Some(mark_revoked(token_tree, revoked, &tokens, now)?))
             })
             .map_err(tx_error)?;
         let Some(mut revoked) = outcome else {
             return Ok(None);
         };
+        self.remember_revoked(&tokens);
         // A token minted concurrently, after the closure was read: the key is gone now, so
         // nothing new can appear under it.
         revoked += self.revoke_descendants(id, now)?;
@@ -489,6 +516,23 @@ impl Store {
             .map_err(tx_error)
     }
 
+    /// Whether `jti` was revoked: a memory lookup, so introspection of a live token never
+    /// reads sled. Updated right after each revoking transaction commits.
+    pub fn is_revoked(&self, jti: &str) -> bool {
+        self.revoked_index
+            .read()
+            .map(|index| index.contains(jti))
+            .unwrap_or(true)
+    }
+
+    /// Adds committed revocations to the in-memory index (ids that were already revoked or
+    /// are unknown are harmless: they can never become live again).
+    fn remember_revoked(&self, ids: &BTreeSet<String>) {
+        if let Ok(mut index) = self.revoked_index.write() {
+            index.extend(ids.iter().cloned());
+        }
+    }
+
     /// How many token records exist (live, revoked or expired but not yet swept).
     pub fn token_count(&self) -> usize {
         self.tokens.len()
@@ -512,15 +556,21 @@ impl Store {
             }
         }
         for chunk in expired.chunks(1000) {
-            (&self.tokens, &self.children)
-                .transaction(|(tokens, children)| {
+            (&self.tokens, &self.children, &self.revoked)
+                .transaction(|(tokens, children, revoked)| {
                     for (jti, parent) in chunk {
                         tokens.remove(jti.as_bytes())?;
                         children.remove(index_key(parent, jti))?;
+                        revoked.remove(jti.as_bytes())?;
                     }
                     Ok(())
                 })
                 .map_err(tx_error)?;
+            if let Ok(mut index) = self.revoked_index.write() {
+                for (jti, _) in chunk {
+                    index.remove(jti);
+                }
+            }
         }
         Ok(expired.len())
     }
@@ -574,10 +624,10 @@ impl Store {
             if previous.as_ref() == Some(&ids) {
                 return Ok(total);
             }
-            total += self
-                .tokens
-                .transaction(|tokens| Ok(mark_revoked(tokens, &ids, now)?))
+            total += (&self.tokens, &self.revoked)
+                .transaction(|(tokens, revoked)| Ok(mark_revoked(tokens, revoked, &ids, now)?))
                 .map_err(tx_error)?;
+            self.remember_revoked(&ids);
             previous = Some(ids);
         }
     }
@@ -732,9 +782,11 @@ impl Store {
     }
 }
 
-/// Sets `revoked_at` on every live token of `ids`; returns how many were live.
+/// Sets `revoked_at` on every live token of `ids` and lists it in the `revoked` tree (jti →
+/// expiry, loaded into memory at start); returns how many were live.
 fn mark_revoked(
     tokens: &TransactionalTree,
+    revoked: &TransactionalTree,
     ids: &BTreeSet<String>,
     now: i64,
 ) -> Result<u32, UnabortableTransactionError> {
@@ -749,10 +801,19 @@ fn mark_revoked(
         if rec.revoked_at == 0 {
             rec.revoked_at = now;
             tokens.insert(jti.as_bytes(), rec.encode_to_vec())?;
+            revoked.insert(jti.as_bytes(), &rec.expires_at.to_be_bytes())?;
             n += 1;
         }
     }
     Ok(n)
+}
+
+/// The jtis of the `revoked` tree: revoked tokens not yet swept.
+fn load_revoked(tree: &sled::Tree) -> Result<HashSet<String>, StoreError> {
+    tree.iter()
+        .keys()
+        .map(|k| Ok(String::from_utf8_lossy(&k?).into_owned()))
+        .collect()
 }
 
 /// Drops the hash index entries of a stored key record.
