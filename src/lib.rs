@@ -22,3 +22,4 @@ pub mod policy;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod upstream;
