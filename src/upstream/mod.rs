@@ -223,7 +223,7 @@ pub enum VendorError {
         message: String,
     },
     /// The vendor could not be reached or kept failing (5xx, connect error, timeout).
-    #[error("{vendor} is unavailable{}: {message}", status_part(.status.unwrap_or(0)))]
+    #[error("{vendor} is unavailable{}: {message}", .status.map(status_part).unwrap_or_default())]
     Unavailable {
         /// Vendor that failed.
         vendor: Vendor,
@@ -415,6 +415,15 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "foreman rejected the stored credential (HTTP 401): unable to authenticate user admin"
+        );
+        let down = VendorError::Unavailable {
+            vendor: Vendor::Develocity,
+            status: None,
+            message: "cannot connect to `h`: connection refused".into(),
+        };
+        assert_eq!(
+            down.to_string(),
+            "develocity is unavailable: cannot connect to `h`: connection refused"
         );
     }
 }
