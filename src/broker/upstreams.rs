@@ -413,6 +413,19 @@ impl Broker {
             .ok_or_else(|| Error::Internal(format!("upstream `{upstream_name}` has no vendor")))?;
         let grant = attenuate(&caller.grant, &request, now, self.limits, &self.model)
             .map_err(Error::Exceeds)?;
+        // Some vendors' tokens cannot be limited to projects: such a token would be wider
+        // than a caller limited to some projects, so only a caller asking for `*` gets one.
+        if matches!(vendor, Vendor::BitbucketServer | Vendor::Foreman)
+            && grant.projects != Projects::All
+        {
+            return Err(Error::invalid(
+                "project_ids",
+                format!(
+                    "{} tokens cannot be limited to projects, so they are only issued for `*`: ask with project_ids `*` (your credential must hold every project)",
+                    vendor.as_str()
+                ),
+            ));
+        }
         let table = self.config.vendor_permissions.get(vendor.as_str());
         let mut vendor_permissions = Vec::new();
         let mut violations = Vec::new();

@@ -8,6 +8,8 @@
 )]
 #![allow(dead_code, reason = "each test crate uses a different subset")]
 
+pub mod fakes;
+
 use std::{
     io::{BufRead, BufReader},
     path::{Path, PathBuf},

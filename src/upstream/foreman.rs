@@ -1,0 +1,141 @@
+//! Foreman personal access tokens: `/api/users/:user_id/personal_access_tokens[/:id]`.
+//!
+//! Foreman takes an exact `expires_at`, so the token ends with its lease. A personal access
+//! token acts with all of its user's rights: a request naming permissions or projects is
+//! refused rather than minted wider.
+
+use reqwest::Method;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{
+    Connector, IssueRequest, IssuedToken, UpstreamAccount, Vendor, VendorError, VerifiedAccount,
+    http::{HttpClient, id_text, join_url},
+    only_unscoped, required_option, seconds_left,
+};
+
+const VENDOR: Vendor = Vendor::Foreman;
+
+/// Connector for Foreman.
+pub(super) struct Foreman {
+    http: HttpClient,
+}
+
+/// The fields of Foreman's create answer that the broker keeps.
+#[derive(Deserialize)]
+struct PersonalAccessToken {
+    id: serde_json::Value,
+    token_value: String,
+}
+
+impl Foreman {
+    pub(super) fn new(http: HttpClient) -> Self {
+        Self { http }
+    }
+
+    /// Basic auth against `personal_access_tokens[/{id}]` of the configured `user_id`.
+    fn authed(
+        &self,
+        account: &UpstreamAccount,
+        method: Method,
+        token_id: Option<&str>,
+    ) -> Result<reqwest::RequestBuilder, VendorError> {
+        let user_id = required_option(account, "user_id")?;
+        let mut segments = vec!["api", "users", user_id, "personal_access_tokens"];
+        segments.extend(token_id);
+        let url = join_url(VENDOR, &account.base_url, &segments)?;
+        let c = &account.credential;
+        Ok(self
+            .http
+            .request(method, url)
+            .basic_auth(&c.username, Some(&c.password)))
+    }
+}
+
+/// RFC 3339 in UTC, whole seconds, as Foreman's `DateTime` validation accepts.
+fn rfc3339(unix: i64) -> Result<String, VendorError> {
+    let secs = u64::try_from(unix)
+        .map_err(|_| VendorError::local(VENDOR, format!("expiry `{unix}` is before 1970")))?;
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    Ok(humantime::format_rfc3339_seconds(at).to_string())
+}
+
+#[tonic::async_trait]
+impl Connector for Foreman {
+    async fn verify(&self, account: &UpstreamAccount) -> Result<VerifiedAccount, VendorError> {
+        let request = self
+            .authed(account, Method::GET, None)?
+            .query(&[("per_page", "1")]);
+        self.http
+            .send(VENDOR, &account.credential.secrets(), request)
+            .await?;
+        Ok(VerifiedAccount {
+            repo_host: account.base_url.trim_end_matches('/').to_owned(),
+            repo_user: account.credential.username.clone(),
+        })
+    }
+
+    async fn issue(
+        &self,
+        account: &UpstreamAccount,
+        request: &IssueRequest,
+    ) -> Result<IssuedToken, VendorError> {
+        only_unscoped(VENDOR, "permission", &request.vendor_permissions)?;
+        only_unscoped(VENDOR, "project", &request.project_ids)?;
+        seconds_left(VENDOR, request.expires_at)?;
+        let body = json!({
+            "personal_access_token": {
+                "name": request.name,
+                "expires_at": rfc3339(request.expires_at)?,
+            }
+        });
+        let builder = self.authed(account, Method::POST, None)?.json(&body);
+        let reply = self
+            .http
+            .send(VENDOR, &account.credential.secrets(), builder)
+            .await?;
+        let created: PersonalAccessToken = reply.json(VENDOR)?;
+        let vendor_token_id = id_text(&created.id).ok_or_else(|| VendorError::Unavailable {
+            vendor: VENDOR,
+            status: Some(reply.status),
+            message: "the created token has no `id`".to_owned(),
+        })?;
+        Ok(IssuedToken {
+            token: created.token_value,
+            vendor_token_id,
+            vendor_expires_at: Some(request.expires_at),
+            revocable: true,
+        })
+    }
+
+    async fn revoke(
+        &self,
+        account: &UpstreamAccount,
+        vendor_token_id: &str,
+    ) -> Result<(), VendorError> {
+        let builder = self.authed(account, Method::DELETE, Some(vendor_token_id))?;
+        match self
+            .http
+            .send(VENDOR, &account.credential.secrets(), builder)
+            .await
+        {
+            Ok(_) | Err(VendorError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_is_rfc3339_utc() {
+        assert_eq!(rfc3339(0).ok().as_deref(), Some("1970-01-01T00:00:00Z"));
+        assert_eq!(
+            rfc3339(1_700_000_000).ok().as_deref(),
+            Some("2023-11-14T22:13:20Z")
+        );
+        assert!(rfc3339(-1).is_err());
+    }
+}

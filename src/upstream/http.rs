@@ -1,0 +1,437 @@
+//! The one HTTP client every connector shares: timeouts, bounded retries and the mapping of a
+//! vendor's answer to a [`VendorError`].
+//!
+//! Retried: HTTP 429 (waiting `Retry-After` when it is within the cap), 502/503/504, any other
+//! 5xx on GET and DELETE, connect failures (the request never left), and timeouts on GET and
+//! DELETE. A POST or PUT that timed out or got a plain 500 is not repeated, because the vendor
+//! may have minted a token already and a retry would mint a second one.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::{Method, StatusCode, Url, header::RETRY_AFTER};
+
+use super::{Vendor, VendorError};
+
+/// Longest a single connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a whole request (connect, send, read the answer) may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// Longest the client waits between two attempts, `Retry-After` included.
+const MAX_WAIT: Duration = Duration::from_secs(30);
+/// Attempts per call, the first included.
+const DEFAULT_ATTEMPTS: u32 = 3;
+/// First backoff; doubled on every further attempt, plus up to 50% jitter.
+const DEFAULT_BACKOFF: Duration = Duration::from_millis(250);
+/// Longest vendor error text kept in a message.
+const MAX_MESSAGE_CHARS: usize = 300;
+
+/// Why the shared HTTP client could not be built, so start-up can report it and stop.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("cannot build the upstream http client: {0}")]
+pub struct ClientBuildError(String);
+
+/// One pooled HTTP client with the retry policy, shared by every connector.
+#[derive(Clone)]
+pub struct HttpClient {
+    client: reqwest::Client,
+    max_attempts: u32,
+    base_backoff: Duration,
+}
+
+impl std::fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpClient")
+            .field("max_attempts", &self.max_attempts)
+            .field("base_backoff", &self.base_backoff)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A successful (2xx) vendor answer.
+pub(crate) struct Reply {
+    /// The HTTP status, named in errors about the body.
+    pub status: u16,
+    /// The raw body.
+    pub body: Bytes,
+}
+
+impl Reply {
+    /// Decodes a JSON answer; a body that doesn't fit means the vendor is not what we expect.
+    pub(crate) fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        vendor: Vendor,
+    ) -> Result<T, VendorError> {
+        serde_json::from_slice(&self.body).map_err(|e| VendorError::Unavailable {
+            vendor,
+            status: Some(self.status),
+            message: format!("unexpected answer from the vendor: {e}"),
+        })
+    }
+}
+
+/// A vendor id that may come as a JSON string or number.
+pub(crate) fn id_text(value: &serde_json::Value) -> Option<String> {
+    match value {
+        serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+impl HttpClient {
+    /// The production client: 3 attempts, 250 ms first backoff.
+    pub fn new() -> Result<Self, ClientBuildError> {
+        Self::with_retry(DEFAULT_ATTEMPTS, DEFAULT_BACKOFF)
+    }
+
+    /// A client with its own retry budget, so tests can keep backoffs short.
+    ///
+    /// `max_attempts` counts the first attempt; 0 is read as 1.
+    pub fn with_retry(max_attempts: u32, base_backoff: Duration) -> Result<Self, ClientBuildError> {
+        // TLS is rustls with the ring provider (reqwest's `rustls-tls-webpki-roots`): reqwest
+        // picks ring itself unless the process installed another default provider.
+        let client = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            // A redirect could carry the credential to another host; vendors' APIs don't redirect.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("token-broker/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ClientBuildError(error_chain(&e)))?;
+        Ok(Self {
+            client,
+            max_attempts: max_attempts.max(1),
+            base_backoff,
+        })
+    }
+
+    /// Starts a request; the connector adds auth, body and query, then calls [`Self::send`].
+    pub(crate) fn request(&self, method: Method, url: Url) -> reqwest::RequestBuilder {
+        self.client.request(method, url)
+    }
+
+    /// Sends with the retry policy; any non-2xx answer becomes a [`VendorError`] whose message
+    /// has every string of `secrets` scrubbed out.
+    pub(crate) async fn send(
+        &self,
+        vendor: Vendor,
+        secrets: &[&str],
+        builder: reqwest::RequestBuilder,
+    ) -> Result<Reply, VendorError> {
+        let request = builder.build().map_err(|e| VendorError::Unavailable {
+            vendor,
+            status: None,
+            message: scrub(&error_chain(&e), secrets),
+        })?;
+        let idempotent = matches!(*request.method(), Method::GET | Method::DELETE);
+        let mut attempt = 1;
+        loop {
+            let Some(this_try) = request.try_clone() else {
+                return Err(VendorError::Unavailable {
+                    vendor,
+                    status: None,
+                    message: "the request body cannot be replayed".to_owned(),
+                });
+            };
+            let last = attempt >= self.max_attempts;
+            let response = match self.client.execute(this_try).await {
+                Ok(response) => response,
+                Err(e) => {
+                    let retry = e.is_connect() || (idempotent && e.is_timeout());
+                    if retry && !last {
+                        tokio::time::sleep(self.backoff(attempt)).await;
+                        attempt += 1;
+                        continue;
+                    }
+                    return Err(VendorError::Unavailable {
+                        vendor,
+                        status: None,
+                        message: scrub(&transport_message(&e), secrets),
+                    });
+                }
+            };
+            let status = response.status();
+            let retry_after = retry_after(&response);
+            let body = match response.bytes().await {
+                Ok(body) => body,
+                Err(e) => {
+                    return Err(VendorError::Unavailable {
+                        vendor,
+                        status: Some(status.as_u16()),
+                        message: scrub(&transport_message(&e), secrets),
+                    });
+                }
+            };
+            if status.is_success() {
+                return Ok(Reply {
+                    status: status.as_u16(),
+                    body,
+                });
+            }
+            let retryable = status == StatusCode::TOO_MANY_REQUESTS
+                || matches!(status.as_u16(), 502..=504)
+                || (idempotent && status.is_server_error());
+            if retryable && !last {
+                // A Retry-After beyond the cap means "not soon": give up now and say so.
+                let wait = match retry_after {
+                    Some(wait) if wait > MAX_WAIT => None,
+                    Some(wait) => Some(wait),
+                    None => Some(self.backoff(attempt)),
+                };
+                if let Some(wait) = wait {
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                    continue;
+                }
+            }
+            let message = scrub(&vendor_message(status, &body), secrets);
+            return Err(status_error(vendor, status, retry_after, message));
+        }
+    }
+
+    /// Exponential backoff with up to 50% jitter, so retrying brokers don't stampede a vendor.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self
+            .base_backoff
+            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
+        let millis = u64::try_from(exp.as_millis()).unwrap_or(u64::MAX);
+        let jitter = if millis >= 2 {
+            rand::random_range(0..=millis / 2)
+        } else {
+            0
+        };
+        Duration::from_millis(millis.saturating_add(jitter)).min(MAX_WAIT)
+    }
+}
+
+/// Joins `segments` onto the server root, percent-encoding each, ignoring a trailing `/`.
+pub(crate) fn join_url(vendor: Vendor, base: &str, segments: &[&str]) -> Result<Url, VendorError> {
+    let bad = |why: &str| VendorError::local(vendor, format!("base url `{base}` {why}"));
+    let mut url = Url::parse(base.trim_end_matches('/')).map_err(|_| bad("is not a url"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad("must start with `https://` or `http://`"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(bad("must not carry a query or fragment"));
+    }
+    url.path_segments_mut()
+        .map_err(|()| bad("cannot take a path"))?
+        .pop_if_empty()
+        .extend(segments);
+    Ok(url)
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is not used by these vendors).
+fn retry_after(response: &reqwest::Response) -> Option<Duration> {
+    let value = response.headers().get(RETRY_AFTER)?.to_str().ok()?;
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+fn status_error(
+    vendor: Vendor,
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    message: String,
+) -> VendorError {
+    let code = status.as_u16();
+    match code {
+        401 => VendorError::Unauthenticated {
+            vendor,
+            status: code,
+            message,
+        },
+        403 => VendorError::PermissionDenied {
+            vendor,
+            status: code,
+            message,
+        },
+        404 => VendorError::NotFound {
+            vendor,
+            status: code,
+            message,
+        },
+        409 => VendorError::Conflict {
+            vendor,
+            status: code,
+            message,
+        },
+        429 => VendorError::RateLimited {
+            vendor,
+            retry_after,
+            message,
+        },
+        400..=499 => VendorError::InvalidArgument {
+            vendor,
+            status: code,
+            message,
+        },
+        _ => VendorError::Unavailable {
+            vendor,
+            status: Some(code),
+            message,
+        },
+    }
+}
+
+/// The vendor's own error text, from whichever documented error shape the body has:
+/// Bitbucket `{"errors":[{"message"}]}`, LaunchDarkly `{"code","message"}`, Foreman
+/// `{"error":{"message"|"full_messages"}}`, problem+json `{"detail"|"title"}`, else plain text.
+fn vendor_message(status: StatusCode, body: &[u8]) -> String {
+    let fallback = || {
+        status
+            .canonical_reason()
+            .unwrap_or("no error text")
+            .to_lowercase()
+    };
+    let text = match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(json) => json_message(&json).unwrap_or_else(fallback),
+        Err(_) => {
+            let text = String::from_utf8_lossy(body);
+            let text = text.trim();
+            if text.is_empty() || text.starts_with('<') {
+                fallback()
+            } else {
+                text.to_owned()
+            }
+        }
+    };
+    truncate(&text)
+}
+
+fn json_message(json: &serde_json::Value) -> Option<String> {
+    let str_at = |pointer: &str| {
+        json.pointer(pointer)
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    };
+    let join = |list: &Vec<serde_json::Value>, field: Option<&str>| {
+        let parts: Vec<&str> = list
+            .iter()
+            .filter_map(|item| match field {
+                Some(field) => item.get(field).and_then(|m| m.as_str()),
+                None => item.as_str(),
+            })
+            .collect();
+        (!parts.is_empty()).then(|| parts.join("; "))
+    };
+    if let Some(errors) = json.get("errors").and_then(|e| e.as_array())
+        && let Some(text) = join(errors, Some("message"))
+    {
+        return Some(text);
+    }
+    if let Some(text) = str_at("/message").or_else(|| str_at("/error/message")) {
+        return Some(text);
+    }
+    if let Some(list) = json
+        .pointer("/error/full_messages")
+        .and_then(|e| e.as_array())
+        && let Some(text) = join(list, None)
+    {
+        return Some(text);
+    }
+    str_at("/detail")
+        .or_else(|| str_at("/title"))
+        .or_else(|| str_at("/error"))
+}
+
+fn truncate(text: &str) -> String {
+    match text.char_indices().nth(MAX_MESSAGE_CHARS) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+/// Replaces every secret in `text`, so a vendor echoing a credential cannot leak it.
+fn scrub(text: &str, secrets: &[&str]) -> String {
+    secrets
+        .iter()
+        .filter(|s| !s.is_empty())
+        .fold(text.to_owned(), |acc, secret| {
+            acc.replace(secret, "[redacted]")
+        })
+}
+
+fn transport_message(e: &reqwest::Error) -> String {
+    let host = e
+        .url()
+        .and_then(|u| u.host_str().map(|h| format!(" `{h}`")))
+        .unwrap_or_default();
+    if e.is_timeout() {
+        format!("no answer from{host} within the timeout")
+    } else if e.is_connect() {
+        format!("cannot connect to{host}: {}", root_cause(e))
+    } else {
+        format!("request to{host} failed: {}", root_cause(e))
+    }
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(next) = cause {
+        text.push_str(": ");
+        text.push_str(&next.to_string());
+        cause = next.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_follow_each_vendor_shape() {
+        let cases: [(&str, &str); 5] = [
+            (r#"{"errors":[{"message":"too many"}]}"#, "too many"),
+            (r#"{"code":"forbidden","message":"denied"}"#, "denied"),
+            (r#"{"error":{"message":"no user"}}"#, "no user"),
+            (
+                r#"{"error":{"full_messages":["Name can't be blank"]}}"#,
+                "Name can't be blank",
+            ),
+            (r#"{"title":"Forbidden","detail":"not yours"}"#, "not yours"),
+        ];
+        for (body, want) in cases {
+            assert_eq!(
+                vendor_message(StatusCode::BAD_REQUEST, body.as_bytes()),
+                want
+            );
+        }
+        assert_eq!(
+            vendor_message(StatusCode::SERVICE_UNAVAILABLE, b"<html>"),
+            "service unavailable"
+        );
+    }
+
+    #[test]
+    fn scrub_removes_secrets() {
+        assert_eq!(
+            scrub("bad key s3cret!", &["s3cret", ""]),
+            "bad key [redacted]!"
+        );
+    }
+
+    #[test]
+    fn join_url_trims_and_encodes() {
+        let url = join_url(
+            Vendor::BitbucketServer,
+            "https://h.example/bb/",
+            &["rest", "users", "a b"],
+        );
+        assert_eq!(
+            url.map(|u| u.to_string()).ok().as_deref(),
+            Some("https://h.example/bb/rest/users/a%20b")
+        );
+        assert!(join_url(Vendor::Foreman, "ftp://x", &[]).is_err());
+    }
+}

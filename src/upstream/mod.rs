@@ -1,0 +1,429 @@
+//! Upstream vendor connectors: one [`Connector`] trait, one module per vendor, each speaking the
+//! vendor's real HTTP API through one shared [`HttpClient`].
+//!
+//! A connector turns an [`IssueRequest`] (already mapped to the vendor's permission names by the
+//! broker) into a native vendor token, checks stored credentials with [`Connector::verify`] and
+//! revokes what it issued. Vendor failures come back as a [`VendorError`] whose kind follows the
+//! HTTP status, so the broker can map them to gRPC codes the same way as its own errors.
+//!
+//! Architecture invariant: nothing here knows Cedar or protobuf, and no credential or token ever
+//! reaches an error message or a `Debug` output.
+
+use std::{collections::BTreeMap, fmt, time::Duration};
+
+mod bitbucket;
+mod develocity;
+mod foreman;
+mod git_password;
+mod http;
+mod launchdarkly;
+
+pub use http::{ClientBuildError, HttpClient};
+
+/// The vendors the broker can mint native tokens at, so a stored upstream names its connector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Vendor {
+    /// Bitbucket Server / Data Center personal access tokens.
+    BitbucketServer,
+    /// LaunchDarkly API access tokens.
+    LaunchDarkly,
+    /// Foreman personal access tokens.
+    Foreman,
+    /// Develocity short-lived access tokens.
+    Develocity,
+    /// A Git host password handed out under policy (ServiceStage style), for hosts without scoped tokens.
+    GitPassword,
+}
+
+impl Vendor {
+    /// Every vendor, so configuration and tests can enumerate them.
+    pub const ALL: [Vendor; 5] = [
+        Vendor::BitbucketServer,
+        Vendor::LaunchDarkly,
+        Vendor::Foreman,
+        Vendor::Develocity,
+        Vendor::GitPassword,
+    ];
+
+    /// The stable lowercase name used in configuration, storage and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Vendor::BitbucketServer => "bitbucket_server",
+            Vendor::LaunchDarkly => "launchdarkly",
+            Vendor::Foreman => "foreman",
+            Vendor::Develocity => "develocity",
+            Vendor::GitPassword => "git_password",
+        }
+    }
+
+    /// Reads a vendor from its stable name, so configuration can name a connector.
+    pub fn from_name(name: &str) -> Option<Vendor> {
+        Vendor::ALL.into_iter().find(|v| v.as_str() == name)
+    }
+}
+
+impl fmt::Display for Vendor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The secret half of an upstream account, kept apart so its `Debug` can redact it.
+#[derive(Clone, Default)]
+pub struct Credential {
+    /// Login name, used for basic auth where the vendor takes one.
+    pub username: String,
+    /// Password for basic auth; never logged.
+    pub password: String,
+    /// API key or access token for header auth; never logged.
+    pub token: String,
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credential")
+            .field("username", &self.username)
+            .field("password", &redacted(&self.password))
+            .field("token", &redacted(&self.token))
+            .finish()
+    }
+}
+
+impl Credential {
+    /// The secret strings of this credential, so error messages can be scrubbed of them.
+    pub(crate) fn secrets(&self) -> [&str; 2] {
+        [&self.password, &self.token]
+    }
+}
+
+/// A stored vendor account: where the vendor lives and how the broker logs in to it.
+#[derive(Clone, Debug)]
+pub struct UpstreamAccount {
+    /// Which connector speaks to it.
+    pub vendor: Vendor,
+    /// Server root, e.g. `https://bitbucket.example.com`; a trailing `/` is ignored.
+    pub base_url: String,
+    /// How the broker authenticates to the vendor.
+    pub credential: Credential,
+    /// Vendor-specific settings, e.g. `user_slug` (Bitbucket) or `user_id` (Foreman).
+    pub options: BTreeMap<String, String>,
+}
+
+/// What the broker wants minted at the vendor, already mapped to the vendor's vocabulary.
+#[derive(Clone, Debug)]
+pub struct IssueRequest {
+    /// Token name shown in the vendor's UI, so an operator can trace it back to the lease.
+    pub name: String,
+    /// Vendor permission names (e.g. `REPO_READ`, LaunchDarkly `reader`), never broker names.
+    pub vendor_permissions: Vec<String>,
+    /// Vendor project identifiers the token is limited to; `*` means every project.
+    pub project_ids: Vec<String>,
+    /// Unix seconds: the exact end of the lease.
+    pub expires_at: i64,
+}
+
+/// A native token minted at the vendor; `Debug` redacts the token itself.
+#[derive(Clone)]
+pub struct IssuedToken {
+    /// The secret the caller presents to the vendor.
+    pub token: String,
+    /// The vendor's id for the token, needed to revoke it; empty when it cannot be revoked.
+    pub vendor_token_id: String,
+    /// Unix seconds at which the vendor itself expires the token, when it does.
+    pub vendor_expires_at: Option<i64>,
+    /// Whether [`Connector::revoke`] can end the token before it expires.
+    pub revocable: bool,
+}
+
+impl fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IssuedToken")
+            .field("token", &redacted(&self.token))
+            .field("vendor_token_id", &self.vendor_token_id)
+            .field("vendor_expires_at", &self.vendor_expires_at)
+            .field("revocable", &self.revocable)
+            .finish()
+    }
+}
+
+/// Who the vendor says the stored credential belongs to, recorded with the upstream.
+#[derive(Clone, Debug)]
+pub struct VerifiedAccount {
+    /// The host the credential was checked against.
+    pub repo_host: String,
+    /// The vendor-side user the credential acts as.
+    pub repo_user: String,
+}
+
+/// Why a vendor call failed, by kind, so the broker can map it like its own errors.
+///
+/// A `status` of 0 means the connector refused the request before sending it. Messages name
+/// the vendor, the HTTP status and the vendor's own error text; credentials and tokens are
+/// scrubbed from them.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum VendorError {
+    /// The vendor rejected the stored credential (HTTP 401).
+    #[error("{vendor} rejected the stored credential{}: {message}", status_part(*.status))]
+    Unauthenticated {
+        /// Vendor that answered.
+        vendor: Vendor,
+        /// HTTP status it answered with.
+        status: u16,
+        /// The vendor's error text.
+        message: String,
+    },
+    /// The credential is valid but may not do this (HTTP 403).
+    #[error("{vendor} refused the request{}: {message}", status_part(*.status))]
+    PermissionDenied {
+        /// Vendor that answered.
+        vendor: Vendor,
+        /// HTTP status it answered with.
+        status: u16,
+        /// The vendor's error text.
+        message: String,
+    },
+    /// The user, token or resource does not exist at the vendor (HTTP 404).
+    #[error("{vendor} found no such resource{}: {message}", status_part(*.status))]
+    NotFound {
+        /// Vendor that answered.
+        vendor: Vendor,
+        /// HTTP status it answered with.
+        status: u16,
+        /// The vendor's error text.
+        message: String,
+    },
+    /// The request was malformed or over a vendor limit (HTTP 400 or 422), or refused locally (status 0).
+    #[error("{vendor} rejected the request{}: {message}", status_part(*.status))]
+    InvalidArgument {
+        /// Vendor that answered; 0 when the connector refused before sending.
+        vendor: Vendor,
+        /// HTTP status it answered with.
+        status: u16,
+        /// The vendor's error text, or what the connector found wrong.
+        message: String,
+    },
+    /// The vendor's state conflicts with the request (HTTP 409).
+    #[error("{vendor} reported a conflict{}: {message}", status_part(*.status))]
+    Conflict {
+        /// Vendor that answered.
+        vendor: Vendor,
+        /// HTTP status it answered with.
+        status: u16,
+        /// The vendor's error text.
+        message: String,
+    },
+    /// The vendor kept answering HTTP 429 after the bounded retries.
+    #[error("{vendor} is rate limiting (HTTP 429){}: {message}", retry_part(*.retry_after))]
+    RateLimited {
+        /// Vendor that answered.
+        vendor: Vendor,
+        /// How long the vendor asked to wait, from `Retry-After`.
+        retry_after: Option<Duration>,
+        /// The vendor's error text.
+        message: String,
+    },
+    /// The vendor could not be reached or kept failing (5xx, connect error, timeout).
+    #[error("{vendor} is unavailable{}: {message}", .status.map(status_part).unwrap_or_default())]
+    Unavailable {
+        /// Vendor that failed.
+        vendor: Vendor,
+        /// Last HTTP status, if any answer came back.
+        status: Option<u16>,
+        /// The vendor's error text or the transport failure.
+        message: String,
+    },
+    /// The vendor has no such operation, e.g. revoking a Develocity token.
+    #[error("{vendor} does not support this: {message}")]
+    Unsupported {
+        /// Vendor asked.
+        vendor: Vendor,
+        /// What is not supported and what to do instead.
+        message: String,
+    },
+}
+
+impl VendorError {
+    /// The vendor the error came from, for logs and error details.
+    pub fn vendor(&self) -> Vendor {
+        match self {
+            VendorError::Unauthenticated { vendor, .. }
+            | VendorError::PermissionDenied { vendor, .. }
+            | VendorError::NotFound { vendor, .. }
+            | VendorError::InvalidArgument { vendor, .. }
+            | VendorError::Conflict { vendor, .. }
+            | VendorError::RateLimited { vendor, .. }
+            | VendorError::Unavailable { vendor, .. }
+            | VendorError::Unsupported { vendor, .. } => *vendor,
+        }
+    }
+
+    /// A request the connector refuses before sending, naming what was wrong.
+    pub(crate) fn local(vendor: Vendor, message: impl Into<String>) -> Self {
+        VendorError::InvalidArgument {
+            vendor,
+            status: 0,
+            message: message.into(),
+        }
+    }
+}
+
+fn status_part(status: u16) -> String {
+    if status == 0 {
+        " before any call".to_owned()
+    } else {
+        format!(" (HTTP {status})")
+    }
+}
+
+fn retry_part(retry_after: Option<Duration>) -> String {
+    retry_after.map_or_else(String::new, |d| {
+        format!(", retry after {}s", d.as_secs().max(1))
+    })
+}
+
+fn redacted(secret: &str) -> &'static str {
+    if secret.is_empty() {
+        "\"\""
+    } else {
+        "\"[redacted]\""
+    }
+}
+
+/// Speaks one vendor's token API, so the broker can treat every vendor alike.
+#[tonic::async_trait]
+pub trait Connector: Send + Sync {
+    /// checks the credential against the vendor before it is stored
+    async fn verify(&self, account: &UpstreamAccount) -> Result<VerifiedAccount, VendorError>;
+    /// asks the vendor for a native token scoped to the request
+    async fn issue(
+        &self,
+        account: &UpstreamAccount,
+        request: &IssueRequest,
+    ) -> Result<IssuedToken, VendorError>;
+    /// revokes a token at the vendor; a 404 counts as done (Ok)
+    async fn revoke(
+        &self,
+        account: &UpstreamAccount,
+        vendor_token_id: &str,
+    ) -> Result<(), VendorError>;
+}
+
+/// The connector for `vendor`, sharing `http` (and so its connection pool and retry policy).
+pub fn connector(vendor: Vendor, http: HttpClient) -> Box<dyn Connector> {
+    match vendor {
+        Vendor::BitbucketServer => Box::new(bitbucket::Bitbucket::new(http)),
+        Vendor::LaunchDarkly => Box::new(launchdarkly::LaunchDarkly::new(http)),
+        Vendor::Foreman => Box::new(foreman::Foreman::new(http)),
+        Vendor::Develocity => Box::new(develocity::Develocity::new(http)),
+        Vendor::GitPassword => Box::new(git_password::GitPassword::new(http)),
+    }
+}
+
+// === shared helpers for the vendor modules ===
+
+/// Current time in unix seconds; a clock before 1970 reads as 0.
+pub(crate) fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Seconds left until `expires_at`, refusing a lease that has already ended.
+pub(crate) fn seconds_left(vendor: Vendor, expires_at: i64) -> Result<i64, VendorError> {
+    let left = expires_at.saturating_sub(now_unix());
+    if left <= 0 {
+        return Err(VendorError::local(
+            vendor,
+            format!("the lease ended at `{expires_at}`: ask for an expiry in the future"),
+        ));
+    }
+    Ok(left)
+}
+
+/// A required entry of `account.options`, named in the error when missing.
+pub(crate) fn required_option<'a>(
+    account: &'a UpstreamAccount,
+    key: &str,
+) -> Result<&'a str, VendorError> {
+    match account.options.get(key).map(|v| v.trim()) {
+        Some(v) if !v.is_empty() => Ok(v),
+        _ => Err(VendorError::local(
+            account.vendor,
+            format!("the upstream account needs the option `{key}`"),
+        )),
+    }
+}
+
+/// Refuses a scope the vendor cannot express, rather than silently minting a wider token.
+///
+/// Accepts an empty list or exactly `*`.
+pub(crate) fn only_unscoped(
+    vendor: Vendor,
+    what: &str,
+    values: &[String],
+) -> Result<(), VendorError> {
+    match values {
+        [] => Ok(()),
+        [one] if one == "*" => Ok(()),
+        _ => Err(VendorError::local(
+            vendor,
+            format!(
+                "{vendor} tokens cannot be limited by {what} `{}`: ask for `*` or none",
+                values.join(",")
+            ),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_redacts_secrets() {
+        let credential = Credential {
+            username: "bob".into(),
+            password: "hunter2".into(),
+            token: "tok-123".into(),
+        };
+        let issued = IssuedToken {
+            token: "native-secret".into(),
+            vendor_token_id: "7".into(),
+            vendor_expires_at: None,
+            revocable: true,
+        };
+        let text = format!("{credential:?} {issued:?}");
+        assert!(!text.contains("hunter2") && !text.contains("tok-123"));
+        assert!(!text.contains("native-secret"));
+        assert!(text.contains("bob") && text.contains("\"7\""));
+    }
+
+    #[test]
+    fn vendor_names_round_trip() {
+        for vendor in Vendor::ALL {
+            assert_eq!(Vendor::from_name(vendor.as_str()), Some(vendor));
+        }
+    }
+
+    #[test]
+    fn display_names_vendor_and_status() {
+        let err = VendorError::Unauthenticated {
+            vendor: Vendor::Foreman,
+            status: 401,
+            message: "unable to authenticate user admin".into(),
+        };
+        assert_eq!(
+            err.to_string(),
+            "foreman rejected the stored credential (HTTP 401): unable to authenticate user admin"
+        );
+        let down = VendorError::Unavailable {
+            vendor: Vendor::Develocity,
+            status: None,
+            message: "cannot connect to `h`: connection refused".into(),
+        };
+        assert_eq!(
+            down.to_string(),
+            "develocity is unavailable: cannot connect to `h`: connection refused"
+        );
+    }
+}
