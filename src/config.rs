@@ -130,9 +130,11 @@ fn default_vendor_permissions() -> BTreeMap<String, BTreeMap<String, Vec<String>
             "launchdarkly".to_owned(),
             table([("read", "reader"), ("write", "writer"), ("admin", "admin")]),
         ),
+        // A Foreman personal access token carries all of its user's rights and cannot be
+        // narrowed, so only `admin` maps to it.
         (
             "foreman".to_owned(),
-            table([("read", "read"), ("write", "write"), ("admin", "admin")]),
+            BTreeMap::from([("admin".to_owned(), vec!["*".to_owned()])]),
         ),
         (
             "develocity".to_owned(),

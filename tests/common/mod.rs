@@ -21,6 +21,7 @@ use std::{
 use pb::{
     access_key_service_client::AccessKeyServiceClient,
     subject_service_client::SubjectServiceClient, token_service_client::TokenServiceClient,
+    upstream_service_client::UpstreamServiceClient,
 };
 pub use token_broker::pb::v1 as pb;
 use tokio::time::Instant;
@@ -105,6 +106,10 @@ impl Broker {
 
     pub async fn keys(&self) -> AccessKeyServiceClient<Channel> {
         AccessKeyServiceClient::new(self.channel().await)
+    }
+
+    pub async fn upstreams(&self) -> UpstreamServiceClient<Channel> {
+        UpstreamServiceClient::new(self.channel().await)
     }
 
     /// SIGKILL: no shutdown, no final flush.

@@ -1,0 +1,634 @@
+//! Upstream delegation end to end: the real broker, real gRPC, and fake vendors that are real
+//! HTTP servers on loopback following the seed documents.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code"
+)]
+
+mod common;
+
+use std::{path::Path, time::Duration};
+
+use common::{fakes::*, *};
+use tonic::Code;
+
+const FAST_RETRY: [(&str, &str); 1] = [("TOKEN_BROKER_UPSTREAM_RETRY_BACKOFF", "10ms")];
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// Presents `token` to the fake's "who am I" endpoint, as a client of the vendor would.
+async fn use_at_vendor(vendor: pb::Vendor, fake: &FakeServer, token: &str) -> u16 {
+    let http = reqwest::Client::new();
+    let base = fake.base_url();
+    let request = match vendor {
+        pb::Vendor::BitbucketServer => http
+            .get(format!("{base}/rest/api/1.0/users/bob"))
+            .bearer_auth(token),
+        pb::Vendor::Launchdarkly => http
+            .get(format!("{base}/api/v2/caller-identity"))
+            .header("authorization", token),
+        pb::Vendor::Foreman => http
+            .get(format!("{base}/api/current_user"))
+            .basic_auth("admin", Some(token)),
+        pb::Vendor::Develocity => http.get(format!("{base}/api/builds")).bearer_auth(token),
+        _ => http
+            .get(format!("{base}/"))
+            .basic_auth("admin", Some(token)),
+    };
+    request.send().await.unwrap().status().as_u16()
+}
+
+async fn create_upstream(
+    b: &Broker,
+    admin: &str,
+    name: &str,
+    vendor: pb::Vendor,
+    fake: &FakeServer,
+    credential: pb::Credential,
+) -> Result<pb::Upstream, tonic::Status> {
+    let mut options = std::collections::HashMap::new();
+    options.insert("user_slug".to_owned(), "bob".to_owned());
+    options.insert("user_id".to_owned(), "7".to_owned());
+    b.upstreams()
+        .await
+        .create_upstream(authed(
+            pb::CreateUpstreamRequest {
+                name: name.to_owned(),
+                vendor: vendor as i32,
+                base_url: fake.base_url(),
+                credential: Some(credential),
+                options,
+            },
+            admin,
+        ))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+fn good_credential(vendor: pb::Vendor) -> pb::Credential {
+    let c = FakeConfig::default();
+    match vendor {
+        pb::Vendor::Launchdarkly | pb::Vendor::Develocity => pb::Credential {
+            token: c.token,
+            ..Default::default()
+        },
+        _ => pb::Credential {
+            username: c.username,
+            password: c.password,
+            token: String::new(),
+        },
+    }
+}
+
+fn wrong_credential(vendor: pb::Vendor) -> pb::Credential {
+    let mut c = good_credential(vendor);
+    if c.token.is_empty() {
+        c.password = "wrong-password".into();
+    } else {
+        c.token = "wrong-key".into();
+    }
+    c
+}
+
+async fn issue(
+    b: &Broker,
+    cred: &str,
+    upstream: &str,
+    projects: &[&str],
+    perms: &[&str],
+    hours: Option<f64>,
+) -> Result<pb::IssueUpstreamTokenResponse, tonic::Status> {
+    b.upstreams()
+        .await
+        .issue_upstream_token(authed(
+            pb::IssueUpstreamTokenRequest {
+                upstream: upstream.to_owned(),
+                permissions: strings(perms),
+                project_ids: strings(projects),
+                expires_in_hours: hours,
+            },
+            cred,
+        ))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+async fn revoke_token(b: &Broker, cred: &str, jti: &str) {
+    b.tokens()
+        .await
+        .revoke_access_token(authed(
+            pb::RevokeAccessTokenRequest {
+                jti: jti.to_owned(),
+                token: String::new(),
+            },
+            cred,
+        ))
+        .await
+        .unwrap();
+}
+
+/// Waits until `check` holds, polling; fails after `secs`.
+async fn eventually(secs: u64, what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn start_fake(vendor: pb::Vendor) -> FakeServer {
+    let config = FakeConfig::default();
+    match vendor {
+        pb::Vendor::BitbucketServer => FakeBitbucket::start(config).await,
+        pb::Vendor::Launchdarkly => FakeLaunchDarkly::start(config).await,
+        pb::Vendor::Foreman => FakeForeman::start(config).await,
+        pb::Vendor::Develocity => FakeDevelocity::start(config).await,
+        _ => FakeGitHost::start(config).await,
+    }
+}
+
+/// Create (good and wrong credential), issue within the grant, check the scoped request and
+/// the token at the vendor, revoke the broker token and see the vendor token die.
+async fn end_to_end(
+    vendor: pb::Vendor,
+    projects: &[&str],
+    perms: &[&str],
+) -> (FakeServer, Vec<common::fakes::Call>) {
+    let fake = start_fake(vendor).await;
+    let data = tempfile::tempdir().unwrap();
+    let b = Broker::start_in(data.path(), &shipped_policies(), &FAST_RETRY).await;
+    let admin = b.admin_secret();
+
+    let up = create_upstream(&b, &admin, "up", vendor, &fake, good_credential(vendor))
+        .await
+        .unwrap();
+    assert_eq!(up.status, pb::UpstreamStatus::Normal as i32);
+    assert_eq!(up.vendor, vendor as i32);
+    let wrong = create_upstream(&b, &admin, "wrong", vendor, &fake, wrong_credential(vendor))
+        .await
+        .unwrap();
+    assert_eq!(wrong.status, pb::UpstreamStatus::Unauthenticated as i32);
+    let err = issue(&b, &admin, "wrong", projects, perms, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+
+    // A broker token for the caller, then a vendor token from it.
+    let broker_token = mint(&b, &admin, projects, perms, Some(1.0)).await.unwrap();
+    fake.clear_calls();
+    let issued = issue(
+        &b,
+        &broker_token.access_token,
+        "up",
+        projects,
+        perms,
+        Some(0.5),
+    )
+    .await
+    .unwrap();
+    assert!(!issued.token.is_empty());
+    assert!(issued.expires_at.unwrap().seconds <= broker_token.expires_at.unwrap().seconds);
+    let calls = fake.calls();
+    assert_eq!(
+        use_at_vendor(vendor, &fake, &issued.token).await,
+        200,
+        "the token works at the vendor"
+    );
+
+    revoke_token(&b, &admin, &broker_token.jti).await;
+    if vendor != pb::Vendor::Develocity {
+        let token = issued.token.clone();
+        eventually(
+            10,
+            "vendor token revoked after the broker token",
+            async || !fake.is_token_valid(&token),
+        )
+        .await;
+        assert_ne!(use_at_vendor(vendor, &fake, &issued.token).await, 200);
+    }
+    assert!(
+        !b.logs().contains(&issued.token),
+        "vendor token never logged"
+    );
+    (fake, calls)
+}
+
+#[tokio::test]
+async fn bitbucket_server_end_to_end() {
+    let (fake, calls) = end_to_end(pb::Vendor::BitbucketServer, &["*"], &["read"]).await;
+    let put = calls
+        .iter()
+        .find(|c| c.method == "PUT")
+        .expect("a create call");
+    assert_eq!(put.path, "/rest/access-tokens/1.0/users/bob");
+    let body = put.body.as_ref().unwrap();
+    assert_eq!(body["permissions"], serde_json::json!(["REPO_READ"]));
+    assert_eq!(body["expiryDays"], 1);
+    assert!(
+        body["name"]
+            .as_str()
+            .unwrap()
+            .starts_with("token-broker-ls_")
+    );
+    assert!(fake.calls().iter().any(|c| c.method == "DELETE"));
+}
+
+#[tokio::test]
+async fn launchdarkly_end_to_end() {
+    let (_fake, calls) = end_to_end(pb::Vendor::Launchdarkly, &["alpha"], &["read"]).await;
+    let post = calls
+        .iter()
+        .find(|c| c.method == "POST")
+        .expect("a create call");
+    assert_eq!(post.path, "/api/v2/tokens");
+    let role = &post.body.as_ref().unwrap()["inlineRole"][0];
+    assert_eq!(
+        role["resources"],
+        serde_json::json!(["proj/alpha:env/*:flag/*"])
+    );
+    assert_eq!(role["effect"], "allow");
+}
+
+#[tokio::test]
+async fn foreman_end_to_end() {
+    let (_fake, calls) = end_to_end(pb::Vendor::Foreman, &["*"], &["admin"]).await;
+    let post = calls
+        .iter()
+        .find(|c| c.method == "POST")
+        .expect("a create call");
+    assert_eq!(post.path, "/api/users/7/personal_access_tokens");
+    assert!(post.body.as_ref().unwrap()["personal_access_token"]["expires_at"].is_string());
+}
+
+#[tokio::test]
+async fn develocity_end_to_end() {
+    let (_fake, calls) = end_to_end(pb::Vendor::Develocity, &["alpha"], &["read"]).await;
+    let post = calls
+        .iter()
+        .find(|c| c.method == "POST")
+        .expect("a create call");
+    assert_eq!(post.path, "/api/auth/token");
+    assert_eq!(post.param("projectIds"), Some("alpha"));
+    assert_eq!(post.param("permissions"), Some("read"));
+    let hours: f64 = post.param("expiresInHours").unwrap().parse().unwrap();
+    assert!(hours > 0.4 && hours <= 0.5, "{hours}");
+}
+
+#[tokio::test]
+async fn refusals_reach_no_vendor() {
+    let fake = start_fake(pb::Vendor::Launchdarkly).await;
+    let policies = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(shipped_policies()).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, policies.path().join(path.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(
+        policies.path().join("extra.cedar"),
+        "@id(\"no-ld-writers\")\nforbid (principal, action == Action::\"IssueUpstreamToken\", resource == Upstream::\"ld\")\nwhen { context.requested.permissions.contains(\"write\") };\n",
+    )
+    .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let b = Broker::start_in(
+        data.path(),
+        policies.path(),
+        &[(
+            "TOKEN_BROKER_VENDOR_PERMISSIONS",
+            "{ launchdarkly = { read = [\"reader\"], write = [\"writer\"] } }",
+        )],
+    )
+    .await;
+    let admin = b.admin_secret();
+    create_upstream(
+        &b,
+        &admin,
+        "ld",
+        pb::Vendor::Launchdarkly,
+        &fake,
+        good_credential(pb::Vendor::Launchdarkly),
+    )
+    .await
+    .unwrap();
+    create_subject(&b, &admin, "alice", &["alpha"], &["read", "write"]).await;
+    let key = create_key(&b, &admin, "alice", &["read", "write"]).await;
+    let token = mint(&b, &key, &["alpha"], &["read"], Some(1.0))
+        .await
+        .unwrap()
+        .access_token;
+    fake.clear_calls();
+
+    for (projects, perms, hours, code, what) in [
+        (
+            vec!["beta"],
+            vec!["read"],
+            None,
+            Code::PermissionDenied,
+            "`beta`",
+        ),
+        (
+            vec!["alpha"],
+            vec!["write"],
+            None,
+            Code::PermissionDenied,
+            "`write`",
+        ),
+        (
+            vec!["alpha"],
+            vec!["read"],
+            Some(3.0),
+            Code::PermissionDenied,
+            "lifetime",
+        ),
+    ] {
+        let err = issue(&b, &token, "ld", &projects, &perms, hours)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), code, "{}", err.message());
+        assert!(err.message().contains(what), "{}", err.message());
+    }
+    // Unmapped permission (the table above maps no `admin`).
+    let err = issue(&b, &admin, "ld", &["alpha"], &["admin"], None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("`admin`"), "{}", err.message());
+    // Cedar forbids writers on this upstream although attenuation allows it.
+    let err = issue(&b, &key, "ld", &["alpha"], &["write"], None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(err.message().contains("no-ld-writers"), "{}", err.message());
+    assert!(
+        fake.calls().is_empty(),
+        "no call reached the vendor: {:?}",
+        fake.calls()
+    );
+    // Bitbucket-like vendors cannot be limited to projects.
+    let bb = start_fake(pb::Vendor::BitbucketServer).await;
+    create_upstream(
+        &b,
+        &admin,
+        "bb",
+        pb::Vendor::BitbucketServer,
+        &bb,
+        good_credential(pb::Vendor::BitbucketServer),
+    )
+    .await
+    .unwrap();
+    let err = issue(&b, &key, "bb", &["alpha"], &["read"], None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(bb.calls().iter().filter(|c| c.method == "PUT").count(), 0);
+    // Upstream administration is for admins.
+    let err = create_upstream(
+        &b,
+        &key,
+        "mine",
+        pb::Vendor::Launchdarkly,
+        &fake,
+        good_credential(pb::Vendor::Launchdarkly),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+}
+
+#[tokio::test]
+async fn git_password_needs_an_explicit_policy() {
+    let fake = start_fake(pb::Vendor::GitPassword).await;
+    let b = Broker::start().await;
+    let admin = b.admin_secret();
+    let up = create_upstream(
+        &b,
+        &admin,
+        "git",
+        pb::Vendor::GitPassword,
+        &fake,
+        good_credential(pb::Vendor::GitPassword),
+    )
+    .await
+    .unwrap();
+    assert_eq!(up.status, pb::UpstreamStatus::Normal as i32);
+    assert_eq!(up.repo_user, "admin");
+    assert_eq!(up.token_type, "password");
+    let err = issue(&b, &admin, "git", &[], &["read"], None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(
+        err.message().contains("ReadUpstreamSecret"),
+        "{}",
+        err.message()
+    );
+
+    let policies = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(shipped_policies()).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, policies.path().join(path.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(
+        policies.path().join("extra.cedar"),
+        "permit (principal == User::\"admin\", action == Action::\"ReadUpstreamSecret\", resource == Upstream::\"git\");\n",
+    )
+    .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let b = Broker::start_in(data.path(), policies.path(), &[]).await;
+    let admin = b.admin_secret();
+    create_upstream(
+        &b,
+        &admin,
+        "git",
+        pb::Vendor::GitPassword,
+        &fake,
+        good_credential(pb::Vendor::GitPassword),
+    )
+    .await
+    .unwrap();
+    let issued = issue(&b, &admin, "git", &[], &["read"], None)
+        .await
+        .unwrap();
+    assert_eq!(issued.token, FakeConfig::default().password);
+    assert!(!b.logs().contains(&issued.token));
+}
+
+#[tokio::test]
+async fn expiry_revokes_at_the_vendor() {
+    let fake = start_fake(pb::Vendor::Launchdarkly).await;
+    let b = Broker::start().await;
+    let admin = b.admin_secret();
+    create_upstream(
+        &b,
+        &admin,
+        "ld",
+        pb::Vendor::Launchdarkly,
+        &fake,
+        good_credential(pb::Vendor::Launchdarkly),
+    )
+    .await
+    .unwrap();
+    // A broker token of about 3 s; the lease cannot outlive it.
+    let short = mint(&b, &admin, &["alpha"], &["read"], Some(0.0008))
+        .await
+        .unwrap();
+    let issued = issue(&b, &short.access_token, "ld", &["alpha"], &["read"], None)
+        .await
+        .unwrap();
+    let expires = issued.expires_at.unwrap().seconds;
+    assert!(expires <= short.expires_at.unwrap().seconds);
+    assert!(fake.is_token_valid(&issued.token));
+    let token = issued.token.clone();
+    eventually(
+        10,
+        "lease revoked within a few seconds of expiry",
+        async || !fake.is_token_valid(&token),
+    )
+    .await;
+    let now = token_broker::broker::now();
+    assert!(
+        now >= expires && now <= expires + 5,
+        "revoked at {now}, lease ended {expires}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_revocations_survive_outage_and_kill_9() {
+    let mut fake = start_fake(pb::Vendor::Launchdarkly).await;
+    let data = tempfile::tempdir().unwrap();
+    let mut b = Broker::start_in(data.path(), &shipped_policies(), &FAST_RETRY).await;
+    let admin = b.admin_secret();
+    create_upstream(
+        &b,
+        &admin,
+        "ld",
+        pb::Vendor::Launchdarkly,
+        &fake,
+        good_credential(pb::Vendor::Launchdarkly),
+    )
+    .await
+    .unwrap();
+    let mut issued = Vec::new();
+    for _ in 0..3 {
+        let t = mint(&b, &admin, &["alpha"], &["read"], Some(1.0))
+            .await
+            .unwrap();
+        let lease = issue(&b, &t.access_token, "ld", &["alpha"], &["read"], None)
+            .await
+            .unwrap();
+        issued.push((t.jti, lease.token));
+    }
+    fake.stop().await;
+    for (jti, _) in &issued {
+        revoke_token(&b, &admin, jti).await;
+    }
+    // Give the worker time to try (and fail) against the vendor that is down.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    b.kill9();
+    for (_, token) in &issued {
+        assert!(fake.is_token_valid(token), "nothing reached the vendor yet");
+    }
+    let b = Broker::start_in(data.path(), &shipped_policies(), &FAST_RETRY).await;
+    fake.restart().await;
+    for (_, token) in &issued {
+        let token = token.clone();
+        eventually(
+            90,
+            "queued revocation reached the vendor after restart",
+            async || !fake.is_token_valid(&token),
+        )
+        .await;
+    }
+    drop(b);
+}
+
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn credentials_and_vendor_tokens_never_stored_or_logged_in_clear() {
+    let fake = start_fake(pb::Vendor::Launchdarkly).await;
+    let bb = start_fake(pb::Vendor::BitbucketServer).await;
+    let data = tempfile::tempdir().unwrap();
+    let mut b = Broker::start_in(data.path(), &shipped_policies(), &FAST_RETRY).await;
+    let admin = b.admin_secret();
+    create_upstream(
+        &b,
+        &admin,
+        "ld",
+        pb::Vendor::Launchdarkly,
+        &fake,
+        good_credential(pb::Vendor::Launchdarkly),
+    )
+    .await
+    .unwrap();
+    create_upstream(
+        &b,
+        &admin,
+        "bb",
+        pb::Vendor::BitbucketServer,
+        &bb,
+        good_credential(pb::Vendor::BitbucketServer),
+    )
+    .await
+    .unwrap();
+    let got = b
+        .upstreams()
+        .await
+        .get_upstream(authed(pb::GetUpstreamRequest { name: "bb".into() }, &admin))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.token_type, "password");
+    let ld = issue(&b, &admin, "ld", &["alpha"], &["read"], None)
+        .await
+        .unwrap();
+    let bbt = issue(&b, &admin, "bb", &["*"], &["read"], None)
+        .await
+        .unwrap();
+    // A failing vendor call logs its error: it must not carry the credential either.
+    let _ = create_upstream(
+        &b,
+        &admin,
+        "bad",
+        pb::Vendor::BitbucketServer,
+        &bb,
+        wrong_credential(pb::Vendor::BitbucketServer),
+    )
+    .await;
+    assert!(b.terminate().await.success());
+    let config = FakeConfig::default();
+    let secrets = [
+        config.password.as_str(),
+        config.token.as_str(),
+        ld.token.as_str(),
+        bbt.token.as_str(),
+        "wrong-password",
+    ];
+    let logs = b.logs();
+    for s in secrets {
+        assert!(!logs.contains(s), "a secret reached the logs");
+    }
+    for file in files_under(&data.path().join("db")) {
+        let bytes = std::fs::read(&file).unwrap();
+        for s in secrets {
+            assert!(
+                !bytes.windows(s.len()).any(|w| w == s.as_bytes()),
+                "a secret is stored in clear in {}",
+                file.display()
+            );
+        }
+    }
+}
