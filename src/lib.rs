@@ -10,6 +10,7 @@
 //! - [`api`]: the gRPC services and the auth layer; errors become statuses here.
 //! - [`server`]: wiring of services, health and reflection on a listener.
 //! - [`config`], [`telemetry`], [`error`]: typed config, tracing, the crate error.
+//! - [`load`]: the `token-broker load` generator, a plain gRPC client of a running broker.
 
 pub mod api;
 pub mod broker;
@@ -17,6 +18,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod keys;
+pub mod load;
 pub mod pb;
 pub mod policy;
 pub mod server;

@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 use token_broker::{
     broker::{Broker, MasterKeySource},
     config::{Config, MASTER_KEY_ENV},
-    server, telemetry,
+    load, server, telemetry,
 };
 
 #[derive(Parser)]
@@ -37,6 +37,8 @@ enum Command {
         #[arg(long)]
         policies: Option<PathBuf>,
     },
+    /// Drive a running broker with a bounded load and report throughput and latency.
+    Load(load::LoadOptions),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +75,26 @@ fn main() -> ExitCode {
             match runtime.block_on(serve(cfg, master_env)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e.as_ref()),
+            }
+        }
+        Command::Load(options) => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => return fail(&e),
+            };
+            match runtime.block_on(load::run(&options)) {
+                Ok(report) if options.json => {
+                    println!("{}", report.to_json());
+                    ExitCode::SUCCESS
+                }
+                Ok(report) => {
+                    print!("{}", report.table());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
             }
         }
     }

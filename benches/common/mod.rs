@@ -1,0 +1,166 @@
+//! Shared bench fixtures: the Cedar request shapes of a CreateAccessToken exactly as
+//! `src/api/auth.rs` builds them (principal, resource and context JSON), a temp broker, and
+//! short criterion settings so the whole suite runs in a few minutes.
+#![allow(dead_code, reason = "each bench uses a different subset")]
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use criterion::Criterion;
+use serde_json::{Value, json};
+use token_broker::{
+    broker::{Broker, Caller, CredentialKind, MasterKeySource},
+    config::Config,
+    domain::{Grant, PermissionModel, Projects},
+    policy::{EntityDesc, EntityKind},
+};
+
+/// Short measurements: enough for a median, small enough for a suite of a few minutes.
+pub fn criterion() -> Criterion {
+    Criterion::default()
+        .sample_size(30)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .without_plots()
+}
+
+/// The shipped policy directory.
+pub fn shipped_policies() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies")
+}
+
+/// Seconds since the epoch, as the broker's clock.
+pub fn now() -> i64 {
+    token_broker::broker::now()
+}
+
+/// The default permission model (`admin` ⊇ `write` ⊇ `read`).
+pub fn model() -> PermissionModel {
+    let c = Config::default();
+    PermissionModel::new(&c.permissions, &c.implies)
+}
+
+fn grant_json(model: &PermissionModel, grant: &Grant) -> Value {
+    json!({
+        "projects": grant.projects.to_ids(),
+        "all_projects": grant.projects == Projects::All,
+        "permissions": model.expand(&grant.permissions),
+    })
+}
+
+/// Principal, resource and context of a CreateAccessToken by a Service subject holding
+/// `load` / read+write through an access key, asking for `load` / read for one hour: the
+/// same JSON `auth.rs` builds (`subject_entity`, `credential_entity`, `credential_json`).
+pub fn mint_request_shapes(model: &PermissionModel, now: i64) -> (EntityDesc, EntityDesc, Value) {
+    let subject_grant = Grant {
+        projects: Projects::from_ids(["load"]),
+        permissions: ["read", "write"].map(str::to_owned).into_iter().collect(),
+        not_after: None,
+    };
+    let requested = Grant {
+        projects: Projects::from_ids(["load"]),
+        permissions: ["read".to_owned()].into_iter().collect(),
+        not_after: Some(now + 3600),
+    };
+    let principal = EntityDesc {
+        kind: EntityKind::Service,
+        id: "load-bench".to_owned(),
+        attrs: json!({
+            "name": "load-bench",
+            "projects": subject_grant.projects.to_ids(),
+            "permissions": model.expand(&subject_grant.permissions),
+        }),
+    };
+    let resource = EntityDesc {
+        kind: EntityKind::AccessKey,
+        id: "ak_0123456789abcdef0123456789abcdef".to_owned(),
+        attrs: json!({ "owner": "load-bench" }),
+    };
+    let permissions = model.expand(&subject_grant.permissions);
+    let admin = subject_grant.projects == Projects::All && permissions.contains("admin");
+    let context = json!({
+        "credential": {
+            "kind": "access_key",
+            "id": resource.id,
+            "depth": 0,
+            "grant": grant_json(model, &subject_grant),
+            "remaining_seconds": -1,
+            "admin": admin,
+        },
+        "requested": grant_json(model, &requested),
+        "lifetime_seconds": 3600,
+        "audience": "token-broker",
+    });
+    (principal, resource, context)
+}
+
+/// The same shapes for an authenticated caller, built per call as the auth layer does.
+pub fn caller_shapes(
+    broker: &Broker,
+    caller: &Caller,
+    requested: &Grant,
+    lifetime: i64,
+    now: i64,
+) -> (EntityDesc, EntityDesc, Value) {
+    let model = &broker.model;
+    let subject_grant = token_broker::broker::grant_from_record(caller.subject.grant.as_ref(), 0);
+    let principal = EntityDesc {
+        kind: if caller.subject.kind == token_broker::broker::KIND_SERVICE {
+            EntityKind::Service
+        } else {
+            EntityKind::User
+        },
+        id: caller.subject.id.clone(),
+        attrs: json!({
+            "name": caller.subject.id,
+            "projects": subject_grant.projects.to_ids(),
+            "permissions": model.expand(&subject_grant.permissions),
+        }),
+    };
+    let resource = match caller.kind {
+        CredentialKind::AccessKey => EntityDesc {
+            kind: EntityKind::AccessKey,
+            id: caller.credential_id.clone(),
+            attrs: json!({ "owner": caller.subject.id }),
+        },
+        CredentialKind::AccessToken => EntityDesc {
+            kind: EntityKind::Token,
+            id: caller.credential_id.clone(),
+            attrs: json!({ "subject": caller.subject.id, "depth": caller.depth }),
+        },
+    };
+    let permissions = model.expand(&caller.grant.permissions);
+    let admin = caller.grant.projects == Projects::All && permissions.contains("admin");
+    let context = json!({
+        "credential": {
+            "kind": match caller.kind {
+                CredentialKind::AccessKey => "access_key",
+                CredentialKind::AccessToken => "access_token",
+            },
+            "id": caller.credential_id,
+            "depth": caller.depth,
+            "grant": grant_json(model, &caller.grant),
+            "remaining_seconds": caller.grant.not_after.map(|end| (end - now).max(0)).unwrap_or(-1),
+            "admin": admin,
+        },
+        "requested": grant_json(model, requested),
+        "lifetime_seconds": lifetime,
+        "audience": broker.config.audience,
+    });
+    (principal, resource, context)
+}
+
+/// A broker on a fresh temp dir with the shipped policies, and its bootstrap admin secret.
+pub async fn temp_broker() -> (tempfile::TempDir, Arc<Broker>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        data_dir: dir.path().to_owned(),
+        policies: shipped_policies(),
+        ..Config::default()
+    };
+    let broker = Broker::open(config, MasterKeySource::File).await.unwrap();
+    let secret = std::fs::read_to_string(dir.path().join("bootstrap-admin.key"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    (dir, broker, secret)
+}

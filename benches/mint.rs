@@ -1,0 +1,89 @@
+//! An in-process mint end to end, without the network: `Broker::open` on a temp dir with
+//! the shipped policies, `authenticate` with the bootstrap key, `plan_mint`, Cedar, `mint`;
+//! and the parts of an introspection, so BENCHMARKS.md can add up a call's CPU time.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmark harness")]
+
+mod common;
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (_dir, broker, admin) = rt.block_on(common::temp_broker());
+    let projects = vec!["load".to_owned()];
+    let perms = vec!["read".to_owned()];
+    let now = common::now();
+    let caller = broker.authenticate(&admin, now).unwrap();
+    let plan = broker
+        .plan_mint(&caller, &projects, &perms, Some(1.0), "", now)
+        .unwrap();
+    let minted = rt
+        .block_on(broker.mint(&caller, plan.clone(), now))
+        .unwrap();
+    let token = minted.token.clone();
+
+    let mut g = c.benchmark_group("broker");
+    g.bench_function("authenticate_key", |b| {
+        b.iter(|| broker.authenticate(black_box(&admin), now).unwrap())
+    });
+    g.bench_function("authenticate_token", |b| {
+        b.iter(|| broker.authenticate(black_box(&token), now).unwrap())
+    });
+    g.bench_function("plan_mint", |b| {
+        b.iter(|| {
+            broker
+                .plan_mint(&caller, &projects, &perms, Some(1.0), "", now)
+                .unwrap()
+        })
+    });
+    g.bench_function("cedar_with_json", |b| {
+        b.iter(|| {
+            let (p, r, ctx) =
+                common::caller_shapes(&broker, &caller, &plan.grant, plan.lifetime_secs, now);
+            assert!(
+                broker
+                    .policy
+                    .authorize("CreateAccessToken", &p, &r, ctx)
+                    .allowed
+            );
+        })
+    });
+    g.bench_function("mint_durable", |b| {
+        b.to_async(&rt)
+            .iter(|| async { broker.mint(&caller, plan.clone(), now).await.unwrap() })
+    });
+    g.bench_function("introspect", |b| {
+        b.iter(|| broker.introspect(black_box(&token), now).unwrap().unwrap())
+    });
+    // What one CreateAccessToken costs in process: what the auth layer and the handler run.
+    g.bench_function("mint_end_to_end", |b| {
+        b.to_async(&rt).iter(|| async {
+            let now = common::now();
+            let caller = broker.authenticate(&admin, now).unwrap();
+            let plan = broker
+                .plan_mint(&caller, &projects, &perms, Some(1.0), "", now)
+                .unwrap();
+            let (p, r, ctx) =
+                common::caller_shapes(&broker, &caller, &plan.grant, plan.lifetime_secs, now);
+            assert!(
+                broker
+                    .policy
+                    .authorize("CreateAccessToken", &p, &r, ctx)
+                    .allowed
+            );
+            let plan = broker
+                .plan_mint(&caller, &projects, &perms, Some(1.0), "", now)
+                .unwrap();
+            broker.mint(&caller, plan, now).await.unwrap()
+        })
+    });
+    g.finish();
+}
+
+criterion_group! { name = benches; config = common::criterion(); targets = bench }
+criterion_main!(benches);

@@ -1,0 +1,55 @@
+//! The load tool against the real server: a short bounded run per path must report exactly
+//! the requested number of successes and no error (a failed call is never a success).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code"
+)]
+
+mod common;
+
+use common::*;
+
+/// Runs `token-broker load --json` for `target` with 200 requests; returns the report.
+async fn load(b: &Broker, target: &str, extra: &[&str]) -> serde_json::Value {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_token-broker"));
+    cmd.arg("load")
+        .args(["--target", target])
+        .arg("--addr")
+        .arg(format!("http://{}", b.addr))
+        .arg("--data-dir")
+        .arg(&b.data_dir)
+        .args(["--requests", "200", "--warmup", "0s"])
+        .args(["--connections", "2", "--concurrency", "8", "--json"])
+        .args(extra);
+    let output = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "load failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not json ({e}): {stdout}"))
+}
+
+#[tokio::test]
+async fn bounded_mint_and_introspect_runs_count_every_call() {
+    let b = Broker::start().await;
+    for (target, extra) in [("mint-key", &[][..]), ("introspect", &["--pool", "50"][..])] {
+        let report = load(&b, target, extra).await;
+        assert_eq!(report["target"], target, "{report}");
+        assert_eq!(report["successes"], 200, "{report}");
+        assert_eq!(report["error_total"], 0, "{report}");
+        assert!(
+            report["latency_us"]["p50"].as_u64().unwrap() > 0,
+            "{report}"
+        );
+    }
+    // The pool of the introspect run was minted through the API too.
+    let logs = b.logs();
+    assert!(logs.matches("minted access token").count() >= 250, "{logs}");
+}
