@@ -359,6 +359,7 @@ async fn setup(
                 owner: subject_id.clone(),
                 name: "load".to_owned(),
                 description: "created by token-broker load".to_owned(),
+                permissions: vec!["read".to_owned(), "write".to_owned()],
                 ..Default::default()
             },
             &admin,
