@@ -485,7 +485,11 @@ fn describe(
         }
         Rpc::IntrospectToken => {
             let req: pb::IntrospectTokenRequest = decode(message)?;
-            let jti = broker.jwt.signed_jti(&req.token).unwrap_or_default();
+            // Verified (and cached) once here; the handler's introspection hits the cache.
+            let jti = broker
+                .verified(&req.token, now)
+                .map(|v| v.claims.jti.clone())
+                .unwrap_or_default();
             (token_entity(broker, &jti)?, authenticated)
         }
         Rpc::RevokeAccessToken => {

@@ -38,7 +38,7 @@ impl TokenService for Api {
             .mint(&caller, plan, now)
             .await
             .map_err(to_status)?;
-        tracing::info!(jti = %minted.claims.jti, depth = minted.claims.dep, "minted access token");
+        tracing::debug!(jti = %minted.claims.jti, depth = minted.claims.dep, "minted access token");
         let claims = minted.claims;
         Ok(Response::new(CreateAccessTokenResponse {
             access_token: minted.token,
@@ -60,9 +60,10 @@ impl TokenService for Api {
             .broker
             .introspect(&req.token, broker::now())
             .map_err(to_status)?;
-        let Some((claims, record)) = active else {
+        let Some(verified) = active else {
             return Ok(Response::new(IntrospectTokenResponse::default()));
         };
+        let claims = verified.claims.clone();
         Ok(Response::new(IntrospectTokenResponse {
             active: true,
             subject: claims.sub,
@@ -70,8 +71,8 @@ impl TokenService for Api {
             project_ids: claims.prj,
             permissions: claims.perm,
             expires_at: timestamp(claims.exp),
-            parent: record.parent,
-            depth: record.depth,
+            parent: claims.par,
+            depth: claims.dep,
             audience: claims.aud,
             issued_at: timestamp(claims.iat),
         }))

@@ -10,6 +10,7 @@ pub use keys::{KeyPage, KeyWithSecret, NewKey, UPDATABLE};
 pub use list::KeyQuery;
 pub use upstreams::{IssuedLease, UpstreamPlan, vendor_number, vendor_of};
 
+use sha2::{Digest, Sha256};
 use std::{
     io::Write,
     path::{Path, PathBuf},
@@ -150,6 +151,36 @@ impl KeyPolicy {
     }
 }
 
+/// What a verified token carries for later requests: its claims, its record and its subject.
+#[derive(Debug)]
+pub struct VerifiedToken {
+    /// The verified claims.
+    pub claims: Claims,
+    /// The stored record as it was when first verified (revocation is checked separately).
+    pub record: TokenRecord,
+    /// The subject it acts for (subjects never change; deleting one revokes its tokens).
+    pub subject: SubjectRecord,
+}
+
+/// Most verified tokens remembered.
+const TOKEN_CACHE_CAPACITY: u64 = 100_000;
+
+/// Keeps each cached token until its own expiry.
+struct UntilExpiry;
+
+impl moka::Expiry<[u8; 32], Arc<VerifiedToken>> for UntilExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &[u8; 32],
+        value: &Arc<VerifiedToken>,
+        _created_at: std::time::Instant,
+    ) -> Option<std::time::Duration> {
+        Some(std::time::Duration::from_secs(
+            (value.record.expires_at - now()).max(0) as u64,
+        ))
+    }
+}
+
 /// A mint that passed validation and attenuation, ready for policy and signing.
 #[derive(Clone, Debug)]
 pub struct MintPlan {
@@ -191,6 +222,7 @@ pub struct Broker {
     audiences: Vec<String>,
     key_sets: keys::KeyPolicyCache,
     usage: keys::UsageBatch,
+    token_cache: moka::sync::Cache<[u8; 32], Arc<VerifiedToken>>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -255,6 +287,10 @@ impl Broker {
             page_key: master.derive("page-token"),
             master,
             key_sets: keys::KeyPolicyCache::default(),
+            token_cache: moka::sync::Cache::builder()
+                .max_capacity(TOKEN_CACHE_CAPACITY)
+                .expire_after(UntilExpiry)
+                .build(),
             usage: keys::UsageBatch::default(),
             config,
             store,
@@ -360,23 +396,57 @@ impl Broker {
         })
     }
 
-    fn authenticate_token(&self, token: &str, now: i64) -> Result<Caller, Error> {
-        let claims = self
-            .jwt
-            .verify(token, &[self.config.audience.as_str()])
-            .map_err(|e| Error::Unauthenticated(format!("access token refused: {e}")))?;
-        let record = self
-            .store
-            .token(&claims.jti)?
-            .ok_or_else(|| unauthenticated("access token is unknown to this broker"))?;
-        if record.revoked_at != 0 {
+    /// A token this broker signed, verified once and then served from a bounded cache keyed
+    /// by the token's SHA-256 (never its text). The revoked index and the exact expiry are
+    /// checked on every call, so a cached token dies at its revocation and at its `exp`.
+    pub fn verified(&self, token: &str, now: i64) -> Result<Arc<VerifiedToken>, Error> {
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let verified = match self.token_cache.get(&key) {
+            Some(v) => v,
+            None => {
+                let audiences: Vec<&str> = self.audiences.iter().map(String::as_str).collect();
+                let claims = self
+                    .jwt
+                    .verify(token, &audiences)
+                    .map_err(|e| Error::Unauthenticated(format!("access token refused: {e}")))?;
+                let record = self
+                    .store
+                    .token(&claims.jti)?
+                    .ok_or_else(|| unauthenticated("access token is unknown to this broker"))?;
+                if record.revoked_at != 0 {
+                    return Err(unauthenticated("access token has been revoked"));
+                }
+                let subject = self.store.subject(&record.subject)?.ok_or_else(|| {
+                    unauthenticated("the subject of this access token no longer exists")
+                })?;
+                let v = Arc::new(VerifiedToken {
+                    claims,
+                    record,
+                    subject,
+                });
+                self.token_cache.insert(key, Arc::clone(&v));
+                v
+            }
+        };
+        if self.store.is_revoked(&verified.claims.jti) {
             return Err(unauthenticated("access token has been revoked"));
         }
         // The broker is its own clock: the stored expiry is exact, the JWT leeway is for
         // verifiers elsewhere.
-        if record.expires_at <= now {
+        if verified.record.expires_at <= now {
             return Err(unauthenticated("access token has expired"));
         }
+        Ok(verified)
+    }
+
+    fn authenticate_token(&self, token: &str, now: i64) -> Result<Caller, Error> {
+        let verified = self.verified(token, now)?;
+        if verified.claims.aud != self.config.audience {
+            return Err(unauthenticated(
+                "access token refused: its audience is not this broker",
+            ));
+        }
+        let record = &verified.record;
         // The chain's root key: gone or expired means the token is dead too, and its own
         // policies narrow every request made with the token.
         let root = self.store.access_key(&record.root_key)?.ok_or_else(|| {
@@ -387,19 +457,15 @@ impl Broker {
                 "the access key this token descends from has expired",
             ));
         }
-        let subject = self
-            .store
-            .subject(&record.subject)?
-            .ok_or_else(|| unauthenticated("the subject of this access token no longer exists"))?;
         Ok(Caller {
-            subject,
+            subject: verified.subject.clone(),
             kind: CredentialKind::AccessToken,
             depth: record.depth,
             grant: grant_from_record(record.grant.as_ref(), record.expires_at),
-            root_key: record.root_key,
+            root_key: record.root_key.clone(),
             key_policy: KeyPolicy::of(&root),
             key_version: root.updated_at,
-            credential_id: claims.jti,
+            credential_id: verified.claims.jti.clone(),
         })
     }
 
@@ -516,22 +582,12 @@ impl Broker {
     // === introspection and revocation ===
 
     /// Returns the claims of an active token, or `None` for anything inactive.
-    pub fn introspect(
-        &self,
-        token: &str,
-        now: i64,
-    ) -> Result<Option<(Claims, TokenRecord)>, Error> {
-        let audiences: Vec<&str> = self.audiences.iter().map(String::as_str).collect();
-        let Ok(claims) = self.jwt.verify(token, &audiences) else {
-            return Ok(None);
-        };
-        let Some(record) = self.store.token(&claims.jti)? else {
-            return Ok(None);
-        };
-        if record.revoked_at != 0 || record.expires_at <= now {
-            return Ok(None);
+    pub fn introspect(&self, token: &str, now: i64) -> Result<Option<Arc<VerifiedToken>>, Error> {
+        match self.verified(token, now) {
+            Ok(v) => Ok(Some(v)),
+            Err(Error::Unauthenticated(_)) => Ok(None),
+            Err(e) => Err(e),
         }
-        Ok(Some((claims, record)))
     }
 
     /// The jti a revocation request names: the `jti` field, or the jti of a token this

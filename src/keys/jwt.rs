@@ -14,13 +14,15 @@ use std::str::FromStr;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+#[cfg(test)]
+use jsonwebtoken::EncodingKey;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::{
     AlgorithmParameters, CommonParameters, EllipticCurve, EllipticCurveKeyParameters,
     EllipticCurveKeyType, Jwk, JwkSet, KeyAlgorithm, OctetKeyPairParameters, OctetKeyPairType,
     PublicKeyUse,
 };
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 
 use super::{KeyError, random_bytes};
@@ -190,8 +192,11 @@ pub struct JwtKeys {
     current_kid: String,
     /// Algorithm of the signing key.
     current_alg: SigningAlgorithm,
-    /// Private signing key.
-    encoding: EncodingKey,
+    /// Private signing key, parsed once (jsonwebtoken's rust_crypto backend re-parses the
+    /// PKCS#8 DER on every `encode`, which cost more than the signature).
+    signer: Signer,
+    /// The base64url header of every token this key signs, encoded once.
+    header_b64: String,
     /// Verifying keys by key id.
     verifying: HashMap<String, VerifyingKey>,
     /// Key ids in publication order: current first.
@@ -219,11 +224,13 @@ impl JwtKeys {
         if settings.leeway_secs > MAX_LEEWAY_SECS {
             return Err(KeyError::LeewayTooLarge(settings.leeway_secs));
         }
-        check_private_matches_public(current)?;
-        let encoding = match current.alg {
-            SigningAlgorithm::EdDSA => EncodingKey::from_ed_der(&current.private_der),
-            SigningAlgorithm::ES256 => EncodingKey::from_ec_der(&current.private_der),
-        };
+        let signer = check_private_matches_public(current)?;
+        let header = serde_json::json!({
+            "typ": TOKEN_TYPE,
+            "alg": current.alg.as_str(),
+            "kid": current.kid,
+        });
+        let header_b64 = URL_SAFE_NO_PAD.encode(header.to_string());
         let mut verifying = HashMap::new();
         let mut order = Vec::new();
         for material in std::iter::once(current).chain(verify_only) {
@@ -240,7 +247,8 @@ impl JwtKeys {
             settings,
             current_kid: current.kid.clone(),
             current_alg: current.alg,
-            encoding,
+            signer,
+            header_b64,
             verifying,
             order,
         })
@@ -258,11 +266,15 @@ impl JwtKeys {
 
     /// Issues a token with a minimal header: the current key's `alg`, its `kid` and `typ` `at+jwt`.
     pub fn sign(&self, claims: &Claims) -> Result<String, KeyError> {
-        let mut header = Header::new(self.current_alg.jwt_algorithm());
-        header.typ = Some(TOKEN_TYPE.to_string());
-        header.kid = Some(self.current_kid.clone());
-        jsonwebtoken::encode(&header, claims, &self.encoding)
-            .map_err(|e| KeyError::Sign(e.to_string()))
+        let payload = serde_json::to_vec(claims).map_err(|e| KeyError::Sign(e.to_string()))?;
+        let mut token = String::with_capacity(self.header_b64.len() + payload.len() * 4 / 3 + 100);
+        token.push_str(&self.header_b64);
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(payload, &mut token);
+        let signature = self.signer.sign(token.as_bytes());
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature, &mut token);
+        Ok(token)
     }
 
     /// Accepts a token only if every header, signature and claim check passes for one of `audiences`.
@@ -553,8 +565,30 @@ fn shown(text: &str) -> String {
     out
 }
 
-/// Refuse a signing key whose private half does not produce its recorded public half.
-fn check_private_matches_public(material: &KeyMaterial) -> Result<(), KeyError> {
+/// A parsed private key; JWS signatures are Ed25519 (64 bytes) or ES256 `r || s` (64 bytes).
+enum Signer {
+    /// Ed25519.
+    Ed(ed25519_dalek::SigningKey),
+    /// ECDSA P-256 with SHA-256.
+    Es(p256::ecdsa::SigningKey),
+}
+
+impl Signer {
+    fn sign(&self, input: &[u8]) -> Vec<u8> {
+        use p256::ecdsa::signature::Signer as _;
+        match self {
+            Signer::Ed(key) => key.sign(input).to_bytes().to_vec(),
+            Signer::Es(key) => {
+                let signature: p256::ecdsa::Signature = key.sign(input);
+                signature.to_bytes().to_vec()
+            }
+        }
+    }
+}
+
+/// Refuse a signing key whose private half does not produce its recorded public half; on
+/// success the parsed key signs from then on.
+fn check_private_matches_public(material: &KeyMaterial) -> Result<Signer, KeyError> {
     // ed25519-dalek and p256 re-export the same `pkcs8` traits.
     use ed25519_dalek::pkcs8::DecodePrivateKey as _;
 
@@ -562,23 +596,28 @@ fn check_private_matches_public(material: &KeyMaterial) -> Result<(), KeyError> 
         kid: material.kid.clone(),
         reason: reason.to_string(),
     };
-    let public = match material.alg {
-        SigningAlgorithm::EdDSA => ed25519_dalek::SigningKey::from_pkcs8_der(&material.private_der)
-            .map_err(|_| bad("private key is not ed25519 pkcs#8"))?
-            .verifying_key()
-            .to_bytes()
-            .to_vec(),
-        SigningAlgorithm::ES256 => p256::ecdsa::SigningKey::from_pkcs8_der(&material.private_der)
-            .map_err(|_| bad("private key is not p-256 pkcs#8"))?
-            .verifying_key()
-            .to_encoded_point(false)
-            .as_bytes()
-            .to_vec(),
+    let (signer, public) = match material.alg {
+        SigningAlgorithm::EdDSA => {
+            let key = ed25519_dalek::SigningKey::from_pkcs8_der(&material.private_der)
+                .map_err(|_| bad("private key is not ed25519 pkcs#8"))?;
+            let public = key.verifying_key().to_bytes().to_vec();
+            (Signer::Ed(key), public)
+        }
+        SigningAlgorithm::ES256 => {
+            let key = p256::ecdsa::SigningKey::from_pkcs8_der(&material.private_der)
+                .map_err(|_| bad("private key is not p-256 pkcs#8"))?;
+            let public = key
+                .verifying_key()
+                .to_encoded_point(false)
+                .as_bytes()
+                .to_vec();
+            (Signer::Es(key), public)
+        }
     };
     if public != material.public {
         return Err(bad("private key does not match the public key"));
     }
-    Ok(())
+    Ok(signer)
 }
 
 /// Whether an already-registered verifying key is the same key as `material`.
