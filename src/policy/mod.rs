@@ -11,9 +11,9 @@ use std::{
 };
 
 use cedar_policy::{
-    Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName,
-    EntityUid, PolicyId, PolicySet, Request, RestrictedExpression, Schema, SlotId, ValidationMode,
-    Validator,
+    ActionConstraint, Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId,
+    EntityTypeName, EntityUid, PolicyId, PolicySet, Request, RestrictedExpression, Schema, SlotId,
+    ValidationMode, Validator,
 };
 use miette::Diagnostic;
 use serde_json::{Value, json};
@@ -221,6 +221,8 @@ pub struct PolicyEngine {
     policies: PolicySet,
     authorizer: Authorizer,
     actions: HashMap<String, EntityUid>,
+    /// The policies that can apply to each action (see `load`).
+    by_action: HashMap<String, PolicySet>,
     /// Parsed type names, indexed by `EntityKind as usize`.
     types: Vec<EntityTypeName>,
 }
@@ -356,10 +358,35 @@ impl PolicyEngine {
             });
         }
 
-        let actions = schema
+        let actions: HashMap<String, EntityUid> = schema
             .actions()
             .map(|uid| (uid.id().unescaped().to_owned(), uid.clone()))
             .collect();
+        // Cedar evaluates every policy of a set; slicing by action scope once here means a
+        // request evaluates only the policies that can apply to its action (there are no
+        // action groups in the schema, so `in` is membership of the listed actions).
+        let mut by_action: HashMap<String, PolicySet> = actions
+            .keys()
+            .map(|a: &String| (a.clone(), PolicySet::new()))
+            .collect();
+        for policy in policies.policies() {
+            let targets: Vec<String> = match policy.action_constraint() {
+                ActionConstraint::Any => by_action.keys().cloned().collect(),
+                ActionConstraint::Eq(uid) => vec![uid.id().unescaped().to_owned()],
+                ActionConstraint::In(uids) => {
+                    uids.iter().map(|u| u.id().unescaped().to_owned()).collect()
+                }
+            };
+            for action in targets {
+                if let Some(set) = by_action.get_mut(&action) {
+                    set.add(policy.clone())
+                        .map_err(|_| PolicyError::Duplicate {
+                            path: dir.to_owned(),
+                            policy: policy.id().to_string(),
+                        })?;
+                }
+            }
+        }
         let types = ALL_KINDS
             .iter()
             .map(|k| {
@@ -375,6 +402,7 @@ impl PolicyEngine {
             policies,
             authorizer: Authorizer::new(),
             actions,
+            by_action,
             types,
         })
     }
@@ -512,7 +540,14 @@ impl PolicyEngine {
         resource: &EntityDesc,
         context: Value,
     ) -> Decision {
-        match self.try_authorize_in(&self.policies, action, principal, resource, context) {
+        let Some(policies) = self.by_action.get(action) else {
+            return Decision {
+                allowed: false,
+                policies: Vec::new(),
+                errors: vec![format!("action `{action}` is not in the schema")],
+            };
+        };
+        match self.try_authorize_in(policies, action, principal, resource, context) {
             Ok(decision) => decision,
             Err(error) => Decision {
                 allowed: false,

@@ -84,6 +84,23 @@ fn index_prefix(a: &str) -> Vec<u8> {
     index_key(a, "")
 }
 
+/// Records of `tree` in key order strictly after `after`, at most `limit`.
+fn page_after<M: Message + Default>(
+    tree: &sled::Tree,
+    name: &'static str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<M>, StoreError> {
+    let iter = match after {
+        Some(a) => tree.range::<&[u8], _>((
+            std::ops::Bound::Excluded(a.as_bytes()),
+            std::ops::Bound::Unbounded,
+        )),
+        None => tree.iter(),
+    };
+    iter.take(limit).map(|kv| decode(name, &kv?.1)).collect()
+}
+
 fn decode<M: Message + Default>(tree: &'static str, bytes: &[u8]) -> Result<M, StoreError> {
     M::decode(bytes).map_err(|source| StoreError::Decode { tree, source })
 }
@@ -189,16 +206,7 @@ impl Store {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<SubjectRecord>, StoreError> {
-        let iter = match after {
-            Some(a) => self.subjects.range::<&[u8], _>((
-                std::ops::Bound::Excluded(a.as_bytes()),
-                std::ops::Bound::Unbounded,
-            )),
-            None => self.subjects.iter(),
-        };
-        iter.take(limit)
-            .map(|kv| decode("subjects", &kv?.1))
-            .collect()
+        page_after(&self.subjects, "subjects", after, limit)
     }
 
     /// Deletes a subject with all its keys and revokes every token minted from them, in one
@@ -665,16 +673,7 @@ impl Store {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<UpstreamRecord>, StoreError> {
-        let iter = match after {
-            Some(a) => self.upstreams.range::<&[u8], _>((
-                std::ops::Bound::Excluded(a.as_bytes()),
-                std::ops::Bound::Unbounded,
-            )),
-            None => self.upstreams.iter(),
-        };
-        iter.take(limit)
-            .map(|kv| decode("upstreams", &kv?.1))
-            .collect()
+        page_after(&self.upstreams, "upstreams", after, limit)
     }
 
     /// Deletes an upstream record; returns whether it existed.
