@@ -23,7 +23,9 @@ use tracing::{Instrument, field::Empty};
 
 use super::status::to_status;
 use crate::{
-    broker::{self, Broker, Caller, CredentialKind, KIND_SERVICE, KIND_USER},
+    broker::{
+        self, Broker, Caller, CredentialKind, KIND_SERVICE, KIND_USER, MintPlan, UpstreamPlan,
+    },
     domain::{Grant, Projects},
     error::Error,
     pb::{storage::SubjectRecord, v1 as pb},
@@ -279,9 +281,10 @@ async fn admit(
         .to_bytes();
     let message = grpc_message(&bytes, limit)?;
 
+    let mut planned = Planned::None;
     let (principal, resource, context) = match &caller {
         Some(caller) => {
-            let (resource, context) = describe(broker, rpc, caller, message, now)?;
+            let (resource, context) = describe(broker, rpc, caller, message, now, &mut planned)?;
             (subject_entity(&caller.subject, broker), resource, context)
         }
         None => (
@@ -349,6 +352,15 @@ async fn admit(
     let mut request = http::Request::from_parts(parts, Body::new(Full::new(bytes)));
     if let Some(caller) = caller {
         request.extensions_mut().insert(caller);
+    }
+    match planned {
+        Planned::None => {}
+        Planned::Mint(plan) => {
+            request.extensions_mut().insert(plan);
+        }
+        Planned::Upstream(plan) => {
+            request.extensions_mut().insert(plan);
+        }
     }
     Ok(request)
 }
@@ -453,12 +465,20 @@ fn decode<M: Message + Default>(bytes: &[u8]) -> Result<M, Error> {
 }
 
 /// The resource and context Cedar sees for one call.
+/// A plan the auth layer already computed, handed to the handler so the work is not redone.
+enum Planned {
+    None,
+    Mint(MintPlan),
+    Upstream(UpstreamPlan),
+}
+
 fn describe(
     broker: &Broker,
     rpc: Rpc,
     caller: &Caller,
     message: &[u8],
     now: i64,
+    planned: &mut Planned,
 ) -> Result<(EntityDesc, Value), Error> {
     let credential = credential_json(broker, caller, now);
     let authenticated = json!({ "credential": credential });
@@ -473,7 +493,7 @@ fn describe(
                 &req.audience,
                 now,
             )?;
-            (
+            let described = (
                 credential_entity(caller),
                 json!({
                     "credential": credential,
@@ -481,7 +501,9 @@ fn describe(
                     "lifetime_seconds": plan.lifetime_secs,
                     "audience": plan.audience,
                 }),
-            )
+            );
+            *planned = Planned::Mint(plan);
+            described
         }
         Rpc::IntrospectToken => {
             let req: pb::IntrospectTokenRequest = decode(message)?;
@@ -617,7 +639,7 @@ fn describe(
                 req.expires_in_hours,
                 now,
             )?;
-            (
+            let described = (
                 upstream_entity(broker, &req.upstream)?,
                 json!({
                     "credential": credential,
@@ -625,7 +647,9 @@ fn describe(
                     "lifetime_seconds": plan.lifetime_secs,
                     "vendor_permissions": plan.vendor_permissions,
                 }),
-            )
+            );
+            *planned = Planned::Upstream(plan);
+            described
         }
         Rpc::RevokeUpstreamToken => {
             let req: pb::RevokeUpstreamTokenRequest = decode(message)?;

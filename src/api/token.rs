@@ -4,7 +4,7 @@ use tonic::{Request, Response, Status};
 
 use super::{Api, caller, status::to_status, timestamp};
 use crate::{
-    broker,
+    broker::{self, MintPlan},
     error::Error,
     pb::v1::{
         CreateAccessTokenRequest, CreateAccessTokenResponse, GetJwksRequest, GetJwksResponse,
@@ -20,19 +20,25 @@ impl TokenService for Api {
         request: Request<CreateAccessTokenRequest>,
     ) -> Result<Response<CreateAccessTokenResponse>, Status> {
         let caller = caller(&request)?;
+        // The auth layer planned (validated and attenuated) the mint to show policy what it
+        // would sign; plan again only if it did not.
+        let planned = request.extensions().get::<MintPlan>().cloned();
         let req = request.into_inner();
         let now = broker::now();
-        let plan = self
-            .broker
-            .plan_mint(
-                &caller,
-                &req.project_ids,
-                &req.permissions,
-                req.expires_in_hours,
-                &req.audience,
-                now,
-            )
-            .map_err(to_status)?;
+        let plan = match planned {
+            Some(plan) => plan,
+            None => self
+                .broker
+                .plan_mint(
+                    &caller,
+                    &req.project_ids,
+                    &req.permissions,
+                    req.expires_in_hours,
+                    &req.audience,
+                    now,
+                )
+                .map_err(to_status)?,
+        };
         let minted = self
             .broker
             .mint(&caller, plan, now)

@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 
 use super::{Api, caller, status::to_status, timestamp};
 use crate::{
-    broker,
+    broker::{self, UpstreamPlan},
     error::Error,
     pb::{
         storage::UpstreamRecord,
@@ -162,19 +162,24 @@ impl UpstreamService for Api {
         request: Request<IssueUpstreamTokenRequest>,
     ) -> Result<Response<IssueUpstreamTokenResponse>, Status> {
         let caller = caller(&request)?;
+        // Planned by the auth layer for policy; plan again only if it did not.
+        let planned = request.extensions().get::<UpstreamPlan>().cloned();
         let req = request.into_inner();
         let now = broker::now();
-        let plan = self
-            .broker
-            .plan_upstream(
-                &caller,
-                &req.upstream,
-                &req.project_ids,
-                &req.permissions,
-                req.expires_in_hours,
-                now,
-            )
-            .map_err(to_status)?;
+        let plan = match planned {
+            Some(plan) => plan,
+            None => self
+                .broker
+                .plan_upstream(
+                    &caller,
+                    &req.upstream,
+                    &req.project_ids,
+                    &req.permissions,
+                    req.expires_in_hours,
+                    now,
+                )
+                .map_err(to_status)?,
+        };
         let issued = self
             .broker
             .issue_upstream_token(&caller, plan, now)

@@ -541,7 +541,9 @@ impl Broker {
             return Err(Error::Exceeds(crate::domain::Exceeded::default()));
         }
         let jti = uuid::Uuid::new_v4().simple().to_string();
-        let expires_at = now + plan.lifetime_secs;
+        // The plan's end is authoritative: it was checked against the authoriser's, even if
+        // the plan was made a moment earlier (by the auth layer).
+        let expires_at = plan.grant.not_after.unwrap_or(now + plan.lifetime_secs);
         let claims = Claims {
             iss: self.config.issuer.clone(),
             sub: caller.subject.id.clone(),

@@ -477,7 +477,9 @@ impl Broker {
         }
         let (vendor, account) = self.account(&plan.upstream)?;
         let id = format!("ls_{}", uuid::Uuid::new_v4().simple());
-        let expires_at = now + plan.lifetime_secs;
+        // The plan's end is authoritative: it was checked against the authoriser's, even if
+        // the plan was made a moment earlier (by the auth layer).
+        let expires_at = plan.grant.not_after.unwrap_or(now + plan.lifetime_secs);
         let mut lease = LeaseRecord {
             id: id.clone(),
             upstream: plan.upstream.name.clone(),
