@@ -359,7 +359,7 @@ async fn admit(
             request.extensions_mut().insert(plan);
         }
         Planned::Upstream(plan) => {
-            request.extensions_mut().insert(plan);
+            request.extensions_mut().insert(*plan);
         }
     }
     Ok(request)
@@ -469,7 +469,7 @@ fn decode<M: Message + Default>(bytes: &[u8]) -> Result<M, Error> {
 enum Planned {
     None,
     Mint(MintPlan),
-    Upstream(UpstreamPlan),
+    Upstream(Box<UpstreamPlan>),
 }
 
 fn describe(
@@ -648,7 +648,7 @@ fn describe(
                     "vendor_permissions": plan.vendor_permissions,
                 }),
             );
-            *planned = Planned::Upstream(plan);
+            *planned = Planned::Upstream(Box::new(plan));
             described
         }
         Rpc::RevokeUpstreamToken => {
