@@ -18,18 +18,20 @@ use tonic::{Request, Status};
 
 use crate::broker::{Broker, Caller};
 
-/// The caller the auth layer authenticated; absent only if the layer was bypassed, which
-/// is a wiring bug answered as UNAUTHENTICATED rather than a panic.
+/// What the auth layer left in the request extensions for the handler: the [`Caller`], and
+/// for mints and upstream tokens the plan it showed to policy. Absent only if the layer was
+/// bypassed, a wiring bug answered as UNAUTHENTICATED rather than a panic.
+fn from_layer<E: Clone + Send + Sync + 'static, T>(request: &Request<T>) -> Result<E, Status> {
+    request.extensions().get::<E>().cloned().ok_or_else(|| {
+        status::to_status(crate::error::Error::Unauthenticated(
+            "missing credential".to_owned(),
+        ))
+    })
+}
+
+/// The caller the auth layer authenticated.
 fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
-    request
-        .extensions()
-        .get::<Caller>()
-        .cloned()
-        .ok_or_else(|| {
-            status::to_status(crate::error::Error::Unauthenticated(
-                "missing credential".to_owned(),
-            ))
-        })
+    from_layer(request)
 }
 
 /// Converts seconds since the epoch into a protobuf timestamp; 0 means unset.

@@ -2,7 +2,7 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{Api, caller, status::to_status, timestamp};
+use super::{Api, caller, from_layer, status::to_status, timestamp};
 use crate::{
     broker::{self, MintPlan},
     error::Error,
@@ -20,25 +20,9 @@ impl TokenService for Api {
         request: Request<CreateAccessTokenRequest>,
     ) -> Result<Response<CreateAccessTokenResponse>, Status> {
         let caller = caller(&request)?;
-        // The auth layer planned (validated and attenuated) the mint to show policy what it
-        // would sign; plan again only if it did not.
-        let planned = request.extensions().get::<MintPlan>().cloned();
-        let req = request.into_inner();
+        // The auth layer validated and attenuated the mint to show policy what it would sign.
+        let plan: MintPlan = from_layer(&request)?;
         let now = broker::now();
-        let plan = match planned {
-            Some(plan) => plan,
-            None => self
-                .broker
-                .plan_mint(
-                    &caller,
-                    &req.project_ids,
-                    &req.permissions,
-                    req.expires_in_hours,
-                    &req.audience,
-                    now,
-                )
-                .map_err(to_status)?,
-        };
         let minted = self
             .broker
             .mint(&caller, plan, now)

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use tonic::{Request, Response, Status};
 
-use super::{Api, caller, status::to_status, timestamp};
+use super::{Api, caller, from_layer, status::to_status, timestamp};
 use crate::{
     broker::{self, UpstreamPlan},
     error::Error,
@@ -162,24 +162,9 @@ impl UpstreamService for Api {
         request: Request<IssueUpstreamTokenRequest>,
     ) -> Result<Response<IssueUpstreamTokenResponse>, Status> {
         let caller = caller(&request)?;
-        // Planned by the auth layer for policy; plan again only if it did not.
-        let planned = request.extensions().get::<UpstreamPlan>().cloned();
-        let req = request.into_inner();
+        // The auth layer validated, attenuated and mapped the request for policy.
+        let plan: UpstreamPlan = from_layer(&request)?;
         let now = broker::now();
-        let plan = match planned {
-            Some(plan) => plan,
-            None => self
-                .broker
-                .plan_upstream(
-                    &caller,
-                    &req.upstream,
-                    &req.project_ids,
-                    &req.permissions,
-                    req.expires_in_hours,
-                    now,
-                )
-                .map_err(to_status)?,
-        };
         let issued = self
             .broker
             .issue_upstream_token(&caller, plan, now)
