@@ -119,7 +119,6 @@ pub struct Store {
     meta: sled::Tree,
     upstreams: sled::Tree,
     leases: sled::Tree,
-    leases_by_holder: sled::Tree,
     lease_queue: sled::Tree,
     revoked: sled::Tree,
     revoked_index: Arc<RwLock<HashSet<String>>>,
@@ -147,7 +146,6 @@ impl Store {
             meta: tree("meta")?,
             upstreams: tree("upstreams")?,
             leases: tree("leases")?,
-            leases_by_holder: tree("leases_by_holder")?,
             lease_queue: tree("lease_queue")?,
             revoked_index: Arc::new(RwLock::new(load_revoked(&tree("revoked")?)?)),
             revoked: tree("revoked")?,
@@ -692,7 +690,7 @@ impl Store {
         matches!(state, 1..=3)
     }
 
-    /// Stores a lease (new or changed) with its holder index and its queue entry at
+    /// Stores a lease (new or changed) with its queue entry at
     /// `next_attempt_at`, in one transaction; `previous_due` is the queue time it had.
     pub fn put_lease(
         &self,
@@ -700,13 +698,12 @@ impl Store {
         previous_due: Option<i64>,
     ) -> Result<(), StoreError> {
         let value = record.encode_to_vec();
-        (&self.leases, &self.leases_by_holder, &self.lease_queue)
-            .transaction(|(leases, by_holder, queue)| {
+        (&self.leases, &self.lease_queue)
+            .transaction(|(leases, queue)| {
                 if let Some(due) = previous_due {
                     queue.remove(Self::queue_key(due, &record.id))?;
                 }
                 leases.insert(record.id.as_bytes(), value.as_slice())?;
-                by_holder.insert(index_key(&record.holder, &record.id), &[] as &[u8])?;
                 if Self::queued(record.state) {
                     queue.insert(
                         Self::queue_key(record.next_attempt_at, &record.id),
