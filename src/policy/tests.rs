@@ -103,11 +103,12 @@ fn shipped_policy_table() {
             true,
         ),
     ];
-    for (action, principal, resource, context, expected) in cases {
-        let decision = engine.authorize(action, &principal, &resource, context);
+    // Twice: the first pass checks each shape against the schema, the second trusts it.
+    for (action, principal, resource, context, expected) in cases.iter().chain(&cases) {
+        let decision = engine.authorize(action, principal, resource, context.clone());
         assert_eq!(
             decision.allowed,
-            expected,
+            *expected,
             "{action} {} on {}: {decision:?}",
             principal.display(),
             resource.display()
@@ -136,4 +137,57 @@ fn bad_policy_names_file_and_line() {
     .unwrap();
     let err = PolicyEngine::load(dir.path()).unwrap_err().to_string();
     assert!(err.contains("bad.cedar:") && err.contains("parse"), "{err}");
+}
+
+/// A request whose shape does not match the schema is refused every time, not only the first.
+#[test]
+fn shape_mismatch_is_refused_until_it_passes() {
+    let engine = shipped();
+    let auth = json!({ "credential": credential(false) });
+    let malformed = EntityDesc {
+        kind: EntityKind::Token,
+        id: "t1".to_owned(),
+        attrs: json!({ "subject": "alice", "depth": "deep" }),
+    };
+    for _ in 0..2 {
+        let decision = engine.authorize("IntrospectToken", &user("alice"), &malformed, auth.clone());
+        assert!(!decision.allowed, "{decision:?}");
+        assert!(!decision.errors.is_empty(), "{decision:?}");
+    }
+    // A well-formed request of the same shape passes, and later ones are decided alike.
+    for _ in 0..2 {
+        let decision = engine.authorize("IntrospectToken", &user("alice"), &token("bob"), auth.clone());
+        assert!(decision.allowed && decision.errors.is_empty(), "{decision:?}");
+    }
+}
+
+/// Policies scoped to an action group reach the group's member actions.
+#[test]
+fn action_groups_slice_to_their_members() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join(SCHEMA_FILE),
+        "entity User = { name: String };\n\
+         action Reads;\n\
+         action GetThing in [Reads] appliesTo { principal: [User], resource: [User], context: {} };\n\
+         action PutThing appliesTo { principal: [User], resource: [User], context: {} };\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("p.cedar"),
+        "permit (principal, action in Action::\"Reads\", resource);\n",
+    )
+    .unwrap();
+    let engine = PolicyEngine::load(dir.path()).unwrap();
+    let alice = EntityDesc {
+        kind: EntityKind::User,
+        id: "alice".to_owned(),
+        attrs: json!({ "name": "alice" }),
+    };
+    for _ in 0..2 {
+        let get = engine.authorize("GetThing", &alice, &alice, json!({}));
+        assert!(get.allowed, "{get:?}");
+        let put = engine.authorize("PutThing", &alice, &alice, json!({}));
+        assert!(!put.allowed && put.errors.is_empty(), "{put:?}");
+    }
 }
