@@ -150,14 +150,23 @@ fn shape_mismatch_is_refused_until_it_passes() {
         attrs: json!({ "subject": "alice", "depth": "deep" }),
     };
     for _ in 0..2 {
-        let decision = engine.authorize("IntrospectToken", &user("alice"), &malformed, auth.clone());
+        let decision =
+            engine.authorize("IntrospectToken", &user("alice"), &malformed, auth.clone());
         assert!(!decision.allowed, "{decision:?}");
         assert!(!decision.errors.is_empty(), "{decision:?}");
     }
     // A well-formed request of the same shape passes, and later ones are decided alike.
     for _ in 0..2 {
-        let decision = engine.authorize("IntrospectToken", &user("alice"), &token("bob"), auth.clone());
-        assert!(decision.allowed && decision.errors.is_empty(), "{decision:?}");
+        let decision = engine.authorize(
+            "IntrospectToken",
+            &user("alice"),
+            &token("bob"),
+            auth.clone(),
+        );
+        assert!(
+            decision.allowed && decision.errors.is_empty(),
+            "{decision:?}"
+        );
     }
 }
 

@@ -10,6 +10,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
 
+/// How many times the flusher yields while writers keep joining a batch.
+const LINGER_YIELDS: usize = 4;
+
 type Waiter = oneshot::Sender<Result<(), Arc<StoreError>>>;
 
 /// Handle to the group-commit task; cheap to clone.
@@ -24,12 +27,29 @@ impl GroupCommit {
         let (requests, mut rx) = mpsc::unbounded_channel::<Waiter>();
         let log = Arc::new(log);
         tokio::spawn(async move {
+            let mut last_batch = 0;
             while let Some(first) = rx.recv().await {
                 // Everyone who asked before this flush starts is covered by it.
                 let mut batch = vec![first];
                 while let Ok(next) = rx.try_recv() {
                     batch.push(next);
                 }
+                // Under concurrency (the last flush covered several writers), let the tasks
+                // that are ready run first: those mid-write join this flush instead of
+                // paying for the next one. Alone, a writer flushes at once.
+                if last_batch > 1 {
+                    for _ in 0..LINGER_YIELDS {
+                        tokio::task::yield_now().await;
+                        let before = batch.len();
+                        while let Ok(next) = rx.try_recv() {
+                            batch.push(next);
+                        }
+                        if batch.len() == before {
+                            break;
+                        }
+                    }
+                }
+                last_batch = batch.len();
                 let (db, log) = (db.clone(), Arc::clone(&log));
                 let outcome = tokio::task::spawn_blocking(move || sync(&db, &log))
                     .await

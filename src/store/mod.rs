@@ -1,10 +1,13 @@
 //! sled trees, key encoding and the multi-step transactions (DESIGN §6).
 //!
-//! **Architecture invariant:** every multi-record change (a mint and its index, a cascade, a
-//! key and its indexes) is one sled transaction; callers then await [`Store::durable`] before
-//! they answer, which is the only way an RPC acknowledges a write.
+//! **Architecture invariant:** every multi-record change (a cascade, a key and its indexes)
+//! is one sled transaction, except a mint: its token record and child-index entry are plain
+//! inserts ordered against revocations by the [`gate`] (sled writes two buffers of its own
+//! per transaction). Callers then await [`Store::durable`] before they answer, which is the
+//! only way an RPC acknowledges a write.
 
 mod durable;
+mod gate;
 
 use std::{
     collections::{BTreeSet, HashSet},
@@ -20,6 +23,7 @@ use sled::{
 };
 
 pub use durable::GroupCommit;
+use gate::MintGate;
 
 use crate::pb::storage::{
     AccessKeyRecord, LeaseRecord, SigningKeyRecord, SubjectRecord, TokenRecord, UpstreamRecord,
@@ -122,6 +126,7 @@ pub struct Store {
     lease_queue: sled::Tree,
     revoked: sled::Tree,
     revoked_index: Arc<RwLock<HashSet<String>>>,
+    gate: Arc<MintGate>,
     commit: GroupCommit,
 }
 
@@ -149,6 +154,7 @@ impl Store {
             lease_queue: tree("lease_queue")?,
             revoked_index: Arc::new(RwLock::new(load_revoked(&tree("revoked")?)?)),
             revoked: tree("revoked")?,
+            gate: Arc::default(),
             commit: GroupCommit::start(db.clone(), log),
             db,
         })
@@ -214,6 +220,9 @@ impl Store {
         let key_ids = self.key_ids_of(id)?;
         let tokens = self.descendants(&key_ids)?;
         let count_key = index_key("#count", id);
+        let gate = self
+            .gate
+            .change(key_ids.iter().chain(tokens.iter()).map(String::as_str));
         let outcome = (
             &self.subjects,
             &self.access_keys,
@@ -248,6 +257,7 @@ impl Store {
             return Ok(None);
         };
         self.remember_revoked(&tokens);
+        drop(gate);
         // A token minted concurrently, after the closure was read, is caught here: its key
         // is gone now, so nothing new can appear under it.
         for key_id in &key_ids {
@@ -373,6 +383,9 @@ impl Store {
                 .collect::<Vec<_>>()
         };
         let (before, after) = (hashes_of(old), hashes_of(new));
+        let _gate = self
+            .gate
+            .change(std::iter::once(new.id.as_str()).chain(closure.iter().map(String::as_str)));
         let outcome = (
             &self.access_keys,
             &self.key_hashes,
@@ -429,6 +442,9 @@ impl Store {
         let tokens = self.descendants(&[id.to_owned()])?;
         let count_key = index_key("#count", &key.owner);
         let held = self.count_keys(&key.owner)?;
+        let gate = self
+            .gate
+            .change(std::iter::once(id).chain(tokens.iter().map(String::as_str)));
         let outcome = (
             &self.access_keys,
             &self.keys_by_owner,
@@ -459,6 +475,7 @@ impl Store {
             return Ok(None);
         };
         self.remember_revoked(&tokens);
+        drop(gate);
         // A token minted concurrently, after the closure was read: the key is gone now, so
         // nothing new can appear under it.
         revoked += self.revoke_descendants(id, now)?;
@@ -480,46 +497,46 @@ impl Store {
 
     // === tokens ===
 
-    /// Stores a minted token and its parent → child index entry in one transaction, after
-    /// re-checking inside it that the authorising credential is still live.
+    /// Stores a minted token and its parent → child index entry, after checking that the
+    /// authorising credential is still live; the check and the writes hold the parent's gate
+    /// stripe, so a concurrent revocation either refuses this mint or cascades to it.
     ///
     /// A token minted from an access key also requires the key to be unchanged since the
     /// caller authenticated (`key_version` is its `updated_at`): a key narrowed meanwhile
     /// refuses the mint instead of gaining a token wider than itself.
+    ///
+    /// The index entry is written first: a crash between the two writes leaves at most an
+    /// entry naming no token (skipped by cascades), never an unindexed token; and neither
+    /// write is acknowledged before [`Store::durable`].
     pub fn insert_token(
         &self,
         jti: &str,
         record: &TokenRecord,
         key_version: i64,
     ) -> Result<MintOutcome, StoreError> {
-        let value = record.encode_to_vec();
         let parent = record.parent.as_str();
-        let parent_is_key = record.depth == 0;
-        (&self.tokens, &self.children, &self.access_keys)
-            .transaction(|(tokens, children, keys)| {
-                let live = if parent_is_key {
-                    match keys.get(parent.as_bytes())? {
-                        Some(raw) => AccessKeyRecord::decode(&*raw)
-                            .map(|k| k.updated_at == key_version)
-                            .unwrap_or(false),
-                        None => false,
-                    }
-                } else {
-                    match tokens.get(parent.as_bytes())? {
-                        Some(raw) => TokenRecord::decode(&*raw)
-                            .map(|p| p.revoked_at == 0)
-                            .unwrap_or(false),
-                        None => false,
-                    }
-                };
-                if !live {
-                    return Ok(MintOutcome::ParentGone);
-                }
-                tokens.insert(jti.as_bytes(), value.as_slice())?;
-                children.insert(index_key(parent, jti), &[] as &[u8])?;
-                Ok(MintOutcome::Stored)
-            })
-            .map_err(tx_error)
+        let _gate = self.gate.mint(parent);
+        let live = if record.depth == 0 {
+            match self.access_keys.get(parent.as_bytes())? {
+                Some(raw) => AccessKeyRecord::decode(&*raw)
+                    .map(|k| k.updated_at == key_version)
+                    .unwrap_or(false),
+                None => false,
+            }
+        } else {
+            match self.tokens.get(parent.as_bytes())? {
+                Some(raw) => TokenRecord::decode(&*raw)
+                    .map(|p| p.revoked_at == 0)
+                    .unwrap_or(false),
+                None => false,
+            }
+        };
+        if !live {
+            return Ok(MintOutcome::ParentGone);
+        }
+        self.children.insert(index_key(parent, jti), &[] as &[u8])?;
+        self.tokens.insert(jti.as_bytes(), record.encode_to_vec())?;
+        Ok(MintOutcome::Stored)
     }
 
     /// Whether `jti` was revoked: a memory lookup, so introspection of a live token never
@@ -630,6 +647,7 @@ impl Store {
             if previous.as_ref() == Some(&ids) {
                 return Ok(total);
             }
+            let _gate = self.gate.change(ids.iter().map(String::as_str));
             total += (&self.tokens, &self.revoked)
                 .transaction(|(tokens, revoked)| Ok(mark_revoked(tokens, revoked, &ids, now)?))
                 .map_err(tx_error)?;

@@ -170,3 +170,62 @@ async fn sweeping_removes_only_expired_tokens_and_their_index() {
     );
     assert_eq!(store.sweep_expired_tokens(1000, 10).unwrap(), 0);
 }
+
+/// Mints racing the revocation of their parent: every child that was stored is revoked by
+/// the cascade, and no mint succeeds once the revocation has returned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mints_racing_a_revocation_never_survive_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert!(store.create_subject(&subject("alice")).unwrap());
+    assert_eq!(
+        store
+            .insert_access_key(&key("ak_1", "alice", 1), 10)
+            .unwrap(),
+        KeyOutcome::Stored
+    );
+    for round in 0..20 {
+        let parent = format!("p{round}");
+        assert_eq!(
+            store.insert_token(&parent, &token("ak_1", 0), 0).unwrap(),
+            MintOutcome::Stored
+        );
+        let minters: Vec<_> = (0..4)
+            .map(|m| {
+                let (store, parent) = (store.clone(), parent.clone());
+                std::thread::spawn(move || {
+                    let mut stored = Vec::new();
+                    for n in 0..200 {
+                        let jti = format!("{parent}-{m}-{n}");
+                        match store.insert_token(&jti, &token(&parent, 1), 0).unwrap() {
+                            MintOutcome::Stored => stored.push(jti),
+                            MintOutcome::ParentGone => break,
+                        }
+                    }
+                    stored
+                })
+            })
+            .collect();
+        std::thread::sleep(std::time::Duration::from_micros(200 * round));
+        store.revoke_token(&parent, 5).unwrap();
+        assert_eq!(
+            store
+                .insert_token(&format!("{parent}-late"), &token(&parent, 1), 0)
+                .unwrap(),
+            MintOutcome::ParentGone
+        );
+        for minter in minters {
+            for jti in minter.join().unwrap() {
+                let record = store.token(&jti).unwrap().unwrap();
+                assert_ne!(
+                    record.revoked_at, 0,
+                    "{jti} survived the revocation of {parent}"
+                );
+                assert!(
+                    store.is_revoked(&jti),
+                    "{jti} missing from the revoked index"
+                );
+            }
+        }
+    }
+}
