@@ -41,6 +41,11 @@ enum Command {
     Load(load::LoadOptions),
 }
 
+/// mimalloc instead of glibc's malloc: per-request allocation (h2 frames, Cedar values,
+/// protobuf) was ~30 % of a mint's CPU under glibc (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
