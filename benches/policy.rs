@@ -51,7 +51,19 @@ fn bench(c: &mut Criterion) {
                 .authorize("CreateAccessToken", &principal, &resource, context.clone())
                 .allowed
         );
+        // Cedar itself: entities, context, request, evaluation (no decision cache).
         g.bench_function(name, |b| {
+            b.iter(|| {
+                engine.authorize_uncached(
+                    "CreateAccessToken",
+                    black_box(&principal),
+                    black_box(&resource),
+                    black_box(context.clone()),
+                )
+            })
+        });
+        // What the auth layer pays when the same input was decided before.
+        g.bench_function(format!("{name}/decision_cache_hit"), |b| {
             b.iter(|| {
                 engine.authorize(
                     "CreateAccessToken",

@@ -231,9 +231,17 @@ struct ActionSlot {
     validated: AtomicU64,
 }
 
+/// Decisions remembered; each entry holds its full input (a few hundred bytes).
+const DECISION_CACHE_CAPACITY: u64 = 10_000;
+
 /// The validated policy set and schema, shared by every request.
 pub struct PolicyEngine {
     schema: Schema,
+    /// Decisions by their complete input (action, both entities with every attribute, the
+    /// context). Policies never change while the server runs, so a hit is exactly the
+    /// decision Cedar would make again; a credential minting the same shape of token over
+    /// and over (a sidecar) is then decided once per second (`remaining_seconds` ticks).
+    decisions: moka::sync::Cache<String, Decision>,
     policies: PolicySet,
     authorizer: Authorizer,
     actions: HashMap<String, ActionSlot>,
@@ -424,6 +432,10 @@ impl PolicyEngine {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             schema,
+            decisions: moka::sync::Cache::builder()
+                .max_capacity(DECISION_CACHE_CAPACITY)
+                .time_to_idle(std::time::Duration::from_secs(60))
+                .build(),
             policies,
             authorizer: Authorizer::new(),
             actions,
@@ -564,6 +576,23 @@ impl PolicyEngine {
         resource: &EntityDesc,
         context: Value,
     ) -> Decision {
+        let key = decision_key(action, principal, resource, &context);
+        if let Some(decision) = self.decisions.get(&key) {
+            return decision;
+        }
+        let decision = self.authorize_uncached(action, principal, resource, context);
+        self.decisions.insert(key, decision.clone());
+        decision
+    }
+
+    /// Decides without the decision cache: what Cedar itself costs (benchmarks, tests).
+    pub fn authorize_uncached(
+        &self,
+        action: &str,
+        principal: &EntityDesc,
+        resource: &EntityDesc,
+        context: Value,
+    ) -> Decision {
         let Some(slot) = self.actions.get(action) else {
             return Decision {
                 allowed: false,
@@ -571,14 +600,12 @@ impl PolicyEngine {
                 errors: vec![format!("action `{action}` is not in the schema")],
             };
         };
-        match self.try_authorize_in(&slot.policies, action, principal, resource, context) {
-            Ok(decision) => decision,
-            Err(error) => Decision {
+        self.try_authorize_in(&slot.policies, action, principal, resource, context)
+            .unwrap_or_else(|error| Decision {
                 allowed: false,
                 policies: Vec::new(),
                 errors: vec![error],
-            },
-        }
+            })
     }
 
     fn try_authorize_in(
@@ -647,6 +674,30 @@ impl PolicyEngine {
                 .collect(),
         })
     }
+}
+
+/// The complete input of a decision as one unambiguous string: ids are length-prefixed and
+/// JSON is self-delimiting.
+fn decision_key(
+    action: &str,
+    principal: &EntityDesc,
+    resource: &EntityDesc,
+    context: &Value,
+) -> String {
+    use std::fmt::Write as _;
+    let mut key = String::with_capacity(512);
+    for d in [principal, resource] {
+        let _ = write!(
+            key,
+            "{}:{}:{}{}",
+            d.kind as usize,
+            d.id.len(),
+            d.id,
+            d.attrs
+        );
+    }
+    let _ = write!(key, "{action}\0{context}");
+    key
 }
 
 #[cfg(test)]

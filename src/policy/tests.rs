@@ -103,9 +103,15 @@ fn shipped_policy_table() {
             true,
         ),
     ];
-    // Twice: the first pass checks each shape against the schema, the second trusts it.
+    // Twice: the first pass checks each shape against the schema and fills the decision
+    // cache, the second trusts the shapes and answers from the cache; Cedar agrees each time.
     for (action, principal, resource, context, expected) in cases.iter().chain(&cases) {
         let decision = engine.authorize(action, principal, resource, context.clone());
+        let fresh = engine.authorize_uncached(action, principal, resource, context.clone());
+        assert_eq!(
+            decision, fresh,
+            "{action}: cached and fresh decisions differ"
+        );
         assert_eq!(
             decision.allowed,
             *expected,
@@ -199,4 +205,29 @@ fn action_groups_slice_to_their_members() {
         let put = engine.authorize("PutThing", &alice, &alice, json!({}));
         assert!(!put.allowed && put.errors.is_empty(), "{put:?}");
     }
+}
+
+/// The decision cache is keyed by the whole input: a changed attribute is decided afresh.
+#[test]
+fn decision_cache_keys_on_every_attribute() {
+    let engine = shipped();
+    let auth = json!({ "credential": credential(false) });
+    let own = engine.authorize(
+        "RevokeAccessToken",
+        &user("alice"),
+        &token("alice"),
+        auth.clone(),
+    );
+    assert!(own.allowed, "{own:?}");
+    // Same ids, one attribute changed: the token now belongs to bob.
+    let other = engine.authorize(
+        "RevokeAccessToken",
+        &user("alice"),
+        &token("bob"),
+        auth.clone(),
+    );
+    assert!(!other.allowed, "{other:?}");
+    let admin = json!({ "credential": credential(true) });
+    let as_admin = engine.authorize("RevokeAccessToken", &user("alice"), &token("bob"), admin);
+    assert!(as_admin.allowed, "{as_admin:?}");
 }
