@@ -49,6 +49,42 @@ fn bench(c: &mut Criterion) {
         });
     }
     g.finish();
+
+    // The raw Ed25519 primitives of the candidate implementations, on the same signing input,
+    // to choose the signer by measurement.
+    let input = vec![b'x'; 300];
+    let mut raw = c.benchmark_group("ed25519_raw");
+    let seed = [7u8; 32];
+    let dalek = ed25519_dalek::SigningKey::from_bytes(&seed);
+    let dalek_public = dalek.verifying_key();
+    let ring_key = ring::signature::Ed25519KeyPair::from_seed_unchecked(&seed).unwrap();
+    let dalek_sig = {
+        use ed25519_dalek::Signer as _;
+        dalek.sign(&input)
+    };
+    raw.bench_function("sign_ed25519_dalek", |b| {
+        use ed25519_dalek::Signer as _;
+        b.iter(|| dalek.sign(black_box(&input)))
+    });
+    raw.bench_function("sign_ring", |b| {
+        b.iter(|| ring_key.sign(black_box(&input)))
+    });
+    raw.bench_function("verify_ed25519_dalek", |b| {
+        use ed25519_dalek::Verifier as _;
+        b.iter(|| dalek_public.verify(black_box(&input), &dalek_sig).unwrap())
+    });
+    let ring_public = ring::signature::UnparsedPublicKey::new(
+        &ring::signature::ED25519,
+        dalek_public.to_bytes(),
+    );
+    raw.bench_function("verify_ring", |b| {
+        b.iter(|| {
+            ring_public
+                .verify(black_box(&input), &dalek_sig.to_bytes())
+                .unwrap()
+        })
+    });
+    raw.finish();
 }
 
 criterion_group! { name = benches; config = common::criterion(); targets = bench }
