@@ -66,17 +66,13 @@ fn bench(c: &mut Criterion) {
         use ed25519_dalek::Signer as _;
         b.iter(|| dalek.sign(black_box(&input)))
     });
-    raw.bench_function("sign_ring", |b| {
-        b.iter(|| ring_key.sign(black_box(&input)))
-    });
+    raw.bench_function("sign_ring", |b| b.iter(|| ring_key.sign(black_box(&input))));
     raw.bench_function("verify_ed25519_dalek", |b| {
         use ed25519_dalek::Verifier as _;
         b.iter(|| dalek_public.verify(black_box(&input), &dalek_sig).unwrap())
     });
-    let ring_public = ring::signature::UnparsedPublicKey::new(
-        &ring::signature::ED25519,
-        dalek_public.to_bytes(),
-    );
+    let ring_public =
+        ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, dalek_public.to_bytes());
     raw.bench_function("verify_ring", |b| {
         b.iter(|| {
             ring_public

@@ -95,6 +95,13 @@ pub struct LoadOptions {
     /// With `introspect`: use one token for every call (same as `--target introspect-same`).
     #[arg(long)]
     pub same_token: bool,
+    /// Open loop: start calls at this many per second whatever the answers do (at most
+    /// `--concurrency` in flight), and measure each call's latency from the moment it was
+    /// due, so a stalled server shows as latency, not as fewer calls (no coordinated
+    /// omission). Without it the loop is closed: each of `--concurrency` callers starts its
+    /// next call when the last one answered.
+    #[arg(long, value_parser = parse_rate)]
+    pub rate: Option<f64>,
     /// Per-call timeout; a call that takes longer counts as DEADLINE_EXCEEDED.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     pub timeout: Duration,
@@ -163,6 +170,8 @@ pub struct Report {
     pub connections: usize,
     /// Calls in flight.
     pub concurrency: usize,
+    /// The open-loop rate asked for (calls/s), when `--rate` was given.
+    pub target_rate: Option<f64>,
     /// Length of the measured window in seconds.
     pub elapsed_secs: f64,
     /// Successful measured calls.
@@ -208,6 +217,11 @@ impl Report {
             "target        {target}\naddr          {}\nconnections   {}\nconcurrency   {}\n",
             self.addr, self.connections, self.concurrency
         ));
+        if let Some(rate) = self.target_rate {
+            out.push_str(&format!(
+                "rate          {rate:.0} calls/s asked (open loop; latency from each call's due time)\n"
+            ));
+        }
         if self.pre_minted > 0 {
             out.push_str(&format!(
                 "pool          {} tokens (setup {:.1} s)\n",
@@ -589,6 +603,9 @@ pub async fn run(opts: &LoadOptions) -> Result<Report, LoadError> {
         .map_err(|e| LoadError::Options(format!("histogram: {e}")))?;
     let tickets = Arc::new(AtomicU64::new(0));
     let picks = Arc::new(AtomicU64::new(0));
+    // Open loop: call k is due at start + k / rate.
+    let due = Arc::new(AtomicU64::new(0));
+    let rate = opts.rate;
     let mut workers = tokio::task::JoinSet::new();
     for i in 0..opts.concurrency {
         let channel = channels[i % channels.len()].clone();
@@ -596,16 +613,28 @@ pub async fn run(opts: &LoadOptions) -> Result<Report, LoadError> {
             tokens: TokenServiceClient::new(channel.clone()),
             health: HealthClient::new(channel),
         };
-        let (fixture, tickets, picks) = (
+        let (fixture, tickets, picks, due) = (
             Arc::clone(&fixture),
             Arc::clone(&tickets),
             Arc::clone(&picks),
+            Arc::clone(&due),
         );
         let (limit, timeout) = (opts.requests, opts.timeout);
         let mut tally = Tally::new(empty.clone());
         workers.spawn(async move {
             loop {
-                let began = Instant::now();
+                let began = match rate {
+                    Some(rate) => {
+                        let k = due.fetch_add(1, Ordering::Relaxed);
+                        let at = start + Duration::from_secs_f64(k as f64 / rate);
+                        if deadline.is_some_and(|d| at >= d) {
+                            break;
+                        }
+                        tokio::time::sleep_until(at.into()).await;
+                        at
+                    }
+                    None => Instant::now(),
+                };
                 if deadline.is_some_and(|d| began >= d) {
                     break;
                 }
@@ -670,6 +699,7 @@ pub async fn run(opts: &LoadOptions) -> Result<Report, LoadError> {
         addr: opts.addr.clone(),
         connections: opts.connections,
         concurrency: opts.concurrency,
+        target_rate: opts.rate,
         elapsed_secs,
         successes,
         error_total: total.errors.values().sum(),
@@ -697,6 +727,16 @@ pub async fn run(opts: &LoadOptions) -> Result<Report, LoadError> {
         window_start_unix: wall_start + opts.warmup.as_secs_f64(),
         window_end_unix: wall_start + opts.warmup.as_secs_f64() + elapsed_secs,
     })
+}
+
+/// A positive, finite calls-per-second figure.
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!(
+            "`{text}` is not a positive number of calls per second"
+        )),
+    }
 }
 
 fn unix_secs(t: std::time::SystemTime) -> f64 {

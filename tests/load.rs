@@ -57,3 +57,32 @@ async fn bounded_mint_and_introspect_runs_count_every_call() {
         .count();
     assert!(mints >= 250, "{logs}");
 }
+
+/// The open loop paces calls: 200 calls at 400/s take about half a second, and the report
+/// carries the rate asked for.
+#[tokio::test]
+async fn open_loop_paces_calls_at_the_rate_asked() {
+    let b = Broker::start().await;
+    let report = load(&b, "health", &["--rate", "400"]).await;
+    assert_eq!(report["successes"], 200, "{report}");
+    assert_eq!(report["error_total"], 0, "{report}");
+    assert_eq!(report["target_rate"], 400.0, "{report}");
+    // Paced, not as fast as possible: the last call was due at 199/400 s.
+    let elapsed = report["elapsed_secs"].as_f64().unwrap();
+    assert!(elapsed >= 0.45, "finished too early for the rate: {report}");
+}
+
+/// A rate that is not a positive number is refused before anything is called.
+#[test]
+fn open_loop_refuses_a_meaningless_rate() {
+    for bad in ["0", "-5", "fast", "NaN", "inf"] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_token-broker"))
+            .args(["load", "--target", "health"])
+            .arg(format!("--rate={bad}"))
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "rate {bad} accepted");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("calls per second"), "{bad}: {stderr}");
+    }
+}
