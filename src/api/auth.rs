@@ -508,11 +508,19 @@ fn describe(
         Rpc::IntrospectToken => {
             let req: pb::IntrospectTokenRequest = decode(message)?;
             // Verified (and cached) once here; the handler's introspection hits the cache.
-            let jti = broker
+            // The cached record's subject and depth never change, so no store read.
+            let (jti, subject, depth) = broker
                 .verified(&req.token, now)
-                .map(|v| v.claims.jti.clone())
+                .map(|v| (v.claims.jti.clone(), v.record.subject.clone(), v.record.depth))
                 .unwrap_or_default();
-            (token_entity(broker, &jti)?, authenticated)
+            (
+                EntityDesc {
+                    kind: EntityKind::Token,
+                    id: jti,
+                    attrs: json!({ "subject": subject, "depth": depth }),
+                },
+                authenticated,
+            )
         }
         Rpc::RevokeAccessToken => {
             let req: pb::RevokeAccessTokenRequest = decode(message)?;
