@@ -14,6 +14,10 @@ use token_broker::{
     policy::{EntityDesc, EntityKind},
 };
 
+/// The server's allocator (see `src/main.rs`), so the parts are measured as the server runs them.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Short measurements: enough for a median, small enough for a suite of a few minutes.
 pub fn criterion() -> Criterion {
     Criterion::default()

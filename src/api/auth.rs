@@ -511,7 +511,13 @@ fn describe(
             // The cached record's subject and depth never change, so no store read.
             let (jti, subject, depth) = broker
                 .verified(&req.token, now)
-                .map(|v| (v.claims.jti.clone(), v.record.subject.clone(), v.record.depth))
+                .map(|v| {
+                    (
+                        v.claims.jti.clone(),
+                        v.record.subject.clone(),
+                        v.record.depth,
+                    )
+                })
                 .unwrap_or_default();
             (
                 EntityDesc {
