@@ -36,8 +36,9 @@ def run(target, runs, dur, extra, conc=64, conns=4, rate=None):
     out = []
     for i in range(runs):
         load = os.popen("cut -d' ' -f1 /proc/loadavg").read().strip()
+        warmup = [] if "--warmup" in extra else ["--warmup", "2s"]
         cmd = [BIN, "load", "--target", target, "--data-dir", DATA, "--duration", dur,
-               "--warmup", "2s", "--concurrency", str(conc), "--connections", str(conns), "--json"] + extra
+               "--concurrency", str(conc), "--connections", str(conns), "--json"] + warmup + extra
         if rate: cmd += ["--rate", str(rate)]
         r = json.loads(subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT).stdout)
         ws, we = r["window_start_unix"], r["window_end_unix"]
