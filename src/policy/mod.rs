@@ -234,6 +234,17 @@ struct ActionSlot {
 /// Decisions remembered; each entry holds its full input (a few hundred bytes).
 const DECISION_CACHE_CAPACITY: u64 = 10_000;
 
+impl Decision {
+    /// A request that could not be evaluated is denied, with the reason.
+    fn failed(error: String) -> Self {
+        Self {
+            allowed: false,
+            policies: Vec::new(),
+            errors: vec![error],
+        }
+    }
+}
+
 /// The validated policy set and schema, shared by every request.
 pub struct PolicyEngine {
     schema: Schema,
@@ -537,14 +548,8 @@ impl PolicyEngine {
         resource: &EntityDesc,
         context: Value,
     ) -> Decision {
-        match self.try_authorize_in(set, action, principal, resource, context) {
-            Ok(decision) => decision,
-            Err(error) => Decision {
-                allowed: false,
-                policies: Vec::new(),
-                errors: vec![error],
-            },
-        }
+        self.try_authorize_in(set, action, principal, resource, context)
+            .unwrap_or_else(Decision::failed)
     }
 
     fn uid(&self, d: &EntityDesc) -> EntityUid {
@@ -594,18 +599,10 @@ impl PolicyEngine {
         context: Value,
     ) -> Decision {
         let Some(slot) = self.actions.get(action) else {
-            return Decision {
-                allowed: false,
-                policies: Vec::new(),
-                errors: vec![format!("action `{action}` is not in the schema")],
-            };
+            return Decision::failed(format!("action `{action}` is not in the schema"));
         };
         self.try_authorize_in(&slot.policies, action, principal, resource, context)
-            .unwrap_or_else(|error| Decision {
-                allowed: false,
-                policies: Vec::new(),
-                errors: vec![error],
-            })
+            .unwrap_or_else(Decision::failed)
     }
 
     fn try_authorize_in(
