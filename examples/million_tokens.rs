@@ -70,7 +70,8 @@ async fn main() {
                 subject: caller.subject.id.clone(),
                 grant: Some(grant_record(&grant)),
                 parent: caller.credential_id.clone(),
-                root_key: caller.root_key.clone(),
+                // As `Broker::mint` at depth 0: the parent is the root key.
+                root_key: String::new(),
                 depth: 0,
                 issued_at: t,
                 expires_at: t + 86_000,

@@ -162,6 +162,16 @@ pub struct VerifiedToken {
     pub subject: SubjectRecord,
 }
 
+/// The access key at the root of a token's chain: stored only below depth 0, where the
+/// parent is not the key itself.
+pub fn root_key_of(record: &TokenRecord) -> &str {
+    if record.depth == 0 && record.root_key.is_empty() {
+        &record.parent
+    } else {
+        &record.root_key
+    }
+}
+
 /// Most verified tokens remembered.
 const TOKEN_CACHE_CAPACITY: u64 = 100_000;
 
@@ -449,7 +459,8 @@ impl Broker {
         let record = &verified.record;
         // The chain's root key: gone or expired means the token is dead too, and its own
         // policies narrow every request made with the token.
-        let root = self.store.access_key(&record.root_key)?.ok_or_else(|| {
+        let root_key = root_key_of(record);
+        let root = self.store.access_key(root_key)?.ok_or_else(|| {
             unauthenticated("the access key this token descends from was deleted")
         })?;
         if root.expires_at > 0 && root.expires_at <= now {
@@ -462,7 +473,7 @@ impl Broker {
             kind: CredentialKind::AccessToken,
             depth: record.depth,
             grant: grant_from_record(record.grant.as_ref(), record.expires_at),
-            root_key: record.root_key.clone(),
+            root_key: root_key.to_owned(),
             key_policy: KeyPolicy::of(&root),
             key_version: root.updated_at,
             credential_id: verified.claims.jti.clone(),
@@ -562,7 +573,12 @@ impl Broker {
             subject: claims.sub.clone(),
             grant: Some(grant_record(&plan.grant)),
             parent: caller.credential_id.clone(),
-            root_key: caller.root_key.clone(),
+            // Depth 0: the parent is the root key (see `root_key_of`).
+            root_key: if plan.depth == 0 {
+                String::new()
+            } else {
+                caller.root_key.clone()
+            },
             depth: plan.depth,
             issued_at: now,
             expires_at,

@@ -253,7 +253,7 @@ impl Store {
                 },
             )
             .map_err(tx_error)?;
-        let Some((deleted, mut revoked)) = outcome else {
+        let Some((mut deleted, mut revoked)) = outcome else {
             return Ok(None);
         };
         self.remember_revoked(&tokens);
@@ -262,6 +262,15 @@ impl Store {
         // is gone now, so nothing new can appear under it.
         for key_id in &key_ids {
             revoked += self.revoke_descendants(key_id, now)?;
+        }
+        // A key created after `key_ids` was read and before the subject went: no key can be
+        // created for a deleted subject (`insert_access_key` checks it in its transaction),
+        // so one more look finds every straggler.
+        for key_id in self.key_ids_of(id)? {
+            if let Some(n) = self.delete_access_key(&key_id, now)? {
+                deleted += 1;
+                revoked += n;
+            }
         }
         Ok(Some((deleted, revoked)))
     }
@@ -383,7 +392,7 @@ impl Store {
                 .collect::<Vec<_>>()
         };
         let (before, after) = (hashes_of(old), hashes_of(new));
-        let _gate = self
+        let gate = self
             .gate
             .change(std::iter::once(new.id.as_str()).chain(closure.iter().map(String::as_str)));
         let outcome = (
@@ -407,10 +416,17 @@ impl Store {
                 Ok(Some(mark_revoked(tokens, revoked, &closure, now)?))
             })
             .map_err(tx_error)?;
-        if outcome.is_some() {
-            self.remember_revoked(&closure);
+        let Some(mut revoked) = outcome else {
+            return Ok(None);
+        };
+        self.remember_revoked(&closure);
+        drop(gate);
+        // A child minted from one of `revoke` after the closure was read and before the gate
+        // was taken is caught here: its parent is revoked now, so nothing new can appear.
+        for parent in revoke {
+            revoked += self.revoke_descendants(parent, now)?;
         }
-        Ok(outcome)
+        Ok(Some(revoked))
     }
 
     /// Records that a key was used at `at` (never moving the time backwards); a deleted key
@@ -634,9 +650,10 @@ impl Store {
     }
 
     /// Marks `root` (if given) and all descendants of `from` revoked. Each pass is one
-    /// transaction; passes repeat until none finds a new descendant, which also catches a
-    /// child minted concurrently before the parent's revocation committed (after it, the
-    /// mint transaction refuses).
+    /// transaction under the gate stripes of the ids it marks; passes repeat until none finds
+    /// a new descendant, which also catches a child minted before its parent's mark committed
+    /// (after it, the mint refuses). `from` itself is not locked: when it is a key id,
+    /// callers run this only after the key is deleted or replaced, so no mint starts under it.
     fn revoke_closure(&self, root: Option<&str>, from: &str, now: i64) -> Result<u32, StoreError> {
         let mut total = 0;
         let mut previous: Option<BTreeSet<String>> = None;
