@@ -11,7 +11,7 @@ Each run starts a fresh release server on /tmp/bench-data (build it first with
 latency and the server's CPU per call: utime + stime from /proc/<pid>/stat, sampled every
 100 ms, inside the load tool's measured window only. Prints the median over the runs and
 writes every report to /tmp/campaign-TARGET.json."""
-import json, os, subprocess, sys, threading, time, statistics, shutil
+import json, os, shutil, socket, statistics, subprocess, sys, threading, time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "token-broker")
 DATA = "/tmp/bench-data"
@@ -21,7 +21,9 @@ def ticks(pid):
         parts = f.read().rsplit(")", 1)[1].split()
     return int(parts[11]) + int(parts[12])
 def run(target, runs, dur, extra, conc=64, conns=4, rate=None):
-    subprocess.run(["pkill", "-f", "token-broker serve"]); time.sleep(0.5)
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", 50051)) == 0:
+            sys.exit("127.0.0.1:50051 is in use: stop the broker running there first")
     shutil.rmtree(DATA, ignore_errors=True)
     srv = subprocess.Popen([BIN, "serve", "--data-dir", DATA], cwd=ROOT,
                            stdout=subprocess.DEVNULL, stderr=open("/tmp/campaign-server.log", "w"),
