@@ -44,8 +44,7 @@ fn bench(c: &mut Criterion) {
     // Cedar without its decision cache, with the JSON built per call.
     g.bench_function("cedar_with_json", |b| {
         b.iter(|| {
-            let (p, r, ctx) =
-                common::caller_shapes(&broker, &caller, &plan.grant, plan.lifetime_secs, now);
+            let (p, r, ctx) = common::caller_shapes(&broker, &caller, &plan, now);
             assert!(
                 broker
                     .policy
@@ -70,8 +69,7 @@ fn bench(c: &mut Criterion) {
             let plan = broker
                 .plan_mint(&caller, &projects, &perms, Some(1.0), "", now)
                 .unwrap();
-            let (p, r, ctx) =
-                common::caller_shapes(&broker, &caller, &plan.grant, plan.lifetime_secs, now);
+            let (p, r, ctx) = common::caller_shapes(&broker, &caller, &plan, now);
             assert!(
                 broker
                     .policy

@@ -8,7 +8,8 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use criterion::Criterion;
 use serde_json::{Value, json};
 use token_broker::{
-    broker::{Broker, Caller, CredentialKind, MasterKeySource},
+    api::auth::{self, grant_json},
+    broker::{Broker, Caller, MasterKeySource, MintPlan},
     config::Config,
     domain::{Grant, PermissionModel, Projects},
     policy::{EntityDesc, EntityKind},
@@ -43,17 +44,10 @@ pub fn model() -> PermissionModel {
     PermissionModel::new(&c.permissions, &c.implies)
 }
 
-fn grant_json(model: &PermissionModel, grant: &Grant) -> Value {
-    json!({
-        "projects": grant.projects.to_ids(),
-        "all_projects": grant.projects == Projects::All,
-        "permissions": model.expand(&grant.permissions),
-    })
-}
-
 /// Principal, resource and context of a CreateAccessToken by a Service subject holding
 /// `load` / read+write through an access key, asking for `load` / read for one hour: the
-/// same JSON `auth.rs` builds (`subject_entity`, `credential_entity`, `credential_json`).
+/// same JSON `auth.rs` builds (`subject_entity`, `credential_entity`, `authenticated_context`),
+/// as a fixed fixture that needs no broker.
 pub fn mint_request_shapes(model: &PermissionModel, now: i64) -> (EntityDesc, EntityDesc, Value) {
     let subject_grant = Grant {
         projects: Projects::from_ids(["load"]),
@@ -97,60 +91,23 @@ pub fn mint_request_shapes(model: &PermissionModel, now: i64) -> (EntityDesc, En
     (principal, resource, context)
 }
 
-/// The same shapes for an authenticated caller, built per call as the auth layer does.
+/// The same shapes for an authenticated caller, built per call by the auth layer's own
+/// functions.
 pub fn caller_shapes(
     broker: &Broker,
     caller: &Caller,
-    requested: &Grant,
-    lifetime: i64,
+    plan: &MintPlan,
     now: i64,
 ) -> (EntityDesc, EntityDesc, Value) {
-    let model = &broker.model;
-    let subject_grant = token_broker::broker::grant_from_record(caller.subject.grant.as_ref(), 0);
-    let principal = EntityDesc {
-        kind: if caller.subject.kind == token_broker::broker::KIND_SERVICE {
-            EntityKind::Service
-        } else {
-            EntityKind::User
-        },
-        id: caller.subject.id.clone(),
-        attrs: json!({
-            "name": caller.subject.id,
-            "projects": subject_grant.projects.to_ids(),
-            "permissions": model.expand(&subject_grant.permissions),
-        }),
-    };
-    let resource = match caller.kind {
-        CredentialKind::AccessKey => EntityDesc {
-            kind: EntityKind::AccessKey,
-            id: caller.credential_id.clone(),
-            attrs: json!({ "owner": caller.subject.id }),
-        },
-        CredentialKind::AccessToken => EntityDesc {
-            kind: EntityKind::Token,
-            id: caller.credential_id.clone(),
-            attrs: json!({ "subject": caller.subject.id, "depth": caller.depth }),
-        },
-    };
-    let permissions = model.expand(&caller.grant.permissions);
-    let admin = caller.grant.projects == Projects::All && permissions.contains("admin");
-    let context = json!({
-        "credential": {
-            "kind": match caller.kind {
-                CredentialKind::AccessKey => "access_key",
-                CredentialKind::AccessToken => "access_token",
-            },
-            "id": caller.credential_id,
-            "depth": caller.depth,
-            "grant": grant_json(model, &caller.grant),
-            "remaining_seconds": caller.grant.not_after.map(|end| (end - now).max(0)).unwrap_or(-1),
-            "admin": admin,
-        },
-        "requested": grant_json(model, requested),
-        "lifetime_seconds": lifetime,
-        "audience": broker.config.audience,
-    });
-    (principal, resource, context)
+    (
+        auth::subject_entity(&caller.subject, broker),
+        auth::credential_entity(caller),
+        auth::mint_context(
+            broker,
+            plan,
+            auth::authenticated_context(broker, caller, now),
+        ),
+    )
 }
 
 /// A broker on a fresh temp dir with the shipped policies, and its bootstrap admin secret.

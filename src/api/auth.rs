@@ -7,6 +7,7 @@
 //! to give Cedar the resource and context; the bytes are handed on unchanged.
 
 use std::{
+    collections::BTreeSet,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
@@ -26,7 +27,7 @@ use crate::{
     broker::{
         self, Broker, Caller, CredentialKind, KIND_SERVICE, KIND_USER, MintPlan, UpstreamPlan,
     },
-    domain::{Grant, Projects},
+    domain::{Grant, PermissionModel, Projects},
     error::Error,
     pb::{storage::SubjectRecord, v1 as pb},
     policy::{Decision, EntityDesc, EntityKind},
@@ -480,8 +481,8 @@ fn describe(
     now: i64,
     planned: &mut Planned,
 ) -> Result<(EntityDesc, Value), Error> {
-    let credential = credential_json(broker, caller, now);
-    let authenticated = json!({ "credential": credential });
+    // `{ credential }`: the context of every authenticated RPC; some actions add fields.
+    let authenticated = authenticated_context(broker, caller, now);
     Ok(match rpc {
         Rpc::CreateAccessToken => {
             let req: pb::CreateAccessTokenRequest = decode(message)?;
@@ -495,12 +496,7 @@ fn describe(
             )?;
             let described = (
                 credential_entity(caller),
-                json!({
-                    "credential": credential,
-                    "requested": grant_json(broker, &plan.grant),
-                    "lifetime_seconds": plan.lifetime_secs,
-                    "audience": plan.audience,
-                }),
+                mint_context(broker, &plan, authenticated),
             );
             *planned = Planned::Mint(plan);
             described
@@ -509,24 +505,11 @@ fn describe(
             let req: pb::IntrospectTokenRequest = decode(message)?;
             // Verified (and cached) once here; the handler's introspection hits the cache.
             // The cached record's subject and depth never change, so no store read.
-            let (jti, subject, depth) = broker
-                .verified(&req.token, now)
-                .map(|v| {
-                    (
-                        v.claims.jti.clone(),
-                        v.record.subject.clone(),
-                        v.record.depth,
-                    )
-                })
-                .unwrap_or_default();
-            (
-                EntityDesc {
-                    kind: EntityKind::Token,
-                    id: jti,
-                    attrs: json!({ "subject": subject, "depth": depth }),
-                },
-                authenticated,
-            )
+            let resource = match broker.verified(&req.token, now) {
+                Ok(v) => token_desc(&v.claims.jti, &v.record.subject, v.record.depth),
+                Err(_) => token_desc("", "", 0),
+            };
+            (resource, authenticated)
         }
         Rpc::RevokeAccessToken => {
             let req: pb::RevokeAccessTokenRequest = decode(message)?;
@@ -588,14 +571,13 @@ fn describe(
                 .store
                 .subject(owner)?
                 .and_then(|record| broker.key_grant(&record, &new, now).ok())
-                .map(|grant| grant_json(broker, &grant))
+                .map(|grant| grant_json(&broker.model, &grant))
                 .unwrap_or_else(
                     || json!({ "projects": [], "all_projects": false, "permissions": [] }),
                 );
-            (
-                resource,
-                json!({ "credential": credential, "requested": requested }),
-            )
+            let mut context = authenticated;
+            context["requested"] = requested;
+            (resource, context)
         }
         Rpc::ListAccessKeys => {
             let req: pb::ListAccessKeysRequest = decode(message)?;
@@ -653,15 +635,11 @@ fn describe(
                 req.expires_in_hours,
                 now,
             )?;
-            let described = (
-                upstream_entity(broker, &req.upstream)?,
-                json!({
-                    "credential": credential,
-                    "requested": grant_json(broker, &plan.grant),
-                    "lifetime_seconds": plan.lifetime_secs,
-                    "vendor_permissions": plan.vendor_permissions,
-                }),
-            );
+            let mut context = authenticated;
+            context["requested"] = grant_json(&broker.model, &plan.grant);
+            context["lifetime_seconds"] = plan.lifetime_secs.into();
+            context["vendor_permissions"] = json!(plan.vendor_permissions);
+            let described = (upstream_entity(broker, &req.upstream)?, context);
             *planned = Planned::Upstream(Box::new(plan));
             described
         }
@@ -685,28 +663,46 @@ fn describe(
     })
 }
 
-fn grant_json(broker: &Broker, grant: &Grant) -> Value {
+/// A grant as the schema's `Grant` record: projects, `all_projects`, permissions with
+/// implication applied. Public so benchmarks build exactly what policy sees.
+pub fn grant_json(model: &PermissionModel, grant: &Grant) -> Value {
+    grant_record_json(grant, &model.expand(&grant.permissions))
+}
+
+fn grant_record_json(grant: &Grant, permissions: &BTreeSet<String>) -> Value {
     json!({
         "projects": grant.projects.to_ids(),
         "all_projects": grant.projects == Projects::All,
-        "permissions": broker.model.expand(&grant.permissions),
+        "permissions": permissions,
     })
 }
 
-fn credential_json(broker: &Broker, caller: &Caller, now: i64) -> Value {
+/// The context of an authenticated RPC, `{ credential }`: the grant, depth, remaining time
+/// and admin flag of the key or token the caller presented. Public for the benchmarks.
+pub fn authenticated_context(broker: &Broker, caller: &Caller, now: i64) -> Value {
     let permissions = broker.model.expand(&caller.grant.permissions);
     let admin = caller.grant.projects == Projects::All && permissions.contains("admin");
-    json!({
+    json!({ "credential": {
         "kind": match caller.kind {
             CredentialKind::AccessKey => "access_key",
             CredentialKind::AccessToken => "access_token",
         },
         "id": caller.credential_id,
         "depth": caller.depth,
-        "grant": grant_json(broker, &caller.grant),
+        "grant": grant_record_json(&caller.grant, &permissions),
         "remaining_seconds": caller.grant.not_after.map(|end| (end - now).max(0)).unwrap_or(-1),
         "admin": admin,
-    })
+    }})
+}
+
+/// A CreateAccessToken's context: `authenticated` plus what the new token would hold.
+/// Public so benchmarks measure exactly what the auth layer builds.
+pub fn mint_context(broker: &Broker, plan: &MintPlan, authenticated: Value) -> Value {
+    let mut context = authenticated;
+    context["requested"] = grant_json(&broker.model, &plan.grant);
+    context["lifetime_seconds"] = plan.lifetime_secs.into();
+    context["audience"] = plan.audience.as_str().into();
+    context
 }
 
 /// An upstream as Cedar sees it: its name and vendor (empty when unknown).
@@ -739,7 +735,8 @@ fn key_entity(broker: &Broker, caller: &Caller, id: &str) -> Result<EntityDesc, 
     })
 }
 
-fn credential_entity(caller: &Caller) -> EntityDesc {
+/// The key or token a caller presented, as the resource of its CreateAccessToken.
+pub fn credential_entity(caller: &Caller) -> EntityDesc {
     match caller.kind {
         CredentialKind::AccessKey => EntityDesc {
             kind: EntityKind::AccessKey,
@@ -762,14 +759,20 @@ fn token_entity(broker: &Broker, jti: &str) -> Result<EntityDesc, Error> {
         broker.store.token(jti)?
     };
     let (subject, depth) = record.map(|r| (r.subject, r.depth)).unwrap_or_default();
-    Ok(EntityDesc {
+    Ok(token_desc(jti, &subject, depth))
+}
+
+/// A token as Cedar sees it; an unknown one has id and subject empty.
+fn token_desc(jti: &str, subject: &str, depth: u32) -> EntityDesc {
+    EntityDesc {
         kind: EntityKind::Token,
         id: jti.to_owned(),
         attrs: json!({ "subject": subject, "depth": depth }),
-    })
+    }
 }
 
-fn subject_entity(record: &SubjectRecord, broker: &Broker) -> EntityDesc {
+/// A subject as Cedar's principal (or resource): name, projects and expanded permissions.
+pub fn subject_entity(record: &SubjectRecord, broker: &Broker) -> EntityDesc {
     let grant = broker::grant_from_record(record.grant.as_ref(), 0);
     EntityDesc {
         kind: if record.kind == KIND_SERVICE {
