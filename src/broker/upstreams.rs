@@ -92,7 +92,6 @@ fn vendor_error(e: VendorError) -> Error {
         VendorError::Conflict { .. } => Error::Conflict(message),
         VendorError::RateLimited { .. } => Error::ResourceExhausted(message),
         VendorError::Unavailable { .. } => Error::Unavailable(message),
-        VendorError::Unsupported { .. } => Error::FailedPrecondition(message),
     }
 }
 

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::{
     Connector, IssueRequest, IssuedToken, UpstreamAccount, Vendor, VendorError, VerifiedAccount,
-    http::{HttpClient, id_text, join_url},
+    http::{HttpClient, join_url},
     only_unscoped, required_option, seconds_left,
 };
 
@@ -97,11 +97,7 @@ impl Connector for Bitbucket {
             .send(VENDOR, &account.credential.secrets(), builder)
             .await?;
         let created: AccessToken = reply.json(VENDOR)?;
-        let vendor_token_id = id_text(&created.id).ok_or_else(|| VendorError::Unavailable {
-            vendor: VENDOR,
-            status: Some(reply.status),
-            message: "the created token has no `id`".to_owned(),
-        })?;
+        let vendor_token_id = reply.created_id(VENDOR, &created.id, "id")?;
         let vendor_expires_at = created
             .expiry_date
             .map(|ms| ms.div_euclid(1000))
@@ -121,13 +117,8 @@ impl Connector for Bitbucket {
     ) -> Result<(), VendorError> {
         let url = Self::url(account, Some(vendor_token_id))?;
         let builder = self.authed(account, Method::DELETE, url);
-        match self
-            .http
-            .send(VENDOR, &account.credential.secrets(), builder)
+        self.http
+            .send_revoke(VENDOR, &account.credential.secrets(), builder)
             .await
-        {
-            Ok(_) | Err(VendorError::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e),
-        }
     }
 }

@@ -64,10 +64,7 @@ impl Connector for Develocity {
         self.http
             .send(VENDOR, &account.credential.secrets(), request)
             .await?;
-        Ok(VerifiedAccount {
-            repo_host: account.base_url.trim_end_matches('/').to_owned(),
-            repo_user: account.credential.username.clone(),
-        })
+        Ok(VerifiedAccount::of_login(account))
     }
 
     async fn issue(

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::{
     Connector, IssueRequest, IssuedToken, UpstreamAccount, Vendor, VendorError, VerifiedAccount,
-    http::{HttpClient, id_text, join_url},
+    http::{HttpClient, join_url},
     only_unscoped, required_option, seconds_left,
 };
 
@@ -69,10 +69,7 @@ impl Connector for Foreman {
         self.http
             .send(VENDOR, &account.credential.secrets(), request)
             .await?;
-        Ok(VerifiedAccount {
-            repo_host: account.base_url.trim_end_matches('/').to_owned(),
-            repo_user: account.credential.username.clone(),
-        })
+        Ok(VerifiedAccount::of_login(account))
     }
 
     async fn issue(
@@ -95,11 +92,7 @@ impl Connector for Foreman {
             .send(VENDOR, &account.credential.secrets(), builder)
             .await?;
         let created: PersonalAccessToken = reply.json(VENDOR)?;
-        let vendor_token_id = id_text(&created.id).ok_or_else(|| VendorError::Unavailable {
-            vendor: VENDOR,
-            status: Some(reply.status),
-            message: "the created token has no `id`".to_owned(),
-        })?;
+        let vendor_token_id = reply.created_id(VENDOR, &created.id, "id")?;
         Ok(IssuedToken {
             token: created.token_value,
             vendor_token_id,
@@ -114,14 +107,9 @@ impl Connector for Foreman {
         vendor_token_id: &str,
     ) -> Result<(), VendorError> {
         let builder = self.authed(account, Method::DELETE, Some(vendor_token_id))?;
-        match self
-            .http
-            .send(VENDOR, &account.credential.secrets(), builder)
+        self.http
+            .send_revoke(VENDOR, &account.credential.secrets(), builder)
             .await
-        {
-            Ok(_) | Err(VendorError::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e),
-        }
     }
 }
 

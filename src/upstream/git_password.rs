@@ -41,10 +41,7 @@ impl Connector for GitPassword {
             .request(Method::GET, url)
             .basic_auth(&c.username, Some(&c.password));
         match self.http.send(VENDOR, &c.secrets(), request).await {
-            Ok(_) => Ok(VerifiedAccount {
-                repo_host: account.base_url.trim_end_matches('/').to_owned(),
-                repo_user: c.username.clone(),
-            }),
+            Ok(_) => Ok(VerifiedAccount::of_login(account)),
             // The host answers 403 to a wrong password as often as 401: both mean "unauthenticated".
             Err(VendorError::PermissionDenied {
                 vendor,

@@ -19,10 +19,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// Longest the client waits between two attempts, `Retry-After` included.
 const MAX_WAIT: Duration = Duration::from_secs(30);
-/// Attempts per call, the first included.
-const DEFAULT_ATTEMPTS: u32 = 3;
-/// First backoff; doubled on every further attempt, plus up to 50% jitter.
-const DEFAULT_BACKOFF: Duration = Duration::from_millis(250);
 /// Longest vendor error text kept in a message.
 const MAX_MESSAGE_CHARS: usize = 300;
 
@@ -68,10 +64,25 @@ impl Reply {
             message: format!("unexpected answer from the vendor: {e}"),
         })
     }
+
+    /// The id of a token the vendor just created (`field` names it in the error): a vendor
+    /// that answers 2xx without one is not behaving as documented.
+    pub(crate) fn created_id(
+        &self,
+        vendor: Vendor,
+        id: &serde_json::Value,
+        field: &str,
+    ) -> Result<String, VendorError> {
+        id_text(id).ok_or_else(|| VendorError::Unavailable {
+            vendor,
+            status: Some(self.status),
+            message: format!("the created token has no `{field}`"),
+        })
+    }
 }
 
 /// A vendor id that may come as a JSON string or number.
-pub(crate) fn id_text(value: &serde_json::Value) -> Option<String> {
+fn id_text(value: &serde_json::Value) -> Option<String> {
     match value {
         serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
         serde_json::Value::Number(n) => Some(n.to_string()),
@@ -80,11 +91,6 @@ pub(crate) fn id_text(value: &serde_json::Value) -> Option<String> {
 }
 
 impl HttpClient {
-    /// The production client: 3 attempts, 250 ms first backoff.
-    pub fn new() -> Result<Self, ClientBuildError> {
-        Self::with_retry(DEFAULT_ATTEMPTS, DEFAULT_BACKOFF)
-    }
-
     /// A client with its own retry budget, so tests can keep backoffs short.
     ///
     /// `max_attempts` counts the first attempt; 0 is read as 1.
@@ -109,6 +115,19 @@ impl HttpClient {
     /// Starts a request; the connector adds auth, body and query, then calls [`Self::send`].
     pub(crate) fn request(&self, method: Method, url: Url) -> reqwest::RequestBuilder {
         self.client.request(method, url)
+    }
+
+    /// Sends a revocation: a token the vendor no longer knows (404) is as revoked as it gets.
+    pub(crate) async fn send_revoke(
+        &self,
+        vendor: Vendor,
+        secrets: &[&str],
+        builder: reqwest::RequestBuilder,
+    ) -> Result<(), VendorError> {
+        match self.send(vendor, secrets, builder).await {
+            Ok(_) | Err(VendorError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Sends with the retry policy; any non-2xx answer becomes a [`VendorError`] whose message

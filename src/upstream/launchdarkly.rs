@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::{
     Connector, IssueRequest, IssuedToken, UpstreamAccount, Vendor, VendorError, VerifiedAccount,
-    http::{HttpClient, id_text, join_url},
+    http::{HttpClient, join_url},
 };
 
 const VENDOR: Vendor = Vendor::LaunchDarkly;
@@ -112,10 +112,7 @@ impl Connector for LaunchDarkly {
         self.http
             .send(VENDOR, &account.credential.secrets(), request)
             .await?;
-        Ok(VerifiedAccount {
-            repo_host: account.base_url.trim_end_matches('/').to_owned(),
-            repo_user: account.credential.username.clone(),
-        })
+        Ok(VerifiedAccount::of_login(account))
     }
 
     async fn issue(
@@ -140,11 +137,7 @@ impl Connector for LaunchDarkly {
             .send(VENDOR, &account.credential.secrets(), builder)
             .await?;
         let created: Token = reply.json(VENDOR)?;
-        let vendor_token_id = id_text(&created.id).ok_or_else(|| VendorError::Unavailable {
-            vendor: VENDOR,
-            status: Some(reply.status),
-            message: "the created token has no `_id`".to_owned(),
-        })?;
+        let vendor_token_id = reply.created_id(VENDOR, &created.id, "_id")?;
         Ok(IssuedToken {
             token: created.token,
             vendor_token_id,
@@ -163,14 +156,9 @@ impl Connector for LaunchDarkly {
             Method::DELETE,
             &["api", "v2", "tokens", vendor_token_id],
         )?;
-        match self
-            .http
-            .send(VENDOR, &account.credential.secrets(), builder)
+        self.http
+            .send_revoke(VENDOR, &account.credential.secrets(), builder)
             .await
-        {
-            Ok(_) | Err(VendorError::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e),
-        }
     }
 }
 

@@ -36,15 +36,6 @@ pub enum Vendor {
 }
 
 impl Vendor {
-    /// Every vendor, so configuration and tests can enumerate them.
-    pub const ALL: [Vendor; 5] = [
-        Vendor::BitbucketServer,
-        Vendor::LaunchDarkly,
-        Vendor::Foreman,
-        Vendor::Develocity,
-        Vendor::GitPassword,
-    ];
-
     /// The stable lowercase name used in configuration, storage and messages.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -54,11 +45,6 @@ impl Vendor {
             Vendor::Develocity => "develocity",
             Vendor::GitPassword => "git_password",
         }
-    }
-
-    /// Reads a vendor from its stable name, so configuration can name a connector.
-    pub fn from_name(name: &str) -> Option<Vendor> {
-        Vendor::ALL.into_iter().find(|v| v.as_str() == name)
     }
 }
 
@@ -155,6 +141,16 @@ pub struct VerifiedAccount {
     pub repo_user: String,
 }
 
+impl VerifiedAccount {
+    /// The account as its login names it: the base URL's host and the credential's user.
+    pub(crate) fn of_login(account: &UpstreamAccount) -> Self {
+        Self {
+            repo_host: account.base_url.trim_end_matches('/').to_owned(),
+            repo_user: account.credential.username.clone(),
+        }
+    }
+}
+
 /// Why a vendor call failed, by kind, so the broker can map it like its own errors.
 ///
 /// A `status` of 0 means the connector refused the request before sending it. Messages name
@@ -232,31 +228,9 @@ pub enum VendorError {
         /// The vendor's error text or the transport failure.
         message: String,
     },
-    /// The vendor has no such operation, e.g. revoking a Develocity token.
-    #[error("{vendor} does not support this: {message}")]
-    Unsupported {
-        /// Vendor asked.
-        vendor: Vendor,
-        /// What is not supported and what to do instead.
-        message: String,
-    },
 }
 
 impl VendorError {
-    /// The vendor the error came from, for logs and error details.
-    pub fn vendor(&self) -> Vendor {
-        match self {
-            VendorError::Unauthenticated { vendor, .. }
-            | VendorError::PermissionDenied { vendor, .. }
-            | VendorError::NotFound { vendor, .. }
-            | VendorError::InvalidArgument { vendor, .. }
-            | VendorError::Conflict { vendor, .. }
-            | VendorError::RateLimited { vendor, .. }
-            | VendorError::Unavailable { vendor, .. }
-            | VendorError::Unsupported { vendor, .. } => *vendor,
-        }
-    }
-
     /// A request the connector refuses before sending, naming what was wrong.
     pub(crate) fn local(vendor: Vendor, message: impl Into<String>) -> Self {
         VendorError::InvalidArgument {
@@ -396,13 +370,6 @@ mod tests {
         assert!(!text.contains("hunter2") && !text.contains("tok-123"));
         assert!(!text.contains("native-secret"));
         assert!(text.contains("bob") && text.contains("\"7\""));
-    }
-
-    #[test]
-    fn vendor_names_round_trip() {
-        for vendor in Vendor::ALL {
-            assert_eq!(Vendor::from_name(vendor.as_str()), Some(vendor));
-        }
     }
 
     #[test]
