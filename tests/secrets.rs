@@ -11,19 +11,6 @@ mod common;
 
 use common::*;
 
-fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(files_under(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
-}
-
 #[tokio::test]
 async fn no_secret_in_logs_or_store() {
     let dir = tempfile::tempdir().unwrap();

@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::{path::Path, time::Duration};
+use std::time::Duration;
 
 use common::{fakes::*, *};
 use tonic::Code;
@@ -542,19 +542,6 @@ async fn queued_revocations_survive_outage_and_kill_9() {
         .await;
     }
     drop(b);
-}
-
-fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(files_under(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }
 
 #[tokio::test]

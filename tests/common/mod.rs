@@ -194,6 +194,20 @@ fn spawn(
     (child, logs, rx)
 }
 
+/// Every file below `dir`, for scans of the data dir for secrets.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
 /// Attaches `authorization: Bearer <credential>`.
 pub fn authed<T>(message: T, credential: &str) -> Request<T> {
     let mut request = Request::new(message);
