@@ -99,6 +99,33 @@ pub struct Config {
     /// First backoff between vendor attempts (doubled each time, `Retry-After` honoured).
     #[serde(with = "humantime_serde")]
     pub upstream_retry_backoff: Duration,
+    /// Largest inline Cedar policy an access key may carry, in bytes: every request made
+    /// with the key evaluates it, so its size is a cost every caller pays.
+    pub max_inline_policy_bytes: usize,
+    /// Longest grace an old secret keeps working after `ResetAccessKey` (LaunchDarkly
+    /// `expiry`); past it a leaked old secret would outlive the reset meant to kill it.
+    #[serde(with = "humantime_serde")]
+    pub max_reset_grace: Duration,
+    /// Latest expiry an access key may be given, counted from the moment it is set.
+    #[serde(with = "humantime_serde")]
+    pub max_key_lifetime: Duration,
+    /// How long a revoked lease is kept (for `GetLease`-style audits) before it is removed.
+    #[serde(with = "humantime_serde")]
+    pub lease_retention: Duration,
+    /// Where vendor connectors may connect: https only and public addresses only, unless
+    /// relaxed here for tests and laptops.
+    pub upstreams: UpstreamSettings,
+}
+
+/// The `[upstreams]` table: what destinations a vendor `base_url` may name.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamSettings {
+    /// Accept `http://` base URLs (credentials then cross the network in clear).
+    pub allow_insecure_http: bool,
+    /// Accept destinations that resolve to loopback, private, link-local or unspecified
+    /// addresses (checked on the resolved address at connect time).
+    pub allow_private_addresses: bool,
 }
 
 /// The vendor names `vendor_permissions` accepts.
@@ -174,6 +201,11 @@ impl Default for Config {
             vendor_permissions: default_vendor_permissions(),
             upstream_retry_attempts: 3,
             upstream_retry_backoff: Duration::from_millis(250),
+            max_inline_policy_bytes: 16 * 1024,
+            max_reset_grace: Duration::from_secs(30 * 24 * 3600),
+            max_key_lifetime: Duration::from_secs(3650 * 24 * 3600),
+            lease_retention: Duration::from_secs(7 * 24 * 3600),
+            upstreams: UpstreamSettings::default(),
         }
     }
 }
@@ -303,6 +335,12 @@ impl Config {
         if self.upstream_retry_attempts == 0 {
             return invalid("upstream_retry_attempts", "must be at least 1".into());
         }
+        if self.max_inline_policy_bytes == 0 {
+            return invalid("max_inline_policy_bytes", "must be at least 1".into());
+        }
+        if self.max_key_lifetime.as_secs() == 0 {
+            return invalid("max_key_lifetime", "must be at least 1s".into());
+        }
         if self.max_grant_items == 0 {
             return invalid("max_grant_items", "must be at least 1".into());
         }
@@ -348,6 +386,18 @@ mod tests {
         let c = Config::load(None, Vec::new()).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:50051");
         assert_eq!(c.max_token_lifetime, Duration::from_secs(86400));
+        assert_eq!(c.max_inline_policy_bytes, 16 * 1024);
+        assert!(!c.upstreams.allow_insecure_http && !c.upstreams.allow_private_addresses);
+    }
+
+    #[test]
+    fn upstream_table_from_env() {
+        let env = vec![(
+            "TOKEN_BROKER_UPSTREAMS".to_owned(),
+            "{ allow_insecure_http = true, allow_private_addresses = true }".to_owned(),
+        )];
+        let c = Config::load(None, env).unwrap();
+        assert!(c.upstreams.allow_insecure_http && c.upstreams.allow_private_addresses);
     }
 
     #[test]
