@@ -292,3 +292,22 @@ pub async fn introspect(b: &Broker, credential: &str, token: &str) -> pb::Intros
         .unwrap()
         .into_inner()
 }
+
+/// Asserts the broker process is alive and answers health SERVING, after an attack.
+pub async fn assert_serving(b: &mut Broker) {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    assert!(
+        b.child.try_wait().unwrap().is_none(),
+        "the broker process died:\n{}",
+        b.logs()
+    );
+    let status = HealthClient::new(b.channel().await)
+        .check(HealthCheckRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(status, ServingStatus::Serving as i32);
+}
