@@ -111,6 +111,9 @@ async fn serve(cfg: Config, master_env: Option<String>) -> Result<(), Box<dyn st
         None => MasterKeySource::File,
     };
     let listen = cfg.listen;
+    // Everything the broker creates (sled's files, snapshots, key files) is the broker's
+    // alone: 0600 files in a 0700 data dir, whatever umask the service manager left.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let broker = Broker::open(cfg, master).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await

@@ -771,7 +771,7 @@ async fn narrowing_revokes_exactly_what_no_longer_fits_and_delete_revokes_all() 
 
 #[tokio::test]
 async fn inline_policy_and_roles_only_narrow() {
-    let (b, _dir, _admin, alice) = start_with_alice(&[]).await;
+    let (b, _dir, admin, alice) = start_with_alice(&[]).await;
     let forbid_beta_write = r#"
         permit (principal, action, resource);
         forbid (principal, action == Action::"CreateAccessToken", resource)
@@ -858,10 +858,24 @@ async fn inline_policy_and_roles_only_narrow() {
         .await
         .unwrap();
 
-    // Updating the inline policy takes effect at once.
-    update(
+    // Changing an inline policy may widen the key: only an unrestricted admin may (issue 9),
+    // and it takes effect at once.
+    let refused = update(
         &b,
         &alice,
+        &narrowed.id,
+        &["inline_policy"],
+        pb::AccessKey {
+            inline_policy: "permit (principal, action, resource);".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    update(
+        &b,
+        &admin,
         &narrowed.id,
         &["inline_policy"],
         pb::AccessKey {

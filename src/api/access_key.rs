@@ -49,7 +49,7 @@ pub fn new_key(req: &CreateAccessKeyRequest) -> NewKey<'_> {
         inline_policy: &req.inline_policy,
         roles: &req.roles,
         service: req.service,
-        expires_at: req.expires_at.map(|t| t.seconds).unwrap_or(0),
+        expires_at: req.expires_at,
     }
 }
 
@@ -130,10 +130,11 @@ impl AccessKeyService for Api {
         &self,
         request: Request<DeleteAccessKeyRequest>,
     ) -> Result<Response<DeleteAccessKeyResponse>, Status> {
+        let caller = caller(&request)?;
         let id = request.into_inner().id;
         let revoked_tokens = self
             .broker
-            .delete_access_key(&id, broker::now())
+            .delete_access_key(&caller, &id, broker::now())
             .await
             .map_err(to_status)?;
         tracing::info!(key = %id, revoked_tokens, "deleted access key");
@@ -144,14 +145,11 @@ impl AccessKeyService for Api {
         &self,
         request: Request<ResetAccessKeyRequest>,
     ) -> Result<Response<ResetAccessKeyResponse>, Status> {
+        let caller = caller(&request)?;
         let req = request.into_inner();
         let reset = self
             .broker
-            .reset_access_key(
-                &req.id,
-                req.old_secret_expires_at.map(|t| t.seconds).unwrap_or(0),
-                broker::now(),
-            )
+            .reset_access_key(&caller, &req.id, req.old_secret_expires_at, broker::now())
             .await
             .map_err(to_status)?;
         tracing::info!(key = %reset.record.id, "reset access key");

@@ -566,12 +566,13 @@ fn describe(
             let resource = stored_subject_entity(broker, owner)?;
             // Policy decides before validation speaks, so nobody learns about another
             // owner's grant; an invalid request shows policy an empty grant and is refused by
-            // the handler with the precise error.
+            // the handler with the precise error. `key_reach` parses no inline policy: that
+            // waits until policy has allowed the call.
             let requested = broker
                 .store
                 .subject(owner)?
-                .and_then(|record| broker.key_grant(&record, &new, now).ok())
-                .map(|grant| grant_json(&broker.model, &grant))
+                .and_then(|record| broker.key_reach(caller, &record, &new, now).ok())
+                .map(|reach| grant_json(&broker.model, &reach.grant))
                 .unwrap_or_else(
                     || json!({ "projects": [], "all_projects": false, "permissions": [] }),
                 );

@@ -10,10 +10,13 @@ use std::{
 
 use cedar_policy::PolicySet;
 
-use super::{Broker, Caller, KIND_SERVICE, KeyPolicy, KeyQuery, grant_from_record, grant_record};
+use super::{
+    Broker, Caller, CredentialKind, KIND_SERVICE, KeyPolicy, KeyQuery, grant_from_record,
+    grant_record,
+};
 use crate::{
     domain::{
-        Grant, MintRequest, Projects, attenuate,
+        Ask, End, Grant, Projects, Reach, Restrictions, Rules, Yield,
         grant::attenuates,
         validate::{self, FieldViolation, quote},
     },
@@ -59,8 +62,8 @@ pub struct NewKey<'a> {
     pub roles: &'a [String],
     /// Asked to be a service key.
     pub service: bool,
-    /// Expiry (seconds since the epoch), 0 for none.
-    pub expires_at: i64,
+    /// Expiry; `None` inherits the caller's end (never, for a caller that never ends).
+    pub expires_at: Option<prost_types::Timestamp>,
 }
 
 /// A key just created or reset, with its secret shown once.
@@ -145,13 +148,27 @@ fn unknown_key(id: &str) -> Error {
 }
 
 impl Caller {
-    /// Whether the credential holds every project and `admin` (after implication).
-    pub fn is_admin(&self, broker: &Broker) -> bool {
-        self.grant.projects == Projects::All
+    /// Whether the credential holds every project and `admin` (after implication) with no
+    /// restrictions: only such a credential may widen a key or change its restrictions.
+    pub fn is_unrestricted_admin(&self, broker: &Broker) -> bool {
+        self.key_policy.is_none()
+            && self.grant.projects == Projects::All
             && broker
                 .model
                 .expand(&self.grant.permissions)
                 .contains("admin")
+    }
+
+    /// Refuses key management to a key's previous secret during its reset grace: it may
+    /// mint until the grace ends, but must not reset, change, delete or create keys.
+    fn may_manage_keys(&self) -> Result<(), Error> {
+        if self.old_secret {
+            return Err(Error::PermissionDenied {
+                reason: "OLD_SECRET",
+                message: "this secret was replaced by a reset: during its grace it can mint tokens but not manage access keys; use the new secret".to_owned(),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -210,13 +227,16 @@ impl Broker {
 
     // === create ===
 
-    /// Validates and stores a new access key; the secret is in the result, once.
+    /// Validates and stores a new access key; the secret is in the result, once. The key's
+    /// reach comes from the derivation rule: within the caller's credential and the owner's
+    /// grant, carrying the caller's restrictions.
     pub async fn create_access_key(
         &self,
         caller: &Caller,
         new: NewKey<'_>,
         now: i64,
     ) -> Result<KeyWithSecret, Error> {
+        caller.may_manage_keys()?;
         let owner_id = if new.owner.is_empty() {
             caller.subject.id.as_str()
         } else {
@@ -225,14 +245,22 @@ impl Broker {
         let owner = self.store.subject(owner_id)?.ok_or_else(|| {
             Error::NotFound(format!("subject {} does not exist", quote(owner_id)))
         })?;
-        let grant = self.key_grant(&owner, &new, now)?;
-        let (record, secret) = self.new_key_record(
+        let reach = self.key_reach(caller, &owner, &new, now)?;
+        // Parsing an inline policy is the expensive part: only after every cheap check.
+        self.admit_key_policies(&reach.restrictions, &owner)?;
+        let (mut record, secret) = self.new_key_record(
             owner_id,
             new,
-            Some(grant_record(&grant)),
+            Some(grant_record(&reach.grant)),
             owner.kind == KIND_SERVICE,
             now,
         );
+        record.expires_at = reach.grant.not_after.unwrap_or(0);
+        record.inline_policy = reach.restrictions.inline_policy.clone();
+        record.roles = reach.restrictions.roles.iter().cloned().collect();
+        if caller.kind == CredentialKind::AccessToken {
+            record.derived_from = vec![caller.root_key.clone(), caller.credential_id.clone()];
+        }
         match self
             .store
             .insert_access_key(&record, self.config.max_keys_per_owner)?
@@ -256,34 +284,35 @@ impl Broker {
         Ok(KeyWithSecret { record, secret })
     }
 
-    /// Validates the fields of a new key and checks its grant against the owner's (also used
-    /// by the auth layer to show Cedar the grant the key would hold).
-    pub fn key_grant(
+    /// The reach a new key would have: its fields validated (cheaply: no inline policy is
+    /// parsed here), then the derivation rule against the caller, then the owner's grant.
+    /// The auth layer uses it to show Cedar the grant the key would hold.
+    pub fn key_reach(
         &self,
+        caller: &Caller,
         owner: &SubjectRecord,
         new: &NewKey<'_>,
         now: i64,
-    ) -> Result<Grant, Error> {
+    ) -> Result<Reach, Error> {
         let mut violations = Vec::new();
-        let name = new.name.trim();
-        if name.is_empty() || name.chars().count() > 128 {
+        if new.name.trim().is_empty() {
             violations.push(FieldViolation::new(
                 "name",
                 "give a name of 1 to 128 characters",
             ));
         }
-        if new.description.chars().count() > 1024 {
-            violations.push(FieldViolation::new(
-                "description",
-                "at most 1024 characters",
-            ));
-        }
-        if new.expires_at != 0 && new.expires_at <= now {
-            violations.push(FieldViolation::new(
+        validate::display_text("name", new.name.trim(), 128, &mut violations);
+        validate::display_text("description", new.description, 1024, &mut violations);
+        let expires_at = new.expires_at.and_then(|t| {
+            validate::expiry(
                 "expires_at",
-                "must be in the future; omit it for a key that never expires",
-            ));
-        }
+                t.seconds,
+                t.nanos,
+                now,
+                self.key_lifetime_bound(),
+                &mut violations,
+            )
+        });
         if new.permissions.is_empty() {
             violations.push(FieldViolation::new(
                 "permissions",
@@ -308,41 +337,123 @@ impl Broker {
             &self.model,
             &mut violations,
         );
-        if let Err(e) =
-            self.policy
-                .key_policies(new.inline_policy, new.roles, &Self::owner_entity(owner))
-            && let Error::InvalidArgument(v) = key_policy_error(e)
-        {
-            violations.extend(v);
-        }
+        let restrictions = self.asked_restrictions(new.inline_policy, new.roles, &mut violations);
         if !violations.is_empty() {
             return Err(Error::InvalidArgument(violations));
         }
         let owner_grant = grant_from_record(owner.grant.as_ref(), 0);
-        let grant = Grant {
-            projects: projects.unwrap_or_else(|| owner_grant.projects.clone()),
-            permissions: perms.unwrap_or_default(),
-            not_after: (new.expires_at > 0).then_some(new.expires_at),
+        // Omitted projects: the owner's, as far as the caller reaches them.
+        let projects = match projects {
+            Some(p) => p,
+            None => owner_grant.projects.intersect(&caller.grant.projects),
         };
-        self.check_within(&grant, &owner_grant, now)?;
-        Ok(grant)
+        if projects == Projects::Some(Default::default()) {
+            return Err(Error::invalid(
+                "project_ids",
+                format!(
+                    "the owner {} holds no project your credential reaches: name the projects",
+                    quote(&owner.id)
+                ),
+            ));
+        }
+        let reach = self.derive(
+            caller,
+            &Ask {
+                kind: Yield::Key,
+                projects: Some(projects),
+                permissions: perms,
+                end: End::Until(expires_at),
+                restrictions,
+            },
+            now,
+        )?;
+        self.check_within(&reach.grant, &owner_grant, now)?;
+        Ok(reach)
     }
 
-    /// Refuses `grant` unless it attenuates `bound`, naming what exceeded.
+    /// `(seconds, config key)` bounding how far away a key's expiry may be.
+    fn key_lifetime_bound(&self) -> (i64, &'static str) {
+        (
+            i64::try_from(self.config.max_key_lifetime.as_secs()).unwrap_or(i64::MAX),
+            "max_key_lifetime",
+        )
+    }
+
+    /// The restrictions a request names, or `None` (inherit the caller's) when it names none.
+    /// Only the size is checked here; parsing waits for [`Broker::admit_key_policies`].
+    fn asked_restrictions(
+        &self,
+        inline_policy: &str,
+        roles: &[String],
+        violations: &mut Vec<FieldViolation>,
+    ) -> Option<Restrictions> {
+        let max = self.config.max_inline_policy_bytes;
+        if inline_policy.len() > max {
+            violations.push(FieldViolation::new(
+                "inline_policy",
+                format!(
+                    "{} bytes; at most {max} are allowed (config `max_inline_policy_bytes`)",
+                    inline_policy.len()
+                ),
+            ));
+        }
+        if roles.len() > self.config.max_grant_items {
+            violations.push(FieldViolation::new(
+                "roles",
+                format!(
+                    "{} roles given; at most {} are allowed",
+                    roles.len(),
+                    self.config.max_grant_items
+                ),
+            ));
+        }
+        let asked = Restrictions::new(inline_policy, roles);
+        (!asked.is_none()).then_some(asked)
+    }
+
+    /// Parses and validates a key's inline policy and links its roles (the expensive step:
+    /// it runs after authorization and every cheap check).
+    fn admit_key_policies(
+        &self,
+        restrictions: &Restrictions,
+        owner: &SubjectRecord,
+    ) -> Result<(), Error> {
+        if restrictions.is_none() {
+            return Ok(());
+        }
+        let roles: Vec<String> = restrictions.roles.iter().cloned().collect();
+        self.policy
+            .key_policies(
+                &restrictions.inline_policy,
+                &roles,
+                &Self::owner_entity(owner),
+            )
+            .map(|_| ())
+            .map_err(key_policy_error)
+    }
+
+    /// Refuses `grant` unless it attenuates `bound` (an owner's grant), naming what exceeded.
     fn check_within(&self, grant: &Grant, bound: &Grant, now: i64) -> Result<(), Error> {
         if attenuates(grant, bound, &self.model) {
             return Ok(());
         }
-        let probe = MintRequest {
+        let bound = Reach {
+            grant: bound.clone(),
+            restrictions: Restrictions::default(),
+            depth: None,
+        };
+        let ask = Ask {
+            kind: Yield::Key,
             projects: Some(grant.projects.clone()),
             permissions: Some(grant.permissions.clone()),
-            lifetime_secs: match (grant.not_after, bound.not_after) {
-                (None, Some(_)) => Some(i64::MAX / 2),
-                (Some(end), Some(_)) => Some(end - now),
-                _ => None,
-            },
+            end: End::Exactly(grant.not_after),
+            restrictions: None,
         };
-        let exceeded = attenuate(bound, &probe, now, self.limits, &self.model)
+        let rules = Rules {
+            limits: self.limits(),
+            max_depth: self.config.max_delegation_depth,
+        };
+        let exceeded = crate::domain::derive(&bound, &ask, now, &rules, &self.model)
             .err()
             .unwrap_or_default();
         Err(Error::Exceeds(exceeded))
@@ -368,7 +479,8 @@ impl Broker {
             service,
             created_at: now,
             updated_at: now,
-            expires_at: new.expires_at,
+            // Set by the caller from the derived reach.
+            expires_at: 0,
             secret_hash: secret::hash(&self.pepper, secret.expose()).to_vec(),
             secret_prefix: secret.prefix(),
             ..AccessKeyRecord::default()
@@ -499,6 +611,7 @@ impl Broker {
         if !violations.is_empty() {
             return Err(Error::InvalidArgument(violations));
         }
+        caller.may_manage_keys()?;
         let has = |p: &str| paths.iter().any(|x| x == p);
         let old = self.get_access_key(id)?;
         let owner = self
@@ -506,65 +619,156 @@ impl Broker {
             .subject(&old.owner)?
             .ok_or_else(|| unknown_key(id))?;
         let old_grant = old.grant.clone().unwrap_or_default();
-        let expires_at = if has("expires_at") {
-            changes.expires_at.map(|t| t.seconds).unwrap_or(0)
+        let mut violations = Vec::new();
+        let name = if has("name") {
+            &changes.name
         } else {
-            old.expires_at
+            &old.name
         };
-        let new_fields = NewKey {
-            owner: &old.owner,
-            name: if has("name") {
-                &changes.name
-            } else {
-                &old.name
-            },
-            description: if has("description") {
-                &changes.description
-            } else {
-                &old.description
-            },
-            project_ids: if has("project_ids") {
-                &changes.project_ids
-            } else {
-                &old_grant.projects
-            },
-            permissions: if has("permissions") {
-                &changes.permissions
-            } else {
-                &old_grant.permissions
-            },
-            inline_policy: if has("inline_policy") {
-                &changes.inline_policy
-            } else {
-                &old.inline_policy
-            },
-            roles: if has("roles") {
-                &changes.roles
-            } else {
-                &old.roles
-            },
-            service: old.service,
-            // Keep an unchanged past expiry from failing validation: only a new one is checked.
-            expires_at: if has("expires_at") { expires_at } else { 0 },
+        if name.trim().is_empty() {
+            violations.push(FieldViolation::new(
+                "key.name",
+                "give a name of 1 to 128 characters",
+            ));
+        }
+        validate::display_text("key.name", name.trim(), 128, &mut violations);
+        let description = if has("description") {
+            &changes.description
+        } else {
+            &old.description
+        };
+        validate::display_text("key.description", description, 1024, &mut violations);
+        // An unchanged expiry, even a past one, is kept as it is: only a new one is checked.
+        let expires_at = match (has("expires_at"), changes.expires_at) {
+            (false, _) => (old.expires_at > 0).then_some(old.expires_at),
+            (true, None) => None,
+            (true, Some(t)) => validate::expiry(
+                "key.expires_at",
+                t.seconds,
+                t.nanos,
+                now,
+                self.key_lifetime_bound(),
+                &mut violations,
+            ),
         };
         if has("project_ids") && changes.project_ids.is_empty() {
-            return Err(Error::invalid(
+            violations.push(FieldViolation::new(
                 "key.project_ids",
                 "give at least one project id or `*`",
             ));
         }
-        let mut grant = self.key_grant(&owner, &new_fields, now)?;
-        grant.not_after = (expires_at > 0).then_some(expires_at);
-        if !caller.is_admin(self) {
-            let current = grant_from_record(old.grant.as_ref(), old.expires_at);
-            self.check_within(&grant, &current, now)?;
+        if has("permissions") && changes.permissions.is_empty() {
+            violations.push(FieldViolation::new(
+                "key.permissions",
+                "give at least one permission",
+            ));
         }
+        let max = self.config.max_grant_items;
+        let projects = validate::projects(
+            "key.project_ids",
+            if has("project_ids") {
+                &changes.project_ids
+            } else {
+                &old_grant.projects
+            },
+            max,
+            &mut violations,
+        );
+        let perms = validate::permissions(
+            "key.permissions",
+            if has("permissions") {
+                &changes.permissions
+            } else {
+                &old_grant.permissions
+            },
+            max,
+            &self.model,
+            &mut violations,
+        );
+        let old_restrictions = Restrictions::new(&old.inline_policy, &old.roles);
+        let restrictions = if has("inline_policy") || has("roles") {
+            self.asked_restrictions(
+                if has("inline_policy") {
+                    &changes.inline_policy
+                } else {
+                    &old.inline_policy
+                },
+                if has("roles") {
+                    &changes.roles
+                } else {
+                    &old.roles
+                },
+                &mut violations,
+            )
+            .unwrap_or_default()
+        } else {
+            old_restrictions.clone()
+        };
+        if !violations.is_empty() {
+            return Err(Error::InvalidArgument(violations));
+        }
+        let grant = Grant {
+            projects: projects.unwrap_or_else(|| Projects::Some(Default::default())),
+            permissions: perms.unwrap_or_default(),
+            not_after: expires_at,
+        };
+        let changes_reach = [
+            "project_ids",
+            "permissions",
+            "expires_at",
+            "inline_policy",
+            "roles",
+        ]
+        .iter()
+        .any(|p| has(p));
+        if changes_reach {
+            // The key as it will be is a credential derived from the caller's.
+            self.derive(
+                caller,
+                &Ask {
+                    kind: Yield::Key,
+                    projects: Some(grant.projects.clone()),
+                    permissions: Some(grant.permissions.clone()),
+                    end: End::Exactly(grant.not_after),
+                    restrictions: Some(restrictions.clone()),
+                },
+                now,
+            )?;
+            if !caller.is_unrestricted_admin(self) {
+                // Only an unrestricted admin may widen a key or lift its restrictions.
+                let current = grant_from_record(old.grant.as_ref(), old.expires_at);
+                self.check_within(&grant, &current, now)?;
+                if !old_restrictions.is_none() && restrictions != old_restrictions {
+                    return Err(Error::Exceeds(crate::domain::Exceeded {
+                        restrictions: Some(format!(
+                            "replacing {} of key {} with {} (only an unrestricted admin credential may change or remove a key's restrictions)",
+                            old_restrictions.describe(),
+                            quote(id),
+                            restrictions.describe()
+                        )),
+                        ..Default::default()
+                    }));
+                }
+            }
+            let owner_grant = grant_from_record(owner.grant.as_ref(), 0);
+            self.check_within(&grant, &owner_grant, now)?;
+            if restrictions != old_restrictions {
+                self.admit_key_policies(&restrictions, &owner)?;
+            }
+        }
+        let new_fields = NewKey {
+            name,
+            description,
+            inline_policy: &restrictions.inline_policy,
+            ..NewKey::default()
+        };
+        let expires_at = grant.not_after.unwrap_or(0);
         let mut new = old.clone();
         new.name = new_fields.name.trim().to_owned();
         new.description = new_fields.description.to_owned();
         new.grant = Some(grant_record(&grant));
         new.inline_policy = new_fields.inline_policy.to_owned();
-        new.roles = new_fields.roles.to_vec();
+        new.roles = restrictions.roles.iter().cloned().collect();
         new.expires_at = expires_at;
         new.updated_at = now.max(old.updated_at + 1);
         // Narrowing: exactly the descendants that no longer attenuate the key are revoked
@@ -598,7 +802,13 @@ impl Broker {
     }
 
     /// Deletes a key and revokes every token minted from it.
-    pub async fn delete_access_key(&self, id: &str, now: i64) -> Result<u32, Error> {
+    pub async fn delete_access_key(
+        &self,
+        caller: &Caller,
+        id: &str,
+        now: i64,
+    ) -> Result<u32, Error> {
+        caller.may_manage_keys()?;
         let revoked = self
             .store
             .delete_access_key(id, now)?
@@ -609,19 +819,51 @@ impl Broker {
 
     /// Issues a new secret; the old one keeps working until `old_secret_expires_at` (0: stops
     /// at once), as LaunchDarkly's reset does.
+    ///
+    /// Obtaining a key's new secret is obtaining the key: the key as it is must be derivable
+    /// from the caller's credential, or the reset is refused.
     pub async fn reset_access_key(
         &self,
+        caller: &Caller,
         id: &str,
-        old_secret_expires_at: i64,
+        old_secret_expires_at: Option<prost_types::Timestamp>,
         now: i64,
     ) -> Result<KeyWithSecret, Error> {
-        if old_secret_expires_at != 0 && old_secret_expires_at <= now {
-            return Err(Error::invalid(
-                "old_secret_expires_at",
-                "must be in the future; omit it to stop the old secret at once",
-            ));
-        }
+        caller.may_manage_keys()?;
+        let mut violations = Vec::new();
+        let grace = (
+            i64::try_from(self.config.max_reset_grace.as_secs()).unwrap_or(i64::MAX),
+            "max_reset_grace",
+        );
+        let old_secret_expires_at = old_secret_expires_at
+            .map(|t| {
+                validate::expiry(
+                    "old_secret_expires_at",
+                    t.seconds,
+                    t.nanos,
+                    now,
+                    grace,
+                    &mut violations,
+                )
+            })
+            .unwrap_or(Some(0));
+        let Some(old_secret_expires_at) = old_secret_expires_at.filter(|_| violations.is_empty())
+        else {
+            return Err(Error::InvalidArgument(violations));
+        };
         let old = self.get_access_key(id)?;
+        let grant = grant_from_record(old.grant.as_ref(), old.expires_at);
+        self.derive(
+            caller,
+            &Ask {
+                kind: Yield::Key,
+                projects: Some(grant.projects),
+                permissions: Some(grant.permissions),
+                end: End::Exactly(grant.not_after),
+                restrictions: Some(Restrictions::new(&old.inline_policy, &old.roles)),
+            },
+            now,
+        )?;
         let secret = Secret::generate();
         let mut new = old.clone();
         new.secret_hash = secret::hash(&self.pepper, secret.expose()).to_vec();

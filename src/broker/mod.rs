@@ -21,8 +21,10 @@ use std::{
 use crate::{
     config::Config,
     domain::{
-        Grant, MintLimits, MintRequest, PermissionModel, Projects, attenuate,
+        Ask, End, Exceeded, Grant, MintLimits, MintRequest, PermissionModel, Projects, Reach,
+        Restrictions, Rules, Yield,
         claims::Claims,
+        derive::{self, within},
         grant::attenuates,
         validate::{self, FieldViolation, quote},
     },
@@ -124,6 +126,27 @@ pub struct Caller {
     pub key_policy: Option<KeyPolicy>,
     /// The root key's `updated_at` when the caller authenticated (see `Store::insert_token`).
     pub key_version: i64,
+    /// Authenticated with a key's previous secret during its reset grace: it may mint until
+    /// the grace ends, but not manage keys (a leaked old secret must not undo the reset).
+    pub old_secret: bool,
+}
+
+impl Caller {
+    /// What the caller's credential reaches, as the derivation rule compares it.
+    pub fn reach(&self) -> Reach {
+        Reach {
+            grant: self.grant.clone(),
+            restrictions: self
+                .key_policy
+                .as_ref()
+                .map(|k| Restrictions::new(&k.inline_policy, &k.roles))
+                .unwrap_or_default(),
+            depth: match self.kind {
+                CredentialKind::AccessKey => None,
+                CredentialKind::AccessToken => Some(self.depth),
+            },
+        }
+    }
 }
 
 /// What identifies a key's own policy set; the set itself is built once and cached.
@@ -264,6 +287,28 @@ pub fn grant_record(grant: &Grant) -> GrantRecord {
     }
 }
 
+/// A refusal of the derivation rule: a depth refusal alone keeps its own reason, anything
+/// else is GRANT_EXCEEDED naming every dimension that exceeded.
+fn exceeded_error(exceeded: Exceeded) -> Error {
+    match exceeded.depth {
+        Some((depth, max))
+            if exceeded
+                == (Exceeded {
+                    depth: exceeded.depth,
+                    ..Exceeded::default()
+                }) =>
+        {
+            Error::PermissionDenied {
+                reason: "DELEGATION_DEPTH_EXCEEDED",
+                message: format!(
+                    "a token at depth {depth} may not delegate: the maximum delegation depth is {max}"
+                ),
+            }
+        }
+        _ => Error::Exceeds(exceeded),
+    }
+}
+
 fn unauthenticated(message: &str) -> Error {
     Error::Unauthenticated(message.to_owned())
 }
@@ -273,15 +318,13 @@ impl Broker {
     /// Policies are validated before anything is written.
     pub async fn open(config: Config, master: MasterKeySource) -> Result<Arc<Self>, StartError> {
         let policy = PolicyEngine::load(&config.policies)?;
+        private_dir(&config.data_dir).map_err(|source| StartError::Io {
+            path: config.data_dir.clone(),
+            source,
+        })?;
         let master = match master {
             MasterKeySource::Base64(text) => MasterKey::from_base64(&text)?,
-            MasterKeySource::File => {
-                std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::Io {
-                    path: config.data_dir.clone(),
-                    source,
-                })?;
-                MasterKey::load_or_create(&config.master_key_path())?
-            }
+            MasterKeySource::File => MasterKey::load_or_create(&config.master_key_path())?,
         };
         let store = Store::open(&config.data_dir)?;
         let now = now();
@@ -389,16 +432,33 @@ impl Broker {
         if key.expires_at > 0 && key.expires_at <= now {
             return Err(unauthenticated("access key has expired"));
         }
+        // A key made by a token dies with it: revoking the token (or anything above it)
+        // marks it revoked, and the key must not outlive that.
+        if let Some(jti) = key.derived_from.last()
+            && self.store.is_revoked(jti)
+        {
+            return Err(unauthenticated(
+                "access key was made by a token that has been revoked",
+            ));
+        }
         let subject = self
             .store
             .subject(&key.owner)?
             .ok_or_else(|| unauthenticated("the owner of this access key no longer exists"))?;
         self.usage.saw(&key, now);
+        // The old secret during its grace holds the key's reach only until the grace ends.
+        let old_secret = !current;
+        let end = match (old_secret, key.expires_at) {
+            (false, end) => end,
+            (true, 0) => key.old_secret_expires_at,
+            (true, end) => end.min(key.old_secret_expires_at),
+        };
         Ok(Caller {
             subject,
             kind: CredentialKind::AccessKey,
             depth: 0,
-            grant: grant_from_record(key.grant.as_ref(), key.expires_at),
+            old_secret,
+            grant: grant_from_record(key.grant.as_ref(), end),
             root_key: key.id.clone(),
             key_policy: KeyPolicy::of(&key),
             key_version: key.updated_at,
@@ -468,6 +528,13 @@ impl Broker {
                 "the access key this token descends from has expired",
             ));
         }
+        if let Some(jti) = root.derived_from.last()
+            && self.store.is_revoked(jti)
+        {
+            return Err(unauthenticated(
+                "the access key this token descends from was made by a revoked token",
+            ));
+        }
         Ok(Caller {
             subject: verified.subject.clone(),
             kind: CredentialKind::AccessToken,
@@ -477,7 +544,27 @@ impl Broker {
             key_policy: KeyPolicy::of(&root),
             key_version: root.updated_at,
             credential_id: verified.claims.jti.clone(),
+            old_secret: false,
         })
+    }
+
+    // === derivation ===
+
+    /// The derivation rule applied to `caller` (see [`crate::domain::derive`]): every
+    /// credential-yielding call asks here, with what it would yield.
+    pub fn derive(&self, caller: &Caller, ask: &Ask, now: i64) -> Result<Reach, Error> {
+        let rules = Rules {
+            limits: self.limits,
+            max_depth: self.config.max_delegation_depth,
+        };
+        let caller_reach = caller.reach();
+        match derive::derive(&caller_reach, ask, now, &rules, &self.model) {
+            // INVARIANT: `derive` never returns a reach beyond its caller; checked again
+            // because everything the broker yields depends on it.
+            Ok(reach) if within(&reach, &caller_reach, &self.model) => Ok(reach),
+            Ok(_) => Err(Error::Exceeds(Exceeded::default())),
+            Err(exceeded) => Err(exceeded_error(exceeded)),
+        }
     }
 
     // === minting ===
@@ -516,26 +603,24 @@ impl Broker {
                 ),
             ));
         };
-        let depth = match caller.kind {
-            CredentialKind::AccessKey => 0,
-            CredentialKind::AccessToken => caller.depth + 1,
-        };
-        if depth > self.config.max_delegation_depth {
-            return Err(Error::PermissionDenied {
-                reason: "DELEGATION_DEPTH_EXCEEDED",
-                message: format!(
-                    "a token at depth {} may not mint: the maximum delegation depth is {}",
-                    caller.depth, self.config.max_delegation_depth
-                ),
-            });
-        }
         // An explicit "*" from a caller that holds every project is the same as inheriting.
         if matches!(request.projects, Some(Projects::All)) && caller.grant.projects == Projects::All
         {
             request.projects = None;
         }
-        let grant = attenuate(&caller.grant, &request, now, self.limits, &self.model)
-            .map_err(Error::Exceeds)?;
+        let reach = self.derive(
+            caller,
+            &Ask {
+                kind: Yield::Token,
+                projects: request.projects,
+                permissions: request.permissions,
+                end: End::Lifetime(request.lifetime_secs),
+                restrictions: None,
+            },
+            now,
+        )?;
+        let depth = reach.depth.unwrap_or(0);
+        let grant = reach.grant;
         let lifetime_secs = grant.not_after.map(|end| end - now).unwrap_or(0);
         Ok(MintPlan {
             grant,
@@ -549,7 +634,7 @@ impl Broker {
     pub async fn mint(&self, caller: &Caller, plan: MintPlan, now: i64) -> Result<Minted, Error> {
         // INVARIANT: only grants that attenuate the caller's are ever signed.
         if !attenuates(&plan.grant, &caller.grant, &self.model) {
-            return Err(Error::Exceeds(crate::domain::Exceeded::default()));
+            return Err(Error::Exceeds(Exceeded::default()));
         }
         let jti = uuid::Uuid::new_v4().simple().to_string();
         // The plan's end is authoritative: it was checked against the authoriser's, even if
@@ -763,6 +848,22 @@ fn spawn_sweeper(broker: std::sync::Weak<Broker>) {
 
 async fn store_durable(store: &Store) -> Result<(), StartError> {
     store.durable().await.map_err(StartError::Store)
+}
+
+/// Creates the data dir 0700, or narrows an existing one to 0700: it holds the sealed keys,
+/// the hashed secrets and the store, which are nobody else's business.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
+    if mode != 0o700 {
+        tracing::warn!(dir = %dir.display(), mode = format!("{mode:o}"), "data dir was open to others: set to 0700");
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
 }
 
 /// Writes a secret to a new 0600 file (replacing a leftover from an interrupted bootstrap).

@@ -9,7 +9,7 @@ use prost::Message;
 use super::{Broker, Caller};
 use crate::{
     domain::{
-        Grant, MintRequest, Projects, attenuate,
+        Ask, End, Grant, MintRequest, Projects, Yield,
         validate::{self, FieldViolation, quote},
     },
     error::Error,
@@ -410,8 +410,19 @@ impl Broker {
         let upstream = self.get_upstream(upstream_name)?;
         let vendor = vendor_of(upstream.vendor)
             .ok_or_else(|| Error::Internal(format!("upstream `{upstream_name}` has no vendor")))?;
-        let grant = attenuate(&caller.grant, &request, now, self.limits, &self.model)
-            .map_err(Error::Exceeds)?;
+        let grant = self
+            .derive(
+                caller,
+                &Ask {
+                    kind: Yield::VendorToken,
+                    projects: request.projects,
+                    permissions: request.permissions,
+                    end: End::Lifetime(request.lifetime_secs),
+                    restrictions: None,
+                },
+                now,
+            )?
+            .grant;
         // Some vendors' tokens cannot be limited to projects: such a token would be wider
         // than a caller limited to some projects, so only a caller asking for `*` gets one.
         if matches!(vendor, Vendor::BitbucketServer | Vendor::Foreman)

@@ -45,8 +45,18 @@ impl Projects {
         }
     }
 
+    /// The projects both cover.
+    pub fn intersect(&self, other: &Projects) -> Projects {
+        match (self, other) {
+            (Projects::All, p) | (p, Projects::All) => p.clone(),
+            (Projects::Some(a), Projects::Some(b)) => {
+                Projects::Some(a.intersection(b).cloned().collect())
+            }
+        }
+    }
+
     /// The projects of `requested` that `self` does not cover, for the refusal message.
-    fn excess(&self, requested: &Projects) -> Vec<String> {
+    pub(crate) fn excess(&self, requested: &Projects) -> Vec<String> {
         match (self, requested) {
             (Projects::All, _) => Vec::new(),
             (Projects::Some(_), Projects::All) => vec![ALL_PROJECTS.to_owned()],
@@ -145,8 +155,13 @@ pub struct Exceeded {
     pub projects: Vec<String>,
     /// Permissions the authoriser does not hold, even through implication.
     pub permissions: Vec<String>,
-    /// `(requested, remaining)` lifetimes in seconds when the request outlives the authoriser.
+    /// `(requested, remaining)` lifetimes in seconds when the request outlives the authoriser;
+    /// `requested` is [`super::derive::NEVER`] when it asked for no end at all.
     pub lifetime: Option<(i64, i64)>,
+    /// The restrictions asked for, when they are not the authoriser's own.
+    pub restrictions: Option<String>,
+    /// `(authoriser's depth, maximum)` when the authoriser may no longer delegate.
+    pub depth: Option<(u32, u32)>,
 }
 
 impl std::fmt::Display for Exceeded {
@@ -159,8 +174,22 @@ impl std::fmt::Display for Exceeded {
             parts.push(format!("permissions {}", backticked(&self.permissions)));
         }
         if let Some((requested, remaining)) = self.lifetime {
+            if requested == super::derive::NEVER {
+                parts.push(format!(
+                    "no expiry (the authorising credential has {remaining}s left: set an expiry within it)"
+                ));
+            } else {
+                parts.push(format!(
+                    "a lifetime of {requested}s (the authorising credential has {remaining}s left)"
+                ));
+            }
+        }
+        if let Some(restrictions) = &self.restrictions {
+            parts.push(restrictions.clone());
+        }
+        if let Some((depth, max)) = self.depth {
             parts.push(format!(
-                "a lifetime of {requested}s (the authorising credential has {remaining}s left)"
+                "a delegation from depth {depth} (the maximum delegation depth is {max})"
             ));
         }
         write!(
@@ -179,8 +208,9 @@ fn backticked(items: &[String]) -> String {
         .join(", ")
 }
 
-/// Decides a mint: returns the minted grant, which attenuates `authoriser`, or exactly what
-/// the request asked for beyond it. Never narrows silently.
+/// Decides a mint from a bare grant: the derivation rule ([`super::derive::derive`]) for a
+/// token from an unrestricted authoriser, returning only the grant. Kept for callers and tests
+/// that reason about grants alone; it is not a second rule.
 ///
 /// The lifetime rule (Develocity): an explicit lifetime must end no later than the
 /// authoriser; an omitted one is the default, shortened to what the authoriser has left.
@@ -191,63 +221,24 @@ pub fn attenuate(
     limits: MintLimits,
     model: &PermissionModel,
 ) -> Result<Grant, Exceeded> {
-    let projects = request
-        .projects
-        .clone()
-        .unwrap_or_else(|| authoriser.projects.clone());
-    let permissions = request
-        .permissions
-        .clone()
-        .unwrap_or_else(|| authoriser.permissions.clone());
-
-    let held = model.expand(&authoriser.permissions);
-    let mut exceeded = Exceeded {
-        projects: authoriser.projects.excess(&projects),
-        permissions: model
-            .expand(&permissions)
-            .into_iter()
-            .filter(|p| !held.contains(p))
-            .collect(),
-        lifetime: None,
+    use super::derive::{Ask, End, Reach, Restrictions, Rules, Yield, derive};
+    let caller = Reach {
+        grant: authoriser.clone(),
+        restrictions: Restrictions::default(),
+        depth: None,
     };
-    // Name what the caller asked for, not what implication dragged in, when that is possible.
-    let direct: Vec<String> = permissions
-        .iter()
-        .filter(|p| !held.contains(*p))
-        .cloned()
-        .collect();
-    if !direct.is_empty() {
-        exceeded.permissions = direct;
-    }
-
-    let remaining = authoriser.not_after.map(|end| end - now);
-    let lifetime = match (request.lifetime_secs, remaining) {
-        (Some(asked), Some(left)) if asked > left => {
-            exceeded.lifetime = Some((asked, left.max(0)));
-            asked
-        }
-        (Some(asked), _) => asked,
-        (None, Some(left)) => limits.default_lifetime_secs.min(left),
-        (None, None) => limits.default_lifetime_secs,
-    }
-    .min(limits.max_lifetime_secs);
-
-    if exceeded != Exceeded::default() {
-        return Err(exceeded);
-    }
-    if lifetime <= 0 {
-        // INVARIANT: only reachable with a default lifetime from an authoriser with no time
-        // left, which authentication refuses first; refuse rather than mint a dead token.
-        return Err(Exceeded {
-            lifetime: Some((0, remaining.unwrap_or(0).max(0))),
-            ..Exceeded::default()
-        });
-    }
-    Ok(Grant {
-        projects,
-        permissions,
-        not_after: Some(now + lifetime),
-    })
+    let ask = Ask {
+        kind: Yield::Token,
+        projects: request.projects.clone(),
+        permissions: request.permissions.clone(),
+        end: End::Lifetime(request.lifetime_secs),
+        restrictions: None,
+    };
+    let rules = Rules {
+        limits,
+        max_depth: u32::MAX,
+    };
+    derive(&caller, &ask, now, &rules, model).map(|reach| reach.grant)
 }
 
 /// Whether `child` attenuates `parent` under `model`: the definition of DESIGN §2.

@@ -4,7 +4,9 @@
 //! pass `now` in, so every rule is testable as a plain function.
 
 pub mod claims;
+pub mod derive;
 pub mod grant;
 pub mod validate;
 
+pub use derive::{Ask, End, Reach, Restrictions, Rules, Yield, derive};
 pub use grant::{Exceeded, Grant, MintLimits, MintRequest, PermissionModel, Projects, attenuate};

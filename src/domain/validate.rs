@@ -166,6 +166,104 @@ pub fn lifetime_hours(
     Some(((hours * 3600.0).ceil() as i64).max(1))
 }
 
+/// Whether `c` may be shown in a name or description: no control characters (NUL included)
+/// and no bidirectional formatting characters, which make a listing read other than it is
+/// (U+202E turns `yek-nimda` into `admin-key` on screen).
+fn is_displayable(c: char) -> bool {
+    !c.is_control()
+        && !matches!(
+            c,
+            '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// Validates a free-text field shown to people (a key's name or description): at most
+/// `max_chars`, no control or bidirectional formatting characters.
+pub fn display_text(
+    field: &str,
+    value: &str,
+    max_chars: usize,
+    violations: &mut Vec<FieldViolation>,
+) {
+    if value.chars().count() > max_chars {
+        violations.push(FieldViolation::new(
+            field,
+            format!("at most {max_chars} characters"),
+        ));
+    }
+    if let Some(bad) = value.chars().find(|c| !is_displayable(*c)) {
+        violations.push(FieldViolation::new(
+            field,
+            format!(
+                "character U+{:04X} is not allowed: remove control and bidirectional formatting characters",
+                bad as u32
+            ),
+        ));
+    }
+}
+
+/// 0001-01-01T00:00:00Z, the first instant protobuf's `Timestamp` can hold.
+pub const TIMESTAMP_MIN_SECONDS: i64 = -62_135_596_800;
+/// 9999-12-31T23:59:59Z, the last.
+pub const TIMESTAMP_MAX_SECONDS: i64 = 253_402_300_799;
+
+/// Validates a `google.protobuf.Timestamp` as protobuf defines it (0001-01-01 to
+/// 9999-12-31, nanos 0 to 999 999 999), so every stored instant can be written back as JSON;
+/// returns its whole seconds.
+pub fn timestamp(
+    field: &str,
+    seconds: i64,
+    nanos: i32,
+    violations: &mut Vec<FieldViolation>,
+) -> Option<i64> {
+    if !(TIMESTAMP_MIN_SECONDS..=TIMESTAMP_MAX_SECONDS).contains(&seconds) {
+        violations.push(FieldViolation::new(
+            field,
+            format!("`{seconds}` seconds is outside 0001-01-01 to 9999-12-31: give a real instant"),
+        ));
+        return None;
+    }
+    if !(0..1_000_000_000).contains(&nanos) {
+        violations.push(FieldViolation::new(
+            field,
+            format!("nanos `{nanos}` is outside 0 to 999999999"),
+        ));
+        return None;
+    }
+    Some(seconds)
+}
+
+/// Validates an expiry: a valid timestamp in the future and no later than `now + max_secs`
+/// (`max_key` names the config key that sets the bound).
+pub fn expiry(
+    field: &str,
+    seconds: i64,
+    nanos: i32,
+    now: i64,
+    (max_secs, max_key): (i64, &str),
+    violations: &mut Vec<FieldViolation>,
+) -> Option<i64> {
+    let at = timestamp(field, seconds, nanos, violations)?;
+    if at <= now {
+        violations.push(FieldViolation::new(
+            field,
+            "must be in the future; omit it for none",
+        ));
+        return None;
+    }
+    if at - now > max_secs {
+        violations.push(FieldViolation::new(
+            field,
+            format!(
+                "is {}s away; at most {max_secs}s from now is allowed (config `{max_key}`)",
+                at - now
+            ),
+        ));
+        return None;
+    }
+    Some(at)
+}
+
 /// Validates the wire fields of a mint into a [`MintRequest`].
 pub fn mint_request(
     project_ids: &[String],
@@ -219,6 +317,37 @@ mod tests {
             assert_eq!(lifetime_hours("f", Some(bad), 86400, &mut v), None);
             assert_eq!(v.len(), 1, "{bad}");
         }
+    }
+
+    #[test]
+    fn display_text_refuses_control_and_bidi_characters() {
+        for bad in ["a\0b", "x\u{202E}yek", "tab\there", "\u{2066}iso"] {
+            let mut v = Vec::new();
+            display_text("name", bad, 128, &mut v);
+            assert_eq!(v.len(), 1, "{bad:?}");
+            assert!(v[0].description.contains("U+"), "{:?}", v[0]);
+        }
+        let mut v = Vec::new();
+        display_text("name", "laptop ключ 🔑 ci-runner", 128, &mut v);
+        assert!(v.is_empty(), "{v:?}");
+    }
+
+    #[test]
+    fn timestamps_stay_in_protobufs_range() {
+        let mut v = Vec::new();
+        assert_eq!(
+            timestamp("t", TIMESTAMP_MAX_SECONDS, 0, &mut v),
+            Some(TIMESTAMP_MAX_SECONDS)
+        );
+        assert_eq!(timestamp("t", 1 << 62, 0, &mut v), None);
+        assert_eq!(timestamp("t", TIMESTAMP_MIN_SECONDS - 1, 0, &mut v), None);
+        assert_eq!(timestamp("t", 0, -1, &mut v), None);
+        assert_eq!(v.len(), 3);
+        let mut v = Vec::new();
+        assert_eq!(expiry("t", 100, 0, 50, (60, "k"), &mut v), Some(100));
+        assert_eq!(expiry("t", 200, 0, 50, (60, "k"), &mut v), None);
+        assert_eq!(expiry("t", 50, 0, 50, (60, "k"), &mut v), None);
+        assert!(v[0].description.contains("`k`"), "{:?}", v[0]);
     }
 
     #[test]

@@ -312,10 +312,16 @@ impl Store {
             &self.keys_by_owner,
             &self.key_hashes,
             &self.meta,
+            &self.children,
         )
-            .transaction(|(subjects, keys, by_owner, hashes, meta)| {
+            .transaction(|(subjects, keys, by_owner, hashes, meta, children)| {
                 if subjects.get(record.owner.as_bytes())?.is_none() {
                     return Ok(KeyOutcome::OwnerGone);
+                }
+                // A key made by a token is that token's child: revoking the token (or any
+                // ancestor) cascades through the key to every token minted from it.
+                if let Some(parent) = record.derived_from.last() {
+                    children.insert(index_key(parent, &record.id), &[] as &[u8])?;
                 }
                 let counted = meta
                     .get(&count_key)?
