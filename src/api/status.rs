@@ -32,8 +32,20 @@ pub fn to_status(error: Error) -> Status {
                 meta.insert("permissions".to_owned(), exceeded.permissions.join(","));
             }
             if let Some((asked, left)) = exceeded.lifetime {
-                meta.insert("requested_seconds".to_owned(), asked.to_string());
+                let asked = if asked == crate::domain::derive::NEVER {
+                    "never".to_owned()
+                } else {
+                    asked.to_string()
+                };
+                meta.insert("requested_seconds".to_owned(), asked);
                 meta.insert("remaining_seconds".to_owned(), left.to_string());
+            }
+            if let Some(restrictions) = &exceeded.restrictions {
+                meta.insert("restrictions".to_owned(), restrictions.clone());
+            }
+            if let Some((depth, max)) = exceeded.depth {
+                meta.insert("depth".to_owned(), depth.to_string());
+                meta.insert("max_depth".to_owned(), max.to_string());
             }
             details.set_error_info("GRANT_EXCEEDED", ERROR_DOMAIN, meta);
             return Status::with_error_details(Code::PermissionDenied, error.to_string(), details);
