@@ -163,9 +163,15 @@ async fn a_down_scoped_token_obtains_no_wider_key() {
             .is_ok()
     );
 
-    // A key made by a token dies with the token.
+    // A key made by a token dies with the token, and so do the key a made key makes and the
+    // tokens minted from either.
     let made = within.secret;
-    assert!(mint(&b, &made, &[], &[], Some(0.5)).await.is_ok());
+    let made_token = token(&b, &made, &[], &[], 0.5).await;
+    let grandchild = create(&b, &made, key_req("", &["alpha"], &["read"]))
+        .await
+        .unwrap()
+        .secret;
+    assert!(mint(&b, &grandchild, &[], &[], Some(0.5)).await.is_ok());
     let jti = introspect(&b, &alice_key, &alice_token).await.jti;
     b.tokens()
         .await
@@ -178,8 +184,11 @@ async fn a_down_scoped_token_obtains_no_wider_key() {
         ))
         .await
         .unwrap();
-    let err = mint(&b, &made, &[], &[], Some(0.5)).await.unwrap_err();
-    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    for dead in [&made, &grandchild] {
+        let err = mint(&b, dead, &[], &[], Some(0.5)).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    }
+    assert!(!introspect(&b, &alice_key, &made_token).await.active);
     assert_serving(&mut b).await;
 }
 

@@ -258,9 +258,17 @@ impl Broker {
         record.expires_at = reach.grant.not_after.unwrap_or(0);
         record.inline_policy = reach.restrictions.inline_policy.clone();
         record.roles = reach.restrictions.roles.iter().cloned().collect();
-        if caller.kind == CredentialKind::AccessToken {
-            record.derived_from = vec![caller.root_key.clone(), caller.credential_id.clone()];
-        }
+        record.derived_from = match caller.kind {
+            CredentialKind::AccessToken => {
+                vec![caller.root_key.clone(), caller.credential_id.clone()]
+            }
+            // A key made by a key that a token made is tied to that same token.
+            CredentialKind::AccessKey => self
+                .store
+                .access_key(&caller.credential_id)?
+                .map(|k| k.derived_from)
+                .unwrap_or_default(),
+        };
         match self
             .store
             .insert_access_key(&record, self.config.max_keys_per_owner)?
