@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, sync::Weak, time::Duration};
 
 use prost::Message;
 
-use super::{Broker, Caller, grant_from_record, grant_record};
+use super::{Broker, Caller, CredentialKind, grant_from_record, grant_record};
 use crate::{
     domain::{
         Grant, MintRequest, Projects, attenuate,
@@ -498,7 +498,7 @@ impl Broker {
         // A key changed since it authenticated may no longer hold this grant: refused, as a
         // mint is. A token holder needs no such check: a narrowing that leaves the token
         // alive leaves its leases within the key, and a revoked token's leases die with it.
-        let key_version = (caller.depth == 0).then_some(caller.key_version);
+        let key_version = (caller.kind == CredentialKind::AccessKey).then_some(caller.key_version);
         if !self.store.insert_lease(&lease, key_version)? {
             return Err(changed_while_issuing());
         }
