@@ -805,6 +805,8 @@ impl Broker {
         for jti in misfits(&self.store)? {
             revoked += self.store.revoke_token(&jti, now)?;
         }
+        // Its leases follow the key's reach like its tokens (revoked at the vendor by the worker).
+        self.revoke_leases_beyond(id, &grant, now)?;
         self.store.durable().await?;
         Ok((new, revoked))
     }

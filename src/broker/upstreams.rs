@@ -6,10 +6,11 @@ use std::{collections::BTreeMap, sync::Weak, time::Duration};
 
 use prost::Message;
 
-use super::{Broker, Caller};
+use super::{Broker, Caller, CredentialKind, grant_from_record, grant_record};
 use crate::{
     domain::{
         Ask, End, Grant, MintRequest, Projects, Yield,
+        grant::attenuates,
         validate::{self, FieldViolation, quote},
     },
     error::Error,
@@ -306,9 +307,9 @@ impl Broker {
             .ok_or_else(|| unknown_upstream(name))
     }
 
-    /// How many leases of `name` are not yet revoked.
+    /// How many leases of `name` are not yet revoked (counted in the upstream index).
     pub fn live_lease_count(&self, name: &str) -> Result<u32, Error> {
-        Ok(self.store.open_leases_of(name)?.len() as u32)
+        Ok(u32::try_from(self.store.open_lease_count(name)).unwrap_or(u32::MAX))
     }
 
     /// Rotates an upstream's credential and/or replaces its options, verifying at the vendor.
@@ -501,9 +502,17 @@ impl Broker {
             expires_at,
             state: LEASE_ISSUING,
             next_attempt_at: now + ISSUE_TIMEOUT_SECS,
+            grant: Some(grant_record(&plan.grant)),
+            root_key: caller.root_key.clone(),
             ..LeaseRecord::default()
         };
-        self.store.put_lease(&lease, None)?;
+        // A key changed since it authenticated may no longer hold this grant: refused, as a
+        // mint is. A token holder needs no such check: a narrowing that leaves the token
+        // alive leaves its leases within the key, and a revoked token's leases die with it.
+        let key_version = (caller.kind == CredentialKind::AccessKey).then_some(caller.key_version);
+        if !self.store.insert_lease(&lease, key_version)? {
+            return Err(changed_while_issuing());
+        }
         self.store.durable().await?;
 
         let request = IssueRequest {
@@ -519,22 +528,41 @@ impl Broker {
         let issued = match connector.issue(&account, &request).await {
             Ok(issued) => issued,
             Err(e) => {
-                let due = lease.next_attempt_at;
                 lease.state = LEASE_REVOKED;
                 lease.revoked_at = now;
                 lease.last_error = e.to_string();
-                self.store.put_lease(&lease, Some(due))?;
+                self.store.put_lease(&lease)?;
                 self.store.durable().await?;
                 return Err(vendor_error(e));
             }
         };
-        let due = lease.next_attempt_at;
-        lease.vendor_token_id = issued.vendor_token_id.clone();
-        lease.revocable = issued.revocable;
-        lease.state = LEASE_LIVE;
-        lease.next_attempt_at = expires_at;
-        self.store.put_lease(&lease, Some(due))?;
+        // The stored lease may have changed during the call: a revocation asked for meanwhile
+        // (its holder narrowed or died) or a give-up makes it pending, due now, not live.
+        let settle = |l: &mut LeaseRecord| {
+            l.vendor_token_id = issued.vendor_token_id.clone();
+            l.revocable = issued.revocable;
+            if l.state == LEASE_ISSUING && !l.revoke_requested {
+                l.state = LEASE_LIVE;
+                l.next_attempt_at = expires_at;
+            } else {
+                l.state = LEASE_PENDING;
+                l.next_attempt_at = now;
+                l.revoked_at = 0;
+            }
+            true
+        };
+        let lease = match self.store.update_lease(&id, settle)? {
+            Some(stored) => stored,
+            None => {
+                settle(&mut lease);
+                self.store.put_lease(&lease)?;
+                lease
+            }
+        };
         self.store.durable().await?;
+        if lease.state != LEASE_LIVE {
+            return Err(changed_while_issuing());
+        }
         Ok(IssuedLease {
             token: issued,
             lease,
@@ -566,7 +594,6 @@ impl Broker {
         mut lease: LeaseRecord,
         now: i64,
     ) -> Result<bool, Error> {
-        let due = Some(lease.next_attempt_at);
         if lease.state == LEASE_ISSUING && lease.vendor_token_id.is_empty() {
             // The broker stopped between storing the lease and hearing from the vendor.
             lease.state = LEASE_REVOKED;
@@ -576,7 +603,7 @@ impl Broker {
                 lease.id
             );
             tracing::warn!(lease = %lease.id, upstream = %lease.upstream, "interrupted lease needs manual cleanup at the vendor");
-            self.store.put_lease(&lease, due)?;
+            self.store.put_lease(&lease)?;
             return Ok(true);
         }
         let outcome = if lease.revocable {
@@ -592,7 +619,7 @@ impl Broker {
                 lease.state = LEASE_REVOKED;
                 lease.revoked_at = now;
                 lease.last_error.clear();
-                self.store.put_lease(&lease, due)?;
+                self.store.put_lease(&lease)?;
                 tracing::info!(lease = %lease.id, upstream = %lease.upstream, "lease revoked at the vendor");
                 Ok(true)
             }
@@ -602,35 +629,88 @@ impl Broker {
                 lease.next_attempt_at = now + (1i64 << lease.attempts.min(6)).min(MAX_RETRY_SECS);
                 lease.last_error = e.to_string();
                 tracing::warn!(lease = %lease.id, attempts = lease.attempts, error = %e, "vendor revocation failed; will retry");
-                self.store.put_lease(&lease, due)?;
+                self.store.put_lease(&lease)?;
                 Ok(false)
             }
         }
     }
 
-    /// Whether the broker credential a lease is tied to is gone, revoked or expired.
-    fn holder_is_dead(&self, lease: &LeaseRecord, now: i64) -> Result<bool, Error> {
-        if lease.holder.starts_with("ak_") {
-            return Ok(match self.store.access_key(&lease.holder)? {
+    /// Whether the broker credential `holder` (a lease's token jti or access-key id) is gone,
+    /// revoked or expired.
+    fn holder_is_dead(&self, holder: &str, now: i64) -> Result<bool, Error> {
+        if holder.starts_with("ak_") {
+            return Ok(match self.store.access_key(holder)? {
                 None => true,
                 Some(k) => k.expires_at > 0 && k.expires_at <= now,
             });
         }
-        Ok(match self.store.token(&lease.holder)? {
+        if self.store.is_revoked(holder) {
+            return Ok(true);
+        }
+        Ok(match self.store.token(holder)? {
             None => true,
             Some(t) => t.revoked_at != 0 || t.expires_at <= now,
         })
     }
 
-    /// One pass of the lease worker: queue the leases whose holder died, then attempt every
-    /// due revocation. Returns how many leases were revoked at the vendor.
-    pub async fn process_leases(&self, now: i64) -> Result<u32, Error> {
-        for mut lease in self.store.leases_in_state(LEASE_LIVE)? {
-            if lease.next_attempt_at > now && self.holder_is_dead(&lease, now)? {
-                let due = Some(lease.next_attempt_at);
+    /// Asks for a lease's revocation now: a live lease becomes pending and due; an issuing
+    /// one is flagged, and becomes pending when the vendor answers. Returns whether the lease
+    /// changed (a pending or revoked lease is already on its way).
+    fn request_revocation(&self, id: &str, now: i64) -> Result<bool, Error> {
+        let changed = self.store.update_lease(id, |lease| match lease.state {
+            LEASE_LIVE => {
                 lease.state = LEASE_PENDING;
-                lease.next_attempt_at = now;
-                self.store.put_lease(&lease, due)?;
+                lease.next_attempt_at = lease.next_attempt_at.min(now);
+                true
+            }
+            LEASE_ISSUING if !lease.revoke_requested => {
+                lease.revoke_requested = true;
+                true
+            }
+            _ => false,
+        })?;
+        Ok(changed.is_some())
+    }
+
+    /// Leases follow their holder's reach: every open lease under the access key `root_key`
+    /// whose broker grant no longer attenuates `grant` (the key's grant after a narrowing) is
+    /// made due for revocation now, as the key's misfit tokens are revoked. A lease stored
+    /// without its grant (written before leases kept it) cannot be shown to fit, so it goes
+    /// too. Returns how many leases were newly queued; the lease worker revokes them at the
+    /// vendor on its next pass.
+    pub fn revoke_leases_beyond(
+        &self,
+        root_key: &str,
+        grant: &Grant,
+        now: i64,
+    ) -> Result<u32, Error> {
+        let mut queued = 0;
+        for lease in self.store.open_leases_under(root_key)? {
+            let fits = lease.grant.as_ref().is_some_and(|held| {
+                let held = grant_from_record(Some(held), lease.expires_at);
+                attenuates(&held, grant, &self.model)
+            });
+            if !fits && self.request_revocation(&lease.id, now)? {
+                queued += 1;
+            }
+        }
+        if queued > 0 {
+            tracing::info!(key = %root_key, leases = queued, "leases beyond the key's new grant queued for revocation");
+        }
+        Ok(queued)
+    }
+
+    /// One pass of the lease worker, at time `now`: queue the open leases whose holder died,
+    /// attempt every due revocation, then remove the leases revoked more than
+    /// `lease_retention` ago. Every lookup goes through an index, so a pass costs in
+    /// proportion to the open leases and the work due, never to every lease ever issued.
+    /// Returns how many leases were revoked at the vendor.
+    pub async fn process_leases(&self, now: i64) -> Result<u32, Error> {
+        for holder in self.store.open_lease_holders()? {
+            if self.holder_is_dead(&holder, now)? {
+                for lease in self.store.open_leases_held_by(&holder)? {
+                    self.request_revocation(&lease.id, now)?;
+                }
             }
         }
         let mut revoked = 0;
@@ -642,18 +722,32 @@ impl Broker {
                     }
                 }
                 None => {
-                    let due = Some(lease.next_attempt_at);
                     let mut lease = lease;
                     lease.state = LEASE_REVOKED;
                     lease.revoked_at = now;
                     lease.last_error = "upstream no longer exists".to_owned();
-                    self.store.put_lease(&lease, due)?;
+                    self.store.put_lease(&lease)?;
                 }
             }
+        }
+        let retention = i64::try_from(self.config.lease_retention.as_secs()).unwrap_or(i64::MAX);
+        let removed = self
+            .store
+            .remove_revoked_leases(now.saturating_sub(retention), 1000)?;
+        if removed > 0 {
+            tracing::debug!(removed, "revoked leases past their retention removed");
         }
         self.store.durable().await?;
         Ok(revoked)
     }
+}
+
+/// The refusal when the caller's credential changed while a vendor token was being issued.
+fn changed_while_issuing() -> Error {
+    Error::Unauthenticated(
+        "the authorising credential was revoked or changed while the vendor token was issued: retry"
+            .to_owned(),
+    )
 }
 
 /// The proto number of a vendor.

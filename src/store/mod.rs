@@ -124,6 +124,10 @@ pub struct Store {
     upstreams: sled::Tree,
     leases: sled::Tree,
     lease_queue: sled::Tree,
+    leases_by_root: sled::Tree,
+    leases_by_holder: sled::Tree,
+    leases_by_upstream: sled::Tree,
+    revoked_leases: sled::Tree,
     revoked: sled::Tree,
     revoked_index: Arc<RwLock<HashSet<String>>>,
     gate: Arc<MintGate>,
@@ -140,7 +144,7 @@ impl Store {
         // sled's log file; fdatasync'd after every flush (see `durable`).
         let log = File::open(path.join("db"))?;
         let tree = |name: &str| db.open_tree(name);
-        Ok(Self {
+        let store = Self {
             subjects: tree("subjects")?,
             access_keys: tree("access_keys")?,
             keys_by_owner: tree("keys_by_owner")?,
@@ -152,12 +156,18 @@ impl Store {
             upstreams: tree("upstreams")?,
             leases: tree("leases")?,
             lease_queue: tree("lease_queue")?,
+            leases_by_root: tree("leases_by_root")?,
+            leases_by_holder: tree("leases_by_holder")?,
+            leases_by_upstream: tree("leases_by_upstream")?,
+            revoked_leases: tree("revoked_leases")?,
             revoked_index: Arc::new(RwLock::new(load_revoked(&tree("revoked")?)?)),
             revoked: tree("revoked")?,
             gate: Arc::default(),
             commit: GroupCommit::start(db.clone(), log),
             db,
-        })
+        };
+        store.index_legacy_leases()?;
+        Ok(store)
     }
 
     /// Resolves once every write applied before the call is on disk (group commit).
@@ -726,34 +736,88 @@ impl Store {
         k
     }
 
-    /// Whether a lease in `state` waits in the queue (issuing, live or pending revocation).
+    /// Whether a lease in `state` is open: issuing, live or pending revocation. Open leases
+    /// wait in the queue and are indexed; revoked ones wait for removal.
     fn queued(state: i32) -> bool {
         matches!(state, 1..=3)
     }
 
-    /// Stores a lease (new or changed) with its queue entry at
-    /// `next_attempt_at`, in one transaction; `previous_due` is the queue time it had.
-    pub fn put_lease(
+    /// Runs `f` as one transaction over the lease record tree, its queue, its indexes and the
+    /// removal queue, so a lease never disagrees with its entries.
+    fn lease_tx<R>(
+        &self,
+        f: impl Fn(&LeaseTx<'_>) -> Result<R, UnabortableTransactionError>,
+    ) -> Result<R, StoreError> {
+        (
+            &self.leases,
+            &self.lease_queue,
+            &self.leases_by_root,
+            &self.leases_by_holder,
+            &self.leases_by_upstream,
+            &self.revoked_leases,
+        )
+            .transaction(
+                |(leases, queue, by_root, by_holder, by_upstream, removals)| {
+                    Ok(f(&LeaseTx {
+                        leases,
+                        queue,
+                        by_root,
+                        by_holder,
+                        by_upstream,
+                        removals,
+                    })?)
+                },
+            )
+            .map_err(tx_error)
+    }
+
+    /// Stores a new lease with its entries, unless its holder's root key changed since the
+    /// caller authenticated: with `key_version` (the key's `updated_at` then), the key must
+    /// still exist at that version. The check and the write hold the key's gate stripe, which
+    /// a key update holds exclusively, so a narrowing either refuses this lease (returns
+    /// `false`, nothing stored) or finds it in the root index afterwards.
+    pub fn insert_lease(
         &self,
         record: &LeaseRecord,
-        previous_due: Option<i64>,
-    ) -> Result<(), StoreError> {
-        let value = record.encode_to_vec();
-        (&self.leases, &self.lease_queue)
-            .transaction(|(leases, queue)| {
-                if let Some(due) = previous_due {
-                    queue.remove(Self::queue_key(due, &record.id))?;
-                }
-                leases.insert(record.id.as_bytes(), value.as_slice())?;
-                if Self::queued(record.state) {
-                    queue.insert(
-                        Self::queue_key(record.next_attempt_at, &record.id),
-                        &[] as &[u8],
-                    )?;
-                }
-                Ok(())
-            })
-            .map_err(tx_error)
+        key_version: Option<i64>,
+    ) -> Result<bool, StoreError> {
+        let _gate = self.gate.mint(&record.root_key);
+        if let Some(version) = key_version {
+            let current = match self.access_keys.get(record.root_key.as_bytes())? {
+                Some(raw) => AccessKeyRecord::decode(&*raw).ok().map(|k| k.updated_at),
+                None => None,
+            };
+            if current != Some(version) {
+                return Ok(false);
+            }
+        }
+        self.lease_tx(|tx| tx.put(record))?;
+        Ok(true)
+    }
+
+    /// Stores a changed lease; its queue, index and removal entries follow its state.
+    pub fn put_lease(&self, record: &LeaseRecord) -> Result<(), StoreError> {
+        self.lease_tx(|tx| tx.put(record))
+    }
+
+    /// Changes the stored lease `id` in place, in one transaction: `change` sees the current
+    /// record (so a concurrent writer's change is never lost) and says whether it changed it.
+    /// Returns the stored result when it did, `None` when the lease is absent or unchanged.
+    pub fn update_lease(
+        &self,
+        id: &str,
+        change: impl Fn(&mut LeaseRecord) -> bool,
+    ) -> Result<Option<LeaseRecord>, StoreError> {
+        self.lease_tx(|tx| {
+            let Some(mut lease) = tx.get(id)? else {
+                return Ok(None);
+            };
+            if !change(&mut lease) {
+                return Ok(None);
+            }
+            tx.put(&lease)?;
+            Ok(Some(lease))
+        })
     }
 
     /// Looks a lease up.
@@ -764,9 +828,9 @@ impl Store {
             .transpose()
     }
 
-    /// Leases whose queue time has come, oldest first, at most `limit`.
+    /// Open leases whose queue time has come, oldest first, at most `limit`.
     pub fn due_leases(&self, now: i64, limit: usize) -> Result<Vec<LeaseRecord>, StoreError> {
-        let end = (now.max(0) + 1).to_be_bytes();
+        let end = now.max(0).saturating_add(1).to_be_bytes();
         let mut out = Vec::new();
         for key in self.lease_queue.range(..end.as_slice()).keys().take(limit) {
             let key = key?;
@@ -776,28 +840,126 @@ impl Store {
         Ok(out)
     }
 
-    /// Every lease in a given state (e.g. 2 = live).
-    pub fn leases_in_state(&self, state: i32) -> Result<Vec<LeaseRecord>, StoreError> {
+    /// The lease ids listed under `prefix` in an open-lease index.
+    fn indexed_leases(
+        &self,
+        index: &sled::Tree,
+        prefix: &str,
+    ) -> Result<Vec<LeaseRecord>, StoreError> {
+        let prefix = index_prefix(prefix);
         let mut out = Vec::new();
-        for value in self.leases.iter().values() {
-            let lease: LeaseRecord = decode("leases", &value?)?;
-            if lease.state == state {
-                out.push(lease);
-            }
+        for key in index.scan_prefix(&prefix).keys() {
+            let key = key?;
+            out.extend(self.lease(&String::from_utf8_lossy(&key[prefix.len()..]))?);
         }
         Ok(out)
     }
 
-    /// Every lease of an upstream that is not yet revoked.
+    /// Every lease of an upstream that is not yet revoked (the upstream index).
     pub fn open_leases_of(&self, upstream: &str) -> Result<Vec<LeaseRecord>, StoreError> {
-        let mut out = Vec::new();
-        for value in self.leases.iter().values() {
-            let lease: LeaseRecord = decode("leases", &value?)?;
-            if lease.upstream == upstream && Self::queued(lease.state) {
-                out.push(lease);
-            }
+        self.indexed_leases(&self.leases_by_upstream, upstream)
+    }
+
+    /// How many leases of an upstream are not yet revoked, counted in the index alone.
+    pub fn open_lease_count(&self, upstream: &str) -> usize {
+        self.leases_by_upstream
+            .scan_prefix(index_prefix(upstream))
+            .count()
+    }
+
+    /// Every open lease whose holder descends from the access key `root_key` (the root index).
+    pub fn open_leases_under(&self, root_key: &str) -> Result<Vec<LeaseRecord>, StoreError> {
+        self.indexed_leases(&self.leases_by_root, root_key)
+    }
+
+    /// Every open lease held by `holder` (the holder index).
+    pub fn open_leases_held_by(&self, holder: &str) -> Result<Vec<LeaseRecord>, StoreError> {
+        self.indexed_leases(&self.leases_by_holder, holder)
+    }
+
+    /// The distinct holders of open leases, read from the holder index alone: one seek per
+    /// holder (its entries are skipped), no lease record read, closed leases never seen.
+    pub fn open_lease_holders(&self) -> Result<Vec<String>, StoreError> {
+        let mut holders = Vec::new();
+        let mut from = Vec::new();
+        while let Some(key) = self.leases_by_holder.range(from.as_slice()..).keys().next() {
+            let key = key?;
+            let end = key.iter().position(|b| *b == SEP).unwrap_or(key.len());
+            holders.push(String::from_utf8_lossy(&key[..end]).into_owned());
+            // `holder\0…` sorts before `holder\x01`: the next key is the next holder's.
+            from = key[..end].to_vec();
+            from.push(SEP + 1);
         }
-        Ok(out)
+        Ok(holders)
+    }
+
+    /// Removes up to `limit` revoked leases that were revoked at or before `cutoff` (now minus
+    /// the retention), with their entries; found through the removal queue, oldest first.
+    /// Returns how many were removed.
+    pub fn remove_revoked_leases(&self, cutoff: i64, limit: usize) -> Result<usize, StoreError> {
+        if cutoff < 0 {
+            return Ok(0);
+        }
+        let end = cutoff.saturating_add(1).to_be_bytes();
+        let due: Vec<(sled::IVec, String)> = self
+            .revoked_leases
+            .range(..end.as_slice())
+            .keys()
+            .take(limit)
+            .map(|key| {
+                let key = key?;
+                let id = String::from_utf8_lossy(&key[8..]).into_owned();
+                Ok((key, id))
+            })
+            .collect::<Result<_, StoreError>>()?;
+        for chunk in due.chunks(256) {
+            self.lease_tx(|tx| {
+                for (key, id) in chunk {
+                    tx.removals.remove(key)?;
+                    match tx.get(id)? {
+                        // Revived since (an issue finished late): it is open again, keep it.
+                        Some(lease) if Self::queued(lease.state) => {}
+                        Some(lease) => {
+                            tx.unlink(&lease)?;
+                            tx.leases.remove(id.as_bytes())?;
+                        }
+                        None => {
+                            tx.leases.remove(id.as_bytes())?;
+                        }
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        Ok(due.len())
+    }
+
+    /// Indexes the leases of a database written before the lease indexes existed, once (a
+    /// `meta` marker records it): open leases get their index entries (and their root key,
+    /// derived from the holder), revoked ones a removal entry.
+    fn index_legacy_leases(&self) -> Result<(), StoreError> {
+        if self.meta.get(LEASES_INDEXED)?.is_some() {
+            return Ok(());
+        }
+        for value in self.leases.iter().values() {
+            let Ok(mut lease) = LeaseRecord::decode(&*value?) else {
+                continue;
+            };
+            if lease.root_key.is_empty() {
+                lease.root_key = if lease.holder.starts_with("ak_") {
+                    lease.holder.clone()
+                } else {
+                    match self.token(&lease.holder)? {
+                        Some(t) if t.depth == 0 && t.root_key.is_empty() => t.parent,
+                        Some(t) => t.root_key,
+                        None => String::new(),
+                    }
+                };
+            }
+            self.put_lease(&lease)?;
+        }
+        self.meta.insert(LEASES_INDEXED, &[] as &[u8])?;
+        Ok(())
     }
 
     // === signing keys ===
@@ -815,6 +977,72 @@ impl Store {
     pub fn put_signing_key(&self, record: &SigningKeyRecord) -> Result<(), StoreError> {
         self.signing_keys
             .insert(record.kid.as_bytes(), record.encode_to_vec())?;
+        Ok(())
+    }
+}
+
+/// `meta` key marking that every stored lease has its index and queue entries.
+const LEASES_INDEXED: &str = "leases-indexed";
+
+/// The lease trees inside one transaction (see [`Store::lease_tx`]).
+struct LeaseTx<'a> {
+    leases: &'a TransactionalTree,
+    queue: &'a TransactionalTree,
+    by_root: &'a TransactionalTree,
+    by_holder: &'a TransactionalTree,
+    by_upstream: &'a TransactionalTree,
+    removals: &'a TransactionalTree,
+}
+
+impl LeaseTx<'_> {
+    /// The stored lease `id`; an undecodable record counts as absent.
+    fn get(&self, id: &str) -> Result<Option<LeaseRecord>, UnabortableTransactionError> {
+        Ok(self
+            .leases
+            .get(id.as_bytes())?
+            .and_then(|raw| LeaseRecord::decode(&*raw).ok()))
+    }
+
+    /// Drops every entry `lease` may have: queue, indexes and removal queue.
+    fn unlink(&self, lease: &LeaseRecord) -> Result<(), UnabortableTransactionError> {
+        self.queue
+            .remove(Store::queue_key(lease.next_attempt_at, &lease.id))?;
+        self.removals
+            .remove(Store::queue_key(lease.revoked_at, &lease.id))?;
+        if !lease.root_key.is_empty() {
+            self.by_root.remove(index_key(&lease.root_key, &lease.id))?;
+        }
+        self.by_holder.remove(index_key(&lease.holder, &lease.id))?;
+        self.by_upstream
+            .remove(index_key(&lease.upstream, &lease.id))?;
+        Ok(())
+    }
+
+    /// Writes `lease` and the entries its state calls for: an open lease is queued at
+    /// `next_attempt_at` and indexed by root key, holder and upstream; a revoked one is
+    /// queued for removal by `revoked_at`.
+    fn put(&self, lease: &LeaseRecord) -> Result<(), UnabortableTransactionError> {
+        if let Some(old) = self.get(&lease.id)? {
+            self.unlink(&old)?;
+        }
+        let none = &[] as &[u8];
+        if Store::queued(lease.state) {
+            self.queue
+                .insert(Store::queue_key(lease.next_attempt_at, &lease.id), none)?;
+            if !lease.root_key.is_empty() {
+                self.by_root
+                    .insert(index_key(&lease.root_key, &lease.id), none)?;
+            }
+            self.by_holder
+                .insert(index_key(&lease.holder, &lease.id), none)?;
+            self.by_upstream
+                .insert(index_key(&lease.upstream, &lease.id), none)?;
+        } else {
+            self.removals
+                .insert(Store::queue_key(lease.revoked_at, &lease.id), none)?;
+        }
+        self.leases
+            .insert(lease.id.as_bytes(), lease.encode_to_vec())?;
         Ok(())
     }
 }
