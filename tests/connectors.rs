@@ -19,14 +19,25 @@ use common::fakes::{
     FakeServer,
 };
 use serde_json::json;
-use token_broker::upstream::{
-    Credential, HttpClient, IssueRequest, UpstreamAccount, Vendor, VendorError, connector,
+use token_broker::{
+    config::UpstreamSettings,
+    upstream::{
+        Credential, HttpClient, IssueRequest, UpstreamAccount, Vendor, VendorError, connector,
+    },
 };
 
 const WRONG: &str = "wrong-secret-789";
 
+/// The fakes live on `http://127.0.0.1`, which the default rules refuse.
+fn loopback() -> UpstreamSettings {
+    UpstreamSettings {
+        allow_insecure_http: true,
+        allow_private_addresses: true,
+    }
+}
+
 fn http() -> HttpClient {
-    HttpClient::with_retry(3, Duration::from_millis(10)).unwrap()
+    HttpClient::new(3, Duration::from_millis(10), loopback()).unwrap()
 }
 
 fn now() -> i64 {
@@ -330,7 +341,8 @@ async fn a_vendor_that_is_down_is_unavailable_after_bounded_retries_and_recovers
     fake.stop().await;
     let err = bb.verify(&acct).await.unwrap_err();
     assert!(
-        matches!(err, VendorError::Unavailable { status: None, .. }),
+        matches!(&err, VendorError::Unreachable { vendor: Vendor::BitbucketServer, target }
+            if *target == fake.addr().to_string()),
         "{err:?}"
     );
     let addr = fake.addr();
@@ -457,7 +469,7 @@ async fn launchdarkly_persistent_429_is_rate_limited_and_403_is_permission_denie
     let fake = FakeLaunchDarkly::start(cfg.clone()).await;
     let ld = connector(
         Vendor::LaunchDarkly,
-        HttpClient::with_retry(2, Duration::from_millis(10)).unwrap(),
+        HttpClient::new(2, Duration::from_millis(10), loopback()).unwrap(),
     );
     let err = ld
         .verify(&account(Vendor::LaunchDarkly, &fake, keyed(&cfg), &[]))
@@ -688,4 +700,39 @@ async fn git_password_verifies_and_hands_out_the_password() {
         .unwrap_err();
     assert_unauthenticated(&err, Vendor::GitPassword, "Unauthorized");
     assert_secret_free(&err, &[WRONG, &cfg.password]);
+}
+
+// === Destination rules ===
+
+#[tokio::test]
+async fn the_default_rules_send_nothing_to_a_loopback_vendor() {
+    let cfg = FakeConfig::default();
+    let fake = FakeLaunchDarkly::start(cfg.clone()).await;
+    let strict =
+        HttpClient::new(1, Duration::from_millis(10), UpstreamSettings::default()).unwrap();
+    let insecure_only = UpstreamSettings {
+        allow_insecure_http: true,
+        allow_private_addresses: false,
+    };
+    let no_private = HttpClient::new(1, Duration::from_millis(10), insecure_only).unwrap();
+    let ld = account(Vendor::LaunchDarkly, &fake, keyed(&cfg), &[]);
+    let by_name = UpstreamAccount {
+        base_url: format!("http://localhost:{}", fake.addr().port()),
+        ..ld.clone()
+    };
+    for (client, acct, rule) in [
+        (strict, &ld, "upstreams.allow_insecure_http"),
+        (no_private.clone(), &ld, "upstreams.allow_private_addresses"),
+        (no_private, &by_name, "upstreams.allow_private_addresses"),
+    ] {
+        let err = connector(Vendor::LaunchDarkly, client)
+            .verify(acct)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, VendorError::Refused { reason, .. } if reason.contains(rule)),
+            "{err:?}"
+        );
+    }
+    assert!(fake.calls().is_empty(), "nothing reached the vendor");
 }

@@ -14,7 +14,18 @@ use std::time::Duration;
 use common::{fakes::*, *};
 use tonic::Code;
 
-const FAST_RETRY: [(&str, &str); 1] = [("TOKEN_BROKER_UPSTREAM_RETRY_BACKOFF", "10ms")];
+/// Short backoffs, and the fakes' `http://127.0.0.1` allowed as destinations.
+const FAST_RETRY: [(&str, &str); 2] = [
+    ("TOKEN_BROKER_UPSTREAM_RETRY_BACKOFF", "10ms"),
+    LOOPBACK_VENDORS,
+];
+
+/// A broker on a fresh data dir with the shipped policies that may call the fakes.
+async fn start_broker() -> (Broker, tempfile::TempDir) {
+    let data = tempfile::tempdir().unwrap();
+    let b = Broker::start_in(data.path(), &shipped_policies(), &[LOOPBACK_VENDORS]).await;
+    (b, data)
+}
 
 fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| (*s).to_owned()).collect()
@@ -295,10 +306,13 @@ async fn refusals_reach_no_vendor() {
     let b = Broker::start_in(
         data.path(),
         policies.path(),
-        &[(
-            "TOKEN_BROKER_VENDOR_PERMISSIONS",
-            "{ launchdarkly = { read = [\"reader\"], write = [\"writer\"] } }",
-        )],
+        &[
+            (
+                "TOKEN_BROKER_VENDOR_PERMISSIONS",
+                "{ launchdarkly = { read = [\"reader\"], write = [\"writer\"] } }",
+            ),
+            LOOPBACK_VENDORS,
+        ],
     )
     .await;
     let admin = b.admin_secret();
@@ -400,7 +414,7 @@ async fn refusals_reach_no_vendor() {
 #[tokio::test]
 async fn git_password_needs_an_explicit_policy() {
     let fake = start_fake(pb::Vendor::GitPassword).await;
-    let b = Broker::start().await;
+    let (b, _data) = start_broker().await;
     let admin = b.admin_secret();
     let up = create_upstream(
         &b,
@@ -436,7 +450,7 @@ async fn git_password_needs_an_explicit_policy() {
     )
     .unwrap();
     let data = tempfile::tempdir().unwrap();
-    let b = Broker::start_in(data.path(), policies.path(), &[]).await;
+    let b = Broker::start_in(data.path(), policies.path(), &[LOOPBACK_VENDORS]).await;
     let admin = b.admin_secret();
     create_upstream(
         &b,
@@ -458,7 +472,7 @@ async fn git_password_needs_an_explicit_policy() {
 #[tokio::test]
 async fn expiry_revokes_at_the_vendor() {
     let fake = start_fake(pb::Vendor::Launchdarkly).await;
-    let b = Broker::start().await;
+    let (b, _data) = start_broker().await;
     let admin = b.admin_secret();
     create_upstream(
         &b,

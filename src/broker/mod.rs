@@ -70,6 +70,9 @@ pub enum StartError {
         /// The failure.
         source: std::io::Error,
     },
+    /// The shared vendor HTTP client could not be built.
+    #[error(transparent)]
+    Http(#[from] crate::upstream::ClientBuildError),
 }
 
 /// Where the master key comes from.
@@ -256,6 +259,8 @@ pub struct Broker {
     key_sets: keys::KeyPolicyCache,
     usage: keys::UsageBatch,
     token_cache: moka::sync::Cache<[u8; 32], Arc<VerifiedToken>>,
+    /// The one vendor HTTP client (pool, retries, destination rules), built at start-up.
+    http: crate::upstream::HttpClient,
 }
 
 impl std::fmt::Debug for Broker {
@@ -345,6 +350,11 @@ impl Broker {
                 .expire_after(UntilExpiry)
                 .build(),
             usage: keys::UsageBatch::default(),
+            http: crate::upstream::HttpClient::new(
+                config.upstream_retry_attempts,
+                config.upstream_retry_backoff,
+                config.upstreams.clone(),
+            )?,
             config,
             store,
             policy,

@@ -77,7 +77,7 @@ pub struct IssuedLease {
 }
 
 /// Maps a vendor error to the crate error (DESIGN §5); the message names the vendor and its
-/// status, never the credential.
+/// status, and carries the vendor's text only scrubbed of the credential and cut short.
 fn vendor_error(e: VendorError) -> Error {
     let message = e.to_string();
     match e {
@@ -92,7 +92,13 @@ fn vendor_error(e: VendorError) -> Error {
         VendorError::InvalidArgument { .. } => Error::invalid("", message),
         VendorError::Conflict { .. } => Error::Conflict(message),
         VendorError::RateLimited { .. } => Error::ResourceExhausted(message),
-        VendorError::Unavailable { .. } => Error::Unavailable(message),
+        VendorError::Unavailable { .. } | VendorError::Unreachable { .. } => {
+            Error::Unavailable(message)
+        }
+        // Saved under rules that have since been tightened, or a host now resolving inward.
+        VendorError::Refused { .. } => Error::FailedPrecondition(format!(
+            "{message}; the upstream's base url must be changed or the rule relaxed"
+        )),
     }
 }
 
@@ -111,12 +117,9 @@ fn unknown_upstream(name: &str) -> Error {
 }
 
 impl Broker {
-    fn http(&self) -> Result<upstream::HttpClient, Error> {
-        upstream::HttpClient::with_retry(
-            self.config.upstream_retry_attempts,
-            self.config.upstream_retry_backoff,
-        )
-        .map_err(|e| Error::Internal(format!("http client: {e}")))
+    /// The shared client built at start-up; a clone shares its connection pool.
+    fn http(&self) -> upstream::HttpClient {
+        self.http.clone()
     }
 
     fn seal_credential(&self, name: &str, credential: &Credential) -> Result<Vec<u8>, Error> {
@@ -157,6 +160,7 @@ impl Broker {
     }
 
     fn check_account(
+        &self,
         vendor: Option<Vendor>,
         base_url: &str,
         credential: &Credential,
@@ -170,17 +174,13 @@ impl Broker {
             ));
             return;
         };
-        if !(base_url.starts_with("http://") || base_url.starts_with("https://"))
-            || base_url.len() > 2048
-            || base_url.contains(char::is_whitespace)
-        {
+        if base_url.len() > 2048 || base_url.contains(char::is_whitespace) {
             violations.push(FieldViolation::new(
                 "base_url",
-                format!(
-                    "{} is not an http(s) URL of the vendor's server root",
-                    quote(base_url)
-                ),
+                "give the vendor's server root as a url of at most 2048 characters without spaces",
             ));
+        } else if let Err(why) = upstream::check_base_url(base_url, &self.config.upstreams) {
+            violations.push(FieldViolation::new("base_url", why));
         }
         let has_password = !credential.username.is_empty() && !credential.password.is_empty();
         let has_token = !credential.token.is_empty();
@@ -219,7 +219,7 @@ impl Broker {
         vendor: Vendor,
         account: &UpstreamAccount,
     ) -> Result<(i32, String, String), Error> {
-        let connector = upstream::connector(vendor, self.http()?);
+        let connector = upstream::connector(vendor, self.http());
         match connector.verify(account).await {
             Ok(v) => Ok((STATUS_NORMAL, v.repo_host, v.repo_user)),
             Err(VendorError::Unauthenticated { .. }) => Ok((
@@ -227,6 +227,8 @@ impl Broker {
                 account.base_url.clone(),
                 account.credential.username.clone(),
             )),
+            // A host name that resolved inward: the request's `base_url` is what is wrong.
+            Err(e @ VendorError::Refused { .. }) => Err(Error::invalid("base_url", e.to_string())),
             Err(e) => Err(vendor_error(e)),
         }
     }
@@ -254,7 +256,7 @@ impl Broker {
             ));
         }
         let vendor = vendor_of(vendor);
-        Self::check_account(vendor, base_url, &credential, &options, &mut violations);
+        self.check_account(vendor, base_url, &credential, &options, &mut violations);
         let Some(vendor) = vendor.filter(|_| violations.is_empty()) else {
             return Err(Error::InvalidArgument(violations));
         };
@@ -329,7 +331,7 @@ impl Broker {
             account.options = options.clone();
         }
         let mut violations = Vec::new();
-        Self::check_account(
+        self.check_account(
             Some(vendor),
             &account.base_url,
             &account.credential,
@@ -524,13 +526,15 @@ impl Broker {
             },
             expires_at,
         };
-        let connector = upstream::connector(vendor, self.http()?);
+        let connector = upstream::connector(vendor, self.http());
         let issued = match connector.issue(&account, &request).await {
             Ok(issued) => issued,
             Err(e) => {
                 lease.state = LEASE_REVOKED;
                 lease.revoked_at = now;
-                lease.last_error = e.to_string();
+                // Our words only: the vendor's text may echo the credential in a form no
+                // scrubber knows, and the caller has it in the answer anyway.
+                lease.last_error = e.summary();
                 self.store.put_lease(&lease)?;
                 self.store.durable().await?;
                 return Err(vendor_error(e));
@@ -608,7 +612,7 @@ impl Broker {
         }
         let outcome = if lease.revocable {
             let (vendor, account) = self.account(upstream)?;
-            upstream::connector(vendor, self.http()?)
+            upstream::connector(vendor, self.http())
                 .revoke(&account, &lease.vendor_token_id)
                 .await
         } else {
@@ -627,7 +631,7 @@ impl Broker {
                 lease.attempts += 1;
                 lease.state = LEASE_PENDING;
                 lease.next_attempt_at = now + (1i64 << lease.attempts.min(6)).min(MAX_RETRY_SECS);
-                lease.last_error = e.to_string();
+                lease.last_error = e.summary();
                 tracing::warn!(lease = %lease.id, attempts = lease.attempts, error = %e, "vendor revocation failed; will retry");
                 self.store.put_lease(&lease)?;
                 Ok(false)

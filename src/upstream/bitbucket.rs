@@ -69,7 +69,7 @@ impl Connector for Bitbucket {
             .authed(account, Method::GET, url)
             .query(&[("limit", "1")]);
         self.http
-            .send(VENDOR, &account.credential.secrets(), request)
+            .send(VENDOR, &account.credential.scrubber(), request)
             .await?;
         Ok(VerifiedAccount {
             repo_host: account.base_url.trim_end_matches('/').to_owned(),
@@ -94,7 +94,7 @@ impl Connector for Bitbucket {
         let builder = self.authed(account, Method::PUT, url).json(&body);
         let reply = self
             .http
-            .send(VENDOR, &account.credential.secrets(), builder)
+            .send(VENDOR, &account.credential.scrubber(), builder)
             .await?;
         let created: AccessToken = reply.json(VENDOR)?;
         let vendor_token_id = reply.created_id(VENDOR, &created.id, "id")?;
@@ -118,7 +118,7 @@ impl Connector for Bitbucket {
         let url = Self::url(account, Some(vendor_token_id))?;
         let builder = self.authed(account, Method::DELETE, url);
         self.http
-            .send_revoke(VENDOR, &account.credential.secrets(), builder)
+            .send_revoke(VENDOR, &account.credential.scrubber(), builder)
             .await
     }
 }

@@ -62,7 +62,7 @@ impl Connector for Develocity {
     async fn verify(&self, account: &UpstreamAccount) -> Result<VerifiedAccount, VendorError> {
         let request = self.create(account, &[("expiresInHours", VERIFY_HOURS.to_owned())])?;
         self.http
-            .send(VENDOR, &account.credential.secrets(), request)
+            .send(VENDOR, &account.credential.scrubber(), request)
             .await?;
         Ok(VerifiedAccount::of_login(account))
     }
@@ -95,7 +95,7 @@ impl Connector for Develocity {
         let builder = self.create(account, &query)?;
         let reply = self
             .http
-            .send(VENDOR, &account.credential.secrets(), builder)
+            .send(VENDOR, &account.credential.scrubber(), builder)
             .await?;
         let token = String::from_utf8_lossy(&reply.body).trim().to_owned();
         if token.is_empty() {

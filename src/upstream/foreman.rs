@@ -67,7 +67,7 @@ impl Connector for Foreman {
             .authed(account, Method::GET, None)?
             .query(&[("per_page", "1")]);
         self.http
-            .send(VENDOR, &account.credential.secrets(), request)
+            .send(VENDOR, &account.credential.scrubber(), request)
             .await?;
         Ok(VerifiedAccount::of_login(account))
     }
@@ -89,7 +89,7 @@ impl Connector for Foreman {
         let builder = self.authed(account, Method::POST, None)?.json(&body);
         let reply = self
             .http
-            .send(VENDOR, &account.credential.secrets(), builder)
+            .send(VENDOR, &account.credential.scrubber(), builder)
             .await?;
         let created: PersonalAccessToken = reply.json(VENDOR)?;
         let vendor_token_id = reply.created_id(VENDOR, &created.id, "id")?;
@@ -108,7 +108,7 @@ impl Connector for Foreman {
     ) -> Result<(), VendorError> {
         let builder = self.authed(account, Method::DELETE, Some(vendor_token_id))?;
         self.http
-            .send_revoke(VENDOR, &account.credential.secrets(), builder)
+            .send_revoke(VENDOR, &account.credential.scrubber(), builder)
             .await
     }
 }

@@ -40,7 +40,7 @@ impl Connector for GitPassword {
             .http
             .request(Method::GET, url)
             .basic_auth(&c.username, Some(&c.password));
-        match self.http.send(VENDOR, &c.secrets(), request).await {
+        match self.http.send(VENDOR, &c.scrubber(), request).await {
             Ok(_) => Ok(VerifiedAccount::of_login(account)),
             // The host answers 403 to a wrong password as often as 401: both mean "unauthenticated".
             Err(VendorError::PermissionDenied {

@@ -1,17 +1,26 @@
-//! The one HTTP client every connector shares: timeouts, bounded retries and the mapping of a
-//! vendor's answer to a [`VendorError`].
+//! The one HTTP client every connector shares: destination rules, timeouts, bounded retries,
+//! a bounded body and the mapping of a vendor's answer to a [`VendorError`].
 //!
 //! Retried: HTTP 429 (waiting `Retry-After` when it is within the cap), 502/503/504, any other
 //! 5xx on GET and DELETE, connect failures (the request never left), and timeouts on GET and
 //! DELETE. A POST or PUT that timed out or got a plain 500 is not repeated, because the vendor
 //! may have minted a token already and a retry would mint a second one.
+//!
+//! A vendor that cannot be reached is one [`VendorError::Unreachable`], whatever the socket
+//! said: a caller must not learn from the message whether a port is closed, refused, reset,
+//! not speaking HTTP or silent. The cause goes to the log.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use reqwest::{Method, StatusCode, Url, header::RETRY_AFTER};
 
-use super::{Vendor, VendorError};
+use super::{
+    Vendor, VendorError,
+    destination::{self, GuardedResolver, ResolvedPrivate},
+    scrub::Scrubber,
+};
+use crate::config::UpstreamSettings;
 
 /// Longest a single connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -21,18 +30,22 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 const MAX_WAIT: Duration = Duration::from_secs(30);
 /// Longest vendor error text kept in a message.
 const MAX_MESSAGE_CHARS: usize = 300;
+/// Largest vendor body read; every documented answer is a few KiB at most.
+pub(crate) const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// Why the shared HTTP client could not be built, so start-up can report it and stop.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("cannot build the upstream http client: {0}")]
 pub struct ClientBuildError(String);
 
-/// One pooled HTTP client with the retry policy, shared by every connector.
+/// One pooled HTTP client with the retry policy and the destination rules, built once at
+/// start-up and shared (cloned) by every connector, so vendor connections are reused.
 #[derive(Clone)]
 pub struct HttpClient {
     client: reqwest::Client,
     max_attempts: u32,
     base_backoff: Duration,
+    rules: UpstreamSettings,
 }
 
 impl std::fmt::Debug for HttpClient {
@@ -40,6 +53,7 @@ impl std::fmt::Debug for HttpClient {
         f.debug_struct("HttpClient")
             .field("max_attempts", &self.max_attempts)
             .field("base_backoff", &self.base_backoff)
+            .field("rules", &self.rules)
             .finish_non_exhaustive()
     }
 }
@@ -58,10 +72,15 @@ impl Reply {
         &self,
         vendor: Vendor,
     ) -> Result<T, VendorError> {
+        // serde's own message quotes the body, which is vendor text: give the position only.
         serde_json::from_slice(&self.body).map_err(|e| VendorError::Unavailable {
             vendor,
             status: Some(self.status),
-            message: format!("unexpected answer from the vendor: {e}"),
+            message: format!(
+                "unexpected answer from the vendor: not the documented JSON (line {}, column {})",
+                e.line(),
+                e.column()
+            ),
         })
     }
 
@@ -91,24 +110,37 @@ fn id_text(value: &serde_json::Value) -> Option<String> {
 }
 
 impl HttpClient {
-    /// A client with its own retry budget, so tests can keep backoffs short.
-    ///
-    /// `max_attempts` counts the first attempt; 0 is read as 1.
-    pub fn with_retry(max_attempts: u32, base_backoff: Duration) -> Result<Self, ClientBuildError> {
+    /// The shared client: `max_attempts` counts the first attempt (0 is read as 1), the
+    /// backoff doubles from `base_backoff`, and `rules` say where it may connect.
+    pub fn new(
+        max_attempts: u32,
+        base_backoff: Duration,
+        rules: UpstreamSettings,
+    ) -> Result<Self, ClientBuildError> {
         // TLS is rustls with the ring provider (reqwest's `rustls-tls-webpki-roots`): reqwest
         // picks ring itself unless the process installed another default provider.
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
-            // A redirect could carry the credential to another host; vendors' APIs don't redirect.
+            // A redirect could carry the credential to another host, and would skip the
+            // destination checks; vendors' APIs don't redirect.
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("token-broker/", env!("CARGO_PKG_VERSION")))
+            // A proxy would resolve the vendor's host itself, out of reach of the resolver
+            // below, so the destination rules could not hold.
+            .no_proxy()
+            .https_only(!rules.allow_insecure_http)
+            .user_agent(concat!("token-broker/", env!("CARGO_PKG_VERSION")));
+        if !rules.allow_private_addresses {
+            builder = builder.dns_resolver(std::sync::Arc::new(GuardedResolver));
+        }
+        let client = builder
             .build()
             .map_err(|e| ClientBuildError(error_chain(&e)))?;
         Ok(Self {
             client,
             max_attempts: max_attempts.max(1),
             base_backoff,
+            rules,
         })
     }
 
@@ -121,65 +153,83 @@ impl HttpClient {
     pub(crate) async fn send_revoke(
         &self,
         vendor: Vendor,
-        secrets: &[&str],
+        scrubber: &Scrubber,
         builder: reqwest::RequestBuilder,
     ) -> Result<(), VendorError> {
-        match self.send(vendor, secrets, builder).await {
+        match self.send(vendor, scrubber, builder).await {
             Ok(_) | Err(VendorError::NotFound { .. }) => Ok(()),
             Err(e) => Err(e),
         }
     }
 
     /// Sends with the retry policy; any non-2xx answer becomes a [`VendorError`] whose message
-    /// has every string of `secrets` scrubbed out.
+    /// is the vendor's text with every form of the account's secrets scrubbed out.
     pub(crate) async fn send(
         &self,
         vendor: Vendor,
-        secrets: &[&str],
+        scrubber: &Scrubber,
         builder: reqwest::RequestBuilder,
     ) -> Result<Reply, VendorError> {
-        let request = builder.build().map_err(|e| VendorError::Unavailable {
-            vendor,
-            status: None,
-            message: scrub(&error_chain(&e), secrets),
+        let request = builder.build().map_err(|_| {
+            VendorError::local(
+                vendor,
+                "the request cannot be built from the stored account: check the credential and options for characters HTTP does not allow",
+            )
+        })?;
+        let target = target_of(request.url());
+        // An IP literal never reaches the resolver: check it (and the scheme) here.
+        destination::check_url(request.url(), &self.rules).map_err(|reason| {
+            VendorError::Refused {
+                vendor,
+                target: target.clone(),
+                reason,
+            }
         })?;
         let idempotent = matches!(*request.method(), Method::GET | Method::DELETE);
         let mut attempt = 1;
         loop {
             let Some(this_try) = request.try_clone() else {
-                return Err(VendorError::Unavailable {
+                return Err(VendorError::local(
                     vendor,
-                    status: None,
-                    message: "the request body cannot be replayed".to_owned(),
-                });
+                    "the request body cannot be replayed",
+                ));
             };
             let last = attempt >= self.max_attempts;
             let response = match self.client.execute(this_try).await {
                 Ok(response) => response,
                 Err(e) => {
+                    if let Some(refused) = source_of::<ResolvedPrivate>(&e) {
+                        return Err(VendorError::Refused {
+                            vendor,
+                            target,
+                            reason: refused.to_string(),
+                        });
+                    }
                     let retry = e.is_connect() || (idempotent && e.is_timeout());
                     if retry && !last {
                         tokio::time::sleep(self.backoff(attempt)).await;
                         attempt += 1;
                         continue;
                     }
-                    return Err(VendorError::Unavailable {
-                        vendor,
-                        status: None,
-                        message: scrub(&transport_message(&e), secrets),
-                    });
+                    return Err(unreachable(vendor, target, scrubber, &e));
                 }
             };
             let status = response.status();
             let retry_after = retry_after(&response);
-            let body = match response.bytes().await {
+            let body = match read_body(response).await {
                 Ok(body) => body,
-                Err(e) => {
+                Err(BodyError::TooLarge) => {
                     return Err(VendorError::Unavailable {
                         vendor,
                         status: Some(status.as_u16()),
-                        message: scrub(&transport_message(&e), secrets),
+                        message: format!(
+                            "the answer is larger than {} MiB, more than any documented answer",
+                            MAX_BODY_BYTES / (1024 * 1024)
+                        ),
                     });
+                }
+                Err(BodyError::Transport(e)) => {
+                    return Err(unreachable(vendor, target, scrubber, &e));
                 }
             };
             if status.is_success() {
@@ -204,7 +254,8 @@ impl HttpClient {
                     continue;
                 }
             }
-            let message = scrub(&vendor_message(status, &body), secrets);
+            // Scrub before cutting: a cut through a secret would leave most of it behind.
+            let message = truncate(&scrubber.scrub(&vendor_message(status, &body)));
             return Err(status_error(vendor, status, retry_after, message));
         }
     }
@@ -239,6 +290,71 @@ pub(crate) fn join_url(vendor: Vendor, base: &str, segments: &[&str]) -> Result<
         .pop_if_empty()
         .extend(segments);
     Ok(url)
+}
+
+/// `host:port` of a URL, the way messages name a vendor's address.
+fn target_of(url: &Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port_or_known_default() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    }
+}
+
+/// The first error of type `T` among `e`'s sources, e.g. the resolver's refusal inside a
+/// connect error.
+fn source_of<'e, T: std::error::Error + 'static>(
+    e: &'e (dyn std::error::Error + 'static),
+) -> Option<&'e T> {
+    let mut cause = Some(e);
+    while let Some(current) = cause {
+        if let Some(found) = current.downcast_ref::<T>() {
+            return Some(found);
+        }
+        cause = current.source();
+    }
+    None
+}
+
+/// The one error for a vendor that cannot be reached; the socket error goes to the log only.
+fn unreachable(
+    vendor: Vendor,
+    target: String,
+    scrubber: &Scrubber,
+    e: &reqwest::Error,
+) -> VendorError {
+    tracing::warn!(
+        vendor = %vendor,
+        target = %target,
+        timeout = e.is_timeout(),
+        cause = %scrubber.scrub(&error_chain(e)),
+        "vendor cannot be reached"
+    );
+    VendorError::Unreachable { vendor, target }
+}
+
+enum BodyError {
+    TooLarge,
+    Transport(reqwest::Error),
+}
+
+/// The body, read chunk by chunk up to [`MAX_BODY_BYTES`]: a vendor (or something posing as
+/// one) cannot make the broker buffer an unbounded answer.
+async fn read_body(mut response: reqwest::Response) -> Result<Bytes, BodyError> {
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_BODY_BYTES as u64)
+    {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Transport)? {
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(body))
 }
 
 /// `Retry-After` in seconds (the HTTP-date form is not used by these vendors).
@@ -303,7 +419,7 @@ fn vendor_message(status: StatusCode, body: &[u8]) -> String {
             .unwrap_or("no error text")
             .to_lowercase()
     };
-    let text = match serde_json::from_slice::<serde_json::Value>(body) {
+    match serde_json::from_slice::<serde_json::Value>(body) {
         Ok(json) => json_message(&json).unwrap_or_else(fallback),
         Err(_) => {
             let text = String::from_utf8_lossy(body);
@@ -314,8 +430,7 @@ fn vendor_message(status: StatusCode, body: &[u8]) -> String {
                 text.to_owned()
             }
         }
-    };
-    truncate(&text)
+    }
 }
 
 fn json_message(json: &serde_json::Value) -> Option<String> {
@@ -361,38 +476,6 @@ fn truncate(text: &str) -> String {
     }
 }
 
-/// Replaces every secret in `text`, so a vendor echoing a credential cannot leak it.
-fn scrub(text: &str, secrets: &[&str]) -> String {
-    secrets
-        .iter()
-        .filter(|s| !s.is_empty())
-        .fold(text.to_owned(), |acc, secret| {
-            acc.replace(secret, "[redacted]")
-        })
-}
-
-fn transport_message(e: &reqwest::Error) -> String {
-    let host = e
-        .url()
-        .and_then(|u| u.host_str().map(|h| format!(" `{h}`")))
-        .unwrap_or_default();
-    if e.is_timeout() {
-        format!("no answer from{host} within the timeout")
-    } else if e.is_connect() {
-        format!("cannot connect to{host}: {}", root_cause(e))
-    } else {
-        format!("request to{host} failed: {}", root_cause(e))
-    }
-}
-
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = e;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
-}
-
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut cause = e.source();
@@ -433,11 +516,12 @@ mod tests {
     }
 
     #[test]
-    fn scrub_removes_secrets() {
-        assert_eq!(
-            scrub("bad key s3cret!", &["s3cret", ""]),
-            "bad key [redacted]!"
-        );
+    fn truncation_keeps_whole_characters() {
+        let long = "é".repeat(MAX_MESSAGE_CHARS + 5);
+        let cut = truncate(&long);
+        assert_eq!(cut.chars().count(), MAX_MESSAGE_CHARS + 1);
+        assert!(cut.ends_with('…'));
+        assert_eq!(truncate("short"), "short");
     }
 
     #[test]

@@ -110,7 +110,7 @@ impl Connector for LaunchDarkly {
             .authed(account, Method::GET, &["api", "v2", "tokens"])?
             .query(&[("limit", "1")]);
         self.http
-            .send(VENDOR, &account.credential.secrets(), request)
+            .send(VENDOR, &account.credential.scrubber(), request)
             .await?;
         Ok(VerifiedAccount::of_login(account))
     }
@@ -134,7 +134,7 @@ impl Connector for LaunchDarkly {
             .json(&body);
         let reply = self
             .http
-            .send(VENDOR, &account.credential.secrets(), builder)
+            .send(VENDOR, &account.credential.scrubber(), builder)
             .await?;
         let created: Token = reply.json(VENDOR)?;
         let vendor_token_id = reply.created_id(VENDOR, &created.id, "_id")?;
@@ -157,7 +157,7 @@ impl Connector for LaunchDarkly {
             &["api", "v2", "tokens", vendor_token_id],
         )?;
         self.http
-            .send_revoke(VENDOR, &account.credential.secrets(), builder)
+            .send_revoke(VENDOR, &account.credential.scrubber(), builder)
             .await
     }
 }

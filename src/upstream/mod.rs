@@ -7,18 +7,23 @@
 //! HTTP status, so the broker can map them to gRPC codes the same way as its own errors.
 //!
 //! Architecture invariant: nothing here knows Cedar or protobuf, and no credential or token ever
-//! reaches an error message or a `Debug` output.
+//! reaches an error message or a `Debug` output. Vendor text reaches a message only scrubbed
+//! and cut short, and [`VendorError::summary`] gives the words that may be stored: ours only.
 
 use std::{collections::BTreeMap, fmt, time::Duration};
 
 mod bitbucket;
+mod destination;
 mod develocity;
 mod foreman;
 mod git_password;
 mod http;
 mod launchdarkly;
+mod scrub;
 
+pub use destination::{check_base_url, non_public};
 pub use http::{ClientBuildError, HttpClient};
+use scrub::Scrubber;
 
 /// The vendors the broker can mint native tokens at, so a stored upstream names its connector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -76,9 +81,9 @@ impl fmt::Debug for Credential {
 }
 
 impl Credential {
-    /// The secret strings of this credential, so error messages can be scrubbed of them.
-    pub(crate) fn secrets(&self) -> [&str; 2] {
-        [&self.password, &self.token]
+    /// Every form of this credential's secrets, so vendor text can be scrubbed of them.
+    pub(crate) fn scrubber(&self) -> Scrubber {
+        Scrubber::new(self)
     }
 }
 
@@ -154,12 +159,11 @@ impl VerifiedAccount {
 /// Why a vendor call failed, by kind, so the broker can map it like its own errors.
 ///
 /// A `status` of 0 means the connector refused the request before sending it. Messages name
-/// the vendor, the HTTP status and the vendor's own error text; credentials and tokens are
-/// scrubbed from them.
-#[derive(Debug, Clone, thiserror::Error)]
+/// the vendor, the HTTP status and the vendor's own error text, scrubbed of every form of the
+/// credential; [`VendorError::summary`] leaves the vendor's text out.
+#[derive(Debug, Clone)]
 pub enum VendorError {
     /// The vendor rejected the stored credential (HTTP 401).
-    #[error("{vendor} rejected the stored credential{}: {message}", status_part(*.status))]
     Unauthenticated {
         /// Vendor that answered.
         vendor: Vendor,
@@ -169,7 +173,6 @@ pub enum VendorError {
         message: String,
     },
     /// The credential is valid but may not do this (HTTP 403).
-    #[error("{vendor} refused the request{}: {message}", status_part(*.status))]
     PermissionDenied {
         /// Vendor that answered.
         vendor: Vendor,
@@ -179,7 +182,6 @@ pub enum VendorError {
         message: String,
     },
     /// The user, token or resource does not exist at the vendor (HTTP 404).
-    #[error("{vendor} found no such resource{}: {message}", status_part(*.status))]
     NotFound {
         /// Vendor that answered.
         vendor: Vendor,
@@ -189,7 +191,6 @@ pub enum VendorError {
         message: String,
     },
     /// The request was malformed or over a vendor limit (HTTP 400 or 422), or refused locally (status 0).
-    #[error("{vendor} rejected the request{}: {message}", status_part(*.status))]
     InvalidArgument {
         /// Vendor that answered; 0 when the connector refused before sending.
         vendor: Vendor,
@@ -199,7 +200,6 @@ pub enum VendorError {
         message: String,
     },
     /// The vendor's state conflicts with the request (HTTP 409).
-    #[error("{vendor} reported a conflict{}: {message}", status_part(*.status))]
     Conflict {
         /// Vendor that answered.
         vendor: Vendor,
@@ -209,7 +209,6 @@ pub enum VendorError {
         message: String,
     },
     /// The vendor kept answering HTTP 429 after the bounded retries.
-    #[error("{vendor} is rate limiting (HTTP 429){}: {message}", retry_part(*.retry_after))]
     RateLimited {
         /// Vendor that answered.
         vendor: Vendor,
@@ -218,17 +217,106 @@ pub enum VendorError {
         /// The vendor's error text.
         message: String,
     },
-    /// The vendor could not be reached or kept failing (5xx, connect error, timeout).
-    #[error("{vendor} is unavailable{}: {message}", .status.map(status_part).unwrap_or_default())]
+    /// The vendor answered but kept failing (5xx) or answered something unusable.
     Unavailable {
         /// Vendor that failed.
         vendor: Vendor,
         /// Last HTTP status, if any answer came back.
         status: Option<u16>,
-        /// The vendor's error text or the transport failure.
+        /// The vendor's error text, or what was wrong with its answer.
         message: String,
     },
+    /// No HTTP answer came back: refused, reset, timed out, not HTTP. One kind for all, so the
+    /// message cannot tell an open port from a closed one; the cause is logged.
+    Unreachable {
+        /// Vendor that was called.
+        vendor: Vendor,
+        /// `host:port` of the base URL.
+        target: String,
+    },
+    /// The destination breaks the `[upstreams]` rules (plain http, or a non-public address,
+    /// literal or resolved); nothing was sent.
+    Refused {
+        /// Vendor that was to be called.
+        vendor: Vendor,
+        /// `host:port` of the base URL.
+        target: String,
+        /// Which rule, and the config key that would allow it.
+        reason: String,
+    },
 }
+
+impl VendorError {
+    /// Our own words about the failure (vendor, HTTP status, kind), never the vendor's text:
+    /// the only form of a vendor failure that may be stored.
+    pub fn summary(&self) -> String {
+        match self {
+            VendorError::Unauthenticated { vendor, status, .. } => {
+                format!(
+                    "{vendor} rejected the stored credential{}",
+                    status_part(*status)
+                )
+            }
+            VendorError::PermissionDenied { vendor, status, .. } => {
+                format!("{vendor} refused the request{}", status_part(*status))
+            }
+            VendorError::NotFound { vendor, status, .. } => {
+                format!("{vendor} found no such resource{}", status_part(*status))
+            }
+            VendorError::InvalidArgument { vendor, status, .. } => {
+                format!("{vendor} rejected the request{}", status_part(*status))
+            }
+            VendorError::Conflict { vendor, status, .. } => {
+                format!("{vendor} reported a conflict{}", status_part(*status))
+            }
+            VendorError::RateLimited {
+                vendor,
+                retry_after,
+                ..
+            } => format!(
+                "{vendor} is rate limiting (HTTP 429){}",
+                retry_part(*retry_after)
+            ),
+            VendorError::Unavailable { vendor, status, .. } => format!(
+                "{vendor} is unavailable{}",
+                status.map(status_part).unwrap_or_default()
+            ),
+            VendorError::Unreachable { vendor, target } => format!(
+                "vendor `{vendor}` at `{target}` cannot be reached: check the upstream's base url and that the vendor is up, then retry"
+            ),
+            VendorError::Refused { vendor, target, .. } => {
+                format!("vendor `{vendor}` at `{target}` is not an allowed destination")
+            }
+        }
+    }
+
+    /// The detail after the summary: the vendor's scrubbed text, our reason, or nothing.
+    fn detail(&self) -> Option<&str> {
+        match self {
+            VendorError::Unauthenticated { message, .. }
+            | VendorError::PermissionDenied { message, .. }
+            | VendorError::NotFound { message, .. }
+            | VendorError::InvalidArgument { message, .. }
+            | VendorError::Conflict { message, .. }
+            | VendorError::RateLimited { message, .. }
+            | VendorError::Unavailable { message, .. } => Some(message),
+            VendorError::Refused { reason, .. } => Some(reason),
+            VendorError::Unreachable { .. } => None,
+        }
+    }
+}
+
+impl fmt::Display for VendorError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.summary())?;
+        match self.detail() {
+            Some(detail) if !detail.is_empty() => write!(f, ": {detail}"),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl std::error::Error for VendorError {}
 
 impl VendorError {
     /// A request the connector refuses before sending, naming what was wrong.
@@ -383,14 +471,66 @@ mod tests {
             err.to_string(),
             "foreman rejected the stored credential (HTTP 401): unable to authenticate user admin"
         );
-        let down = VendorError::Unavailable {
+        assert_eq!(
+            err.summary(),
+            "foreman rejected the stored credential (HTTP 401)"
+        );
+        let down = VendorError::Unreachable {
             vendor: Vendor::Develocity,
-            status: None,
-            message: "cannot connect to `h`: connection refused".into(),
+            target: "h:443".into(),
         };
         assert_eq!(
             down.to_string(),
-            "develocity is unavailable: cannot connect to `h`: connection refused"
+            "vendor `develocity` at `h:443` cannot be reached: check the upstream's base url and that the vendor is up, then retry"
         );
+        assert_eq!(down.to_string(), down.summary());
+    }
+
+    #[test]
+    fn summary_never_carries_vendor_text() {
+        let echo = "echoed: Basic YWRtaW46c2VjcmV0";
+        let vendor = Vendor::LaunchDarkly;
+        let errors = [
+            VendorError::Unauthenticated {
+                vendor,
+                status: 401,
+                message: echo.into(),
+            },
+            VendorError::PermissionDenied {
+                vendor,
+                status: 403,
+                message: echo.into(),
+            },
+            VendorError::NotFound {
+                vendor,
+                status: 404,
+                message: echo.into(),
+            },
+            VendorError::InvalidArgument {
+                vendor,
+                status: 400,
+                message: echo.into(),
+            },
+            VendorError::Conflict {
+                vendor,
+                status: 409,
+                message: echo.into(),
+            },
+            VendorError::RateLimited {
+                vendor,
+                retry_after: None,
+                message: echo.into(),
+            },
+            VendorError::Unavailable {
+                vendor,
+                status: Some(502),
+                message: echo.into(),
+            },
+        ];
+        for e in errors {
+            assert!(e.to_string().contains(echo), "{e}");
+            assert!(!e.summary().contains("echoed"), "{}", e.summary());
+            assert!(e.summary().contains("launchdarkly"), "{}", e.summary());
+        }
     }
 }

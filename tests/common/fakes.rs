@@ -7,6 +7,13 @@
 //! recovers. For a vendor that is gone altogether, `stop()` closes the listener; `restart()`
 //! binds the same address again with the same state (tokens, calls), and `start_on(addr, ..)`
 //! starts a fresh fake on a given address.
+//!
+//! Hostile vendors: `echo` makes the fake answer HTTP 400 with the request's credential echoed
+//! back in several encodings (a vendor that repeats the request in its errors), and
+//! `oversized_replies` makes it answer 200 with a body over the broker's 1 MiB limit.
+//!
+//! The fakes listen on `http://127.0.0.1`, which the broker refuses by default: start brokers
+//! that talk to them with [`LOOPBACK_VENDORS`] in their environment.
 
 use std::{
     net::SocketAddr,
@@ -27,6 +34,27 @@ use axum::{
 use base64::Engine as _;
 use serde_json::{Value, json};
 use tokio::{sync::oneshot, task::JoinHandle};
+
+/// Broker environment that allows the fakes' `http://127.0.0.1` destinations.
+pub const LOOPBACK_VENDORS: (&str, &str) = (
+    "TOKEN_BROKER_UPSTREAMS",
+    "{ allow_insecure_http = true, allow_private_addresses = true }",
+);
+
+/// Text every echoed error starts with, so a test can tell vendor text from the broker's.
+pub const ECHO_MARKER: &str = "vendor-echo-7f3a";
+
+/// Which requests a hostile fake answers with an echo of the request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Echo {
+    /// None: the fake behaves.
+    #[default]
+    Never,
+    /// Every request but GET, i.e. the token-creating and revoking calls (verify still works).
+    Writes,
+    /// Every request.
+    Every,
+}
 
 /// Which vendor a fake plays.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,6 +90,10 @@ pub struct FakeConfig {
     pub allowed_projects: Vec<String>,
     /// Develocity permissions of the stored key; empty means any.
     pub allowed_permissions: Vec<String>,
+    /// Answer these requests with HTTP 400 echoing the credential and the body.
+    pub echo: Echo,
+    /// Answer every request with HTTP 200 and a 2 MiB body streamed without a length.
+    pub oversized_replies: bool,
 }
 
 impl Default for FakeConfig {
@@ -77,6 +109,8 @@ impl Default for FakeConfig {
             retry_after_secs: 1,
             allowed_projects: Vec::new(),
             allowed_permissions: Vec::new(),
+            echo: Echo::Never,
+            oversized_replies: false,
         }
     }
 }
@@ -374,6 +408,17 @@ async fn handle(
     if s.down.load(Ordering::SeqCst) {
         return (StatusCode::SERVICE_UNAVAILABLE, "service unavailable").into_response();
     }
+    if s.config.oversized_replies {
+        return oversized();
+    }
+    let echo = match s.config.echo {
+        Echo::Never => false,
+        Echo::Writes => method != Method::GET,
+        Echo::Every => true,
+    };
+    if echo {
+        return echoed(&headers, &uri, &body);
+    }
     let path: Vec<&str> = uri.path().split('/').filter(|p| !p.is_empty()).collect();
     let req = Req {
         method,
@@ -389,6 +434,49 @@ async fn handle(
         Kind::Develocity => develocity(&s, req),
         Kind::GitHost => git_host(&s, req),
     }
+}
+
+/// HTTP 400 whose message repeats the credential as sent, decoded, percent-encoded and
+/// base64-encoded alone, then the query and body: the worst a vendor's error could carry.
+fn echoed(headers: &HeaderMap, uri: &Uri, body: &[u8]) -> Response {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let auth = auth_header(headers).unwrap_or_default();
+    let secret = match basic(headers) {
+        Some((_, password)) => password,
+        None => auth.strip_prefix("Bearer ").unwrap_or(&auth).to_owned(),
+    };
+    let decoded = basic(headers)
+        .map(|(user, password)| format!("{user}:{password}"))
+        .unwrap_or_default();
+    let percent: String = auth
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    let message = format!(
+        "{ECHO_MARKER} cannot process: authorization={auth} decoded={decoded} secret={secret} b64={} percent={percent} query={} body={}",
+        b64.encode(&secret),
+        uri.query().unwrap_or_default(),
+        String::from_utf8_lossy(body),
+    );
+    json_reply(
+        StatusCode::BAD_REQUEST,
+        json!({"message": message, "errors": [{"message": message}]}),
+    )
+}
+
+/// HTTP 200 with 2 MiB of JSON-ish bytes, streamed in chunks and without `Content-Length`, so
+/// only a reader that counts can stop it.
+fn oversized() -> Response {
+    let chunk = Bytes::from(vec![b' '; 64 * 1024]);
+    let chunks = (0..32).map(move |_| Ok::<_, std::io::Error>(chunk.clone()));
+    let body = axum::body::Body::from_stream(tokio_stream::iter(chunks));
+    (StatusCode::OK, body).into_response()
 }
 
 struct Req<'a> {
