@@ -32,6 +32,7 @@ fn record(now: i64) -> TokenRecord {
         expires_at: now + 3600,
         revoked_at: 0,
         audience: "token-broker".to_owned(),
+        mint_only: false,
     }
 }
 

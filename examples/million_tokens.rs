@@ -77,6 +77,7 @@ async fn main() {
                 expires_at: t + 86_000,
                 revoked_at: 0,
                 audience: "token-broker".to_owned(),
+                mint_only: false,
             };
             let jti = uuid::Uuid::new_v4().simple().to_string();
             assert_eq!(

@@ -266,6 +266,13 @@ async fn a_restricted_credential_cannot_lift_its_restrictions() {
         reset(&b, &restricted_admin.secret, &other_admin.id, None).await,
         "roles `reader`",
     );
+    // Its restrictions are Cedar text bound to its own subject: it makes no key for another.
+    let mut for_carol = key_req("carol", &["alpha"], &["read"]);
+    for_carol.roles = strings(&["reader"]);
+    denied(
+        create(&b, &restricted_admin.secret, for_carol).await,
+        "manage keys of `admin` only",
+    );
     // ... and cannot lift its own restriction either, though it is an admin.
     denied(
         update(
@@ -351,6 +358,30 @@ async fn reset_grace_is_bounded_and_the_old_secret_only_mints() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    // Nor can a token minted from the old secret, or its child, do what the old secret may not.
+    let child = token(&b, &minted.access_token, &[], &[], 0.25).await;
+    for from_old in [&minted.access_token, &child] {
+        denied(
+            reset(&b, from_old, &created.id, None).await,
+            "replaced by a reset",
+        );
+        let err = b
+            .keys()
+            .await
+            .delete_access_key(authed(
+                pb::DeleteAccessKeyRequest {
+                    id: created.id.clone(),
+                },
+                from_old,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+        denied(
+            create(&b, from_old, key_req("", &[], &["read"])).await,
+            "replaced by a reset",
+        );
+    }
     assert!(mint(&b, &fresh.secret, &[], &[], None).await.is_ok());
     assert_serving(&mut b).await;
 }

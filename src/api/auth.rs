@@ -152,6 +152,14 @@ impl Rpc {
         )
     }
 
+    /// RPCs that a key's previous secret (during its reset grace) may still call.
+    fn is_mint_only(self) -> bool {
+        matches!(
+            self,
+            Rpc::CreateAccessToken | Rpc::IntrospectToken | Rpc::GetJwks
+        )
+    }
+
     /// RPCs that answer without a credential.
     fn is_public(self) -> bool {
         self == Rpc::GetJwks
@@ -265,6 +273,18 @@ async fn admit(
     };
     if let Some(c) = &caller {
         span.record("subject", c.subject.id.as_str());
+        // A key's previous secret in its reset grace, and every token minted from it, may
+        // only mint and introspect: it must not undo the reset (by resetting, changing or
+        // deleting the key) nor act with the key's full authority until the grace ends.
+        if c.old_secret && !rpc.is_mint_only() {
+            return Err(Error::PermissionDenied {
+                reason: "OLD_SECRET",
+                message: format!(
+                    "`{}` refused: this credential comes from a secret replaced by a reset, which during its grace may only mint and introspect tokens; use the new secret",
+                    rpc.action()
+                ),
+            });
+        }
     }
 
     let (parts, body) = request.into_parts();

@@ -161,6 +161,24 @@ impl Caller {
 
     /// Refuses key management to a key's previous secret during its reset grace: it may
     /// mint until the grace ends, but must not reset, change, delete or create keys.
+    /// A restricted credential manages only its own subject's keys: its restrictions are
+    /// Cedar text whose meaning depends on the principal, so the same text bound to another
+    /// owner may reach further.
+    fn may_restrict_for(&self, owner: &str) -> Result<(), Error> {
+        match &self.key_policy {
+            Some(k) if owner != self.subject.id => Err(Error::PermissionDenied {
+                reason: "RESTRICTED_CREDENTIAL",
+                message: format!(
+                    "access key {} has restrictions (an inline policy or roles), so its credentials manage keys of {} only, not of {}",
+                    quote(&k.key_id),
+                    quote(&self.subject.id),
+                    quote(owner)
+                ),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     fn may_manage_keys(&self) -> Result<(), Error> {
         if self.old_secret {
             return Err(Error::PermissionDenied {
@@ -245,6 +263,7 @@ impl Broker {
         let owner = self.store.subject(owner_id)?.ok_or_else(|| {
             Error::NotFound(format!("subject {} does not exist", quote(owner_id)))
         })?;
+        caller.may_restrict_for(owner_id)?;
         let reach = self.key_reach(caller, &owner, &new, now)?;
         // Parsing an inline policy is the expensive part: only after every cheap check.
         self.admit_key_policies(&reach.restrictions, &owner)?;
@@ -267,7 +286,11 @@ impl Broker {
                 .store
                 .access_key(&caller.credential_id)?
                 .map(|k| k.derived_from)
-                .unwrap_or_default(),
+                .ok_or_else(|| {
+                    Error::Unauthenticated(
+                        "the access key you authenticated with was deleted meanwhile".to_owned(),
+                    )
+                })?,
         };
         match self
             .store
@@ -730,6 +753,7 @@ impl Broker {
         .iter()
         .any(|p| has(p));
         if changes_reach {
+            caller.may_restrict_for(&old.owner)?;
             // The key as it will be is a credential derived from the caller's.
             self.derive(
                 caller,
@@ -862,6 +886,7 @@ impl Broker {
             return Err(Error::InvalidArgument(violations));
         };
         let old = self.get_access_key(id)?;
+        caller.may_restrict_for(&old.owner)?;
         let grant = grant_from_record(old.grant.as_ref(), old.expires_at);
         self.derive(
             caller,

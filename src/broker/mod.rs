@@ -554,7 +554,7 @@ impl Broker {
             key_policy: KeyPolicy::of(&root),
             key_version: root.updated_at,
             credential_id: verified.claims.jti.clone(),
-            old_secret: false,
+            old_secret: record.mint_only,
         })
     }
 
@@ -679,6 +679,7 @@ impl Broker {
             expires_at,
             revoked_at: 0,
             audience: plan.audience,
+            mint_only: caller.old_secret,
         };
         match self.store.insert_token(&jti, &record, caller.key_version)? {
             MintOutcome::Stored => {}

@@ -645,7 +645,13 @@ impl Broker {
         if holder.starts_with("ak_") {
             return Ok(match self.store.access_key(holder)? {
                 None => true,
-                Some(k) => k.expires_at > 0 && k.expires_at <= now,
+                // A key made by a token dies with it (see `AccessKeyRecord.derived_from`).
+                Some(k) => {
+                    (k.expires_at > 0 && k.expires_at <= now)
+                        || k.derived_from
+                            .last()
+                            .is_some_and(|jti| self.store.is_revoked(jti))
+                }
             });
         }
         if self.store.is_revoked(holder) {

@@ -173,7 +173,12 @@ fn is_displayable(c: char) -> bool {
     !c.is_control()
         && !matches!(
             c,
+            // Bidirectional marks, embeddings, overrides and isolates.
             '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+            // Invisible: zero-width characters, line and paragraph separators, word joiner and
+            // invisible operators, the byte order mark, the Mongolian vowel separator, tags.
+            | '\u{180E}' | '\u{200B}'..='\u{200D}' | '\u{2028}' | '\u{2029}'
+            | '\u{2060}'..='\u{2064}' | '\u{FEFF}' | '\u{E0000}'..='\u{E007F}'
         )
 }
 
@@ -321,7 +326,16 @@ mod tests {
 
     #[test]
     fn display_text_refuses_control_and_bidi_characters() {
-        for bad in ["a\0b", "x\u{202E}yek", "tab\there", "\u{2066}iso"] {
+        for bad in [
+            "a\0b",
+            "x\u{202E}yek",
+            "tab\there",
+            "\u{2066}iso",
+            "ad\u{200B}min",
+            "a\u{2028}b",
+            "\u{FEFF}bom",
+            "tag\u{E0041}",
+        ] {
             let mut v = Vec::new();
             display_text("name", bad, 128, &mut v);
             assert_eq!(v.len(), 1, "{bad:?}");

@@ -328,11 +328,6 @@ impl Store {
                 if subjects.get(record.owner.as_bytes())?.is_none() {
                     return Ok(KeyOutcome::OwnerGone);
                 }
-                // A key made by a token is that token's child: revoking the token (or any
-                // ancestor) cascades through the key to every token minted from it.
-                if let Some(parent) = record.derived_from.last() {
-                    children.insert(index_key(parent, &record.id), &[] as &[u8])?;
-                }
                 let counted = meta
                     .get(&count_key)?
                     .and_then(|v| <[u8; 4]>::try_from(&*v).ok())
@@ -343,6 +338,11 @@ impl Store {
                     return Ok(KeyOutcome::LimitReached);
                 }
                 meta.insert(count_key.as_slice(), &(counted + 1).to_be_bytes())?;
+                // A key made by a token is that token's child: revoking the token (or any
+                // ancestor) cascades through the key to every token minted from it.
+                if let Some(parent) = record.derived_from.last() {
+                    children.insert(index_key(parent, &record.id), &[] as &[u8])?;
+                }
                 keys.insert(record.id.as_bytes(), value.as_slice())?;
                 by_owner.insert(index_key(&record.owner, &record.id), &[] as &[u8])?;
                 hashes.insert(record.secret_hash.as_slice(), record.id.as_bytes())?;
