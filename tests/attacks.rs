@@ -498,3 +498,33 @@ async fn the_data_dir_is_private() {
     }
     assert_serving(&mut b).await;
 }
+
+/// Making a key does not restart a delegation chain: the key sits at its token's depth.
+#[tokio::test]
+async fn a_key_made_by_a_token_continues_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = Broker::start_in(
+        dir.path(),
+        &shipped_policies(),
+        &[("TOKEN_BROKER_MAX_DELEGATION_DEPTH", "1")],
+    )
+    .await;
+    let admin = b.admin_secret();
+    let t0 = token(&b, &admin, &["alpha"], &["read"], 1.0).await;
+    let t1 = token(&b, &t0, &[], &[], 0.5).await;
+    // At the maximum depth: no token and no key.
+    denied(mint(&b, &t1, &[], &[], None).await, "depth");
+    denied(
+        create(&b, &t1, key_req("", &["alpha"], &["read"])).await,
+        "depth",
+    );
+    // A key made at depth 0 mints at depth 1, whose tokens can go no further.
+    let made = create(&b, &t0, key_req("", &["alpha"], &["read"]))
+        .await
+        .unwrap()
+        .secret;
+    let from_made = token(&b, &made, &[], &[], 0.5).await;
+    assert_eq!(introspect(&b, &admin, &from_made).await.depth, 1);
+    denied(mint(&b, &from_made, &[], &[], None).await, "depth");
+    assert_serving(&mut b).await;
+}

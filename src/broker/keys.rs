@@ -275,6 +275,7 @@ impl Broker {
             now,
         );
         record.expires_at = reach.grant.not_after.unwrap_or(0);
+        record.depth = reach.depth.unwrap_or(0);
         record.inline_policy = reach.restrictions.inline_policy.clone();
         record.roles = reach.restrictions.roles.iter().cloned().collect();
         record.derived_from = match caller.kind {

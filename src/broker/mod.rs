@@ -129,6 +129,8 @@ pub struct Caller {
     pub key_policy: Option<KeyPolicy>,
     /// The root key's `updated_at` when the caller authenticated (see `Store::insert_token`).
     pub key_version: i64,
+    /// A key made by a token: it sits at that token's `depth`, and its tokens go one deeper.
+    pub derived_key: bool,
     /// Authenticated with a key's previous secret during its reset grace: it may mint until
     /// the grace ends, but not manage keys (a leaked old secret must not undo the reset).
     pub old_secret: bool,
@@ -145,8 +147,8 @@ impl Caller {
                 .map(|k| Restrictions::new(&k.inline_policy, &k.roles))
                 .unwrap_or_default(),
             depth: match self.kind {
-                CredentialKind::AccessKey => None,
-                CredentialKind::AccessToken => Some(self.depth),
+                CredentialKind::AccessKey if !self.derived_key => None,
+                _ => Some(self.depth),
             },
         }
     }
@@ -466,7 +468,8 @@ impl Broker {
         Ok(Caller {
             subject,
             kind: CredentialKind::AccessKey,
-            depth: 0,
+            depth: key.depth,
+            derived_key: !key.derived_from.is_empty(),
             old_secret,
             grant: grant_from_record(key.grant.as_ref(), end),
             root_key: key.id.clone(),
@@ -554,6 +557,7 @@ impl Broker {
             key_policy: KeyPolicy::of(&root),
             key_version: root.updated_at,
             credential_id: verified.claims.jti.clone(),
+            derived_key: false,
             old_secret: record.mint_only,
         })
     }

@@ -14,9 +14,9 @@
 //!   unchanged: a restricted caller yields only credentials under exactly its own restrictions
 //!   (Cedar permits when *any* policy permits, so a different role or inline policy could
 //!   widen); an unrestricted caller may yield any restrictions, since adding some narrows;
-//! - **depth**: a token is minted one level deeper (0 from a key) and never past
-//!   `max_depth`; a credential that may no longer delegate cannot yield a key either, since a
-//!   key would restart the chain.
+//! - **depth**: a token is minted one level deeper (0 from a root key) and never past
+//!   `max_depth`; a key yielded by a token sits at the token's depth, so its tokens continue
+//!   the chain, and a credential that may no longer delegate cannot yield a key either.
 
 use std::collections::BTreeSet;
 
@@ -79,7 +79,7 @@ pub struct Reach {
     pub grant: Grant,
     /// The root key's inline policy and roles.
     pub restrictions: Restrictions,
-    /// Delegation depth of a token; `None` for an access key (a root).
+    /// Delegation depth of a token, or of the token that made a key; `None` for a root key.
     pub depth: Option<u32>,
 }
 
@@ -207,12 +207,13 @@ pub fn derive(
         }
     };
 
-    // A key is depth 0 and its tokens start there; each mint from a token goes one deeper.
+    // A root key's tokens start at depth 0; each mint from a token goes one deeper. A key
+    // yielded by a token sits at that token's depth (and so does a key such a key yields),
+    // so its tokens continue the chain instead of restarting it.
     let next_depth = caller.depth.map_or(0, |d| d + 1);
     let depth = match ask.kind {
-        Yield::Token => Some(next_depth),
-        Yield::Key => None,
-        Yield::VendorToken => Some(next_depth),
+        Yield::Token | Yield::VendorToken => Some(next_depth),
+        Yield::Key => caller.depth,
     };
     let delegates = matches!(ask.kind, Yield::Token | Yield::Key);
     if delegates && caller.depth.is_some() && next_depth > rules.max_depth {

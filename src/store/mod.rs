@@ -548,7 +548,9 @@ impl Store {
     ) -> Result<MintOutcome, StoreError> {
         let parent = record.parent.as_str();
         let _gate = self.gate.mint(parent);
-        let live = if record.depth == 0 {
+        // The parent is a key (`ak_…`) or a token (a bare jti); a key made by a token mints
+        // below depth 0, so the depth does not tell.
+        let live = if parent.starts_with("ak_") {
             match self.access_keys.get(parent.as_bytes())? {
                 Some(raw) => AccessKeyRecord::decode(&*raw)
                     .map(|k| k.updated_at == key_version)

@@ -244,6 +244,13 @@ proptest! {
                 prop_assert!(depth <= RULES.max_depth);
                 prop_assert_eq!(depth, caller.depth.map_or(0, |d| d + 1));
             }
+            if ask.kind == Yield::Key {
+                // A key never starts above its maker: its tokens continue the maker's chain.
+                prop_assert_eq!(got.depth, caller.depth);
+                if let Some(d) = caller.depth {
+                    prop_assert!(d < RULES.max_depth);
+                }
+            }
             prop_assert!(within(&got, &caller, &m));
         }
     }
