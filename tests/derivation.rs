@@ -546,3 +546,49 @@ fn no_call_yields_a_credential_wider_than_its_caller() {
     );
     assert!(yielded.iter().all(|n| *n > 0), "{yielded:?}");
 }
+
+/// A key made by a token dies at the token's end, even after an admin extended the key: the
+/// key's own expiry cannot revive what its maker no longer holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_token_made_key_ends_with_its_token_even_when_extended() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = world(dir.path()).await;
+    let b = &w.broker;
+    let now = broker::now();
+    let plan = b
+        .plan_mint(&w.admin, &[], &["read".to_owned()], Some(1.0), "", now)
+        .unwrap();
+    let minted = b.mint(&w.admin, plan, now).await.unwrap();
+    let token = b.authenticate(&minted.token, now).unwrap();
+    let made = b
+        .create_access_key(
+            &token,
+            NewKey {
+                name: "made",
+                permissions: &["read".to_owned()],
+                ..NewKey::default()
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(made.record.expires_at, minted.claims.exp);
+    b.update_access_key(
+        &w.admin,
+        &made.record.id,
+        &["expires_at".to_owned()],
+        &pb::AccessKey {
+            expires_at: Some(timestamp(now + 10 * 3600)),
+            ..pb::AccessKey::default()
+        },
+        now,
+    )
+    .await
+    .unwrap();
+    assert!(b.authenticate(made.secret.expose(), now).is_ok());
+    let after_token = minted.claims.exp + 1;
+    let err = b
+        .authenticate(made.secret.expose(), after_token)
+        .unwrap_err();
+    assert!(err.to_string().contains("made by a token"), "{err}");
+}

@@ -444,13 +444,9 @@ impl Broker {
         if key.expires_at > 0 && key.expires_at <= now {
             return Err(unauthenticated("access key has expired"));
         }
-        // A key made by a token dies with it: revoking the token (or anything above it)
-        // marks it revoked, and the key must not outlive that.
-        if let Some(jti) = key.derived_from.last()
-            && self.store.is_revoked(jti)
-        {
+        if !self.maker_alive(&key, now)? {
             return Err(unauthenticated(
-                "access key was made by a token that has been revoked",
+                "access key was made by a token that has been revoked or has expired",
             ));
         }
         let subject = self
@@ -541,11 +537,9 @@ impl Broker {
                 "the access key this token descends from has expired",
             ));
         }
-        if let Some(jti) = root.derived_from.last()
-            && self.store.is_revoked(jti)
-        {
+        if !self.maker_alive(&root, now)? {
             return Err(unauthenticated(
-                "the access key this token descends from was made by a revoked token",
+                "the access key this token descends from was made by a token that is no longer live",
             ));
         }
         Ok(Caller {
@@ -560,6 +554,22 @@ impl Broker {
             derived_key: false,
             old_secret: record.mint_only,
         })
+    }
+
+    /// Whether the token that made `key` (if a token made it) is still live: a key made by a
+    /// token dies at the token's revocation (memory index) and at its end, even if the key's
+    /// own expiry was later changed (the token's record is read; once swept, it is gone).
+    pub fn maker_alive(&self, key: &AccessKeyRecord, now: i64) -> Result<bool, Error> {
+        let Some(jti) = key.derived_from.last() else {
+            return Ok(true);
+        };
+        if self.store.is_revoked(jti) {
+            return Ok(false);
+        }
+        Ok(self
+            .store
+            .token(jti)?
+            .is_some_and(|t| t.revoked_at == 0 && t.expires_at > now))
     }
 
     // === derivation ===

@@ -647,10 +647,7 @@ impl Broker {
                 None => true,
                 // A key made by a token dies with it (see `AccessKeyRecord.derived_from`).
                 Some(k) => {
-                    (k.expires_at > 0 && k.expires_at <= now)
-                        || k.derived_from
-                            .last()
-                            .is_some_and(|jti| self.store.is_revoked(jti))
+                    (k.expires_at > 0 && k.expires_at <= now) || !self.maker_alive(&k, now)?
                 }
             });
         }
