@@ -324,7 +324,8 @@ impl Broker {
     /// Opens the store, loads policies and keys, and bootstraps the admin on first start.
     /// Policies are validated before anything is written.
     pub async fn open(config: Config, master: MasterKeySource) -> Result<Arc<Self>, StartError> {
-        let policy = PolicyEngine::load(&config.policies)?;
+        let policy = PolicyEngine::load(&config.policies)?
+            .with_max_inline_policy_bytes(config.max_inline_policy_bytes);
         private_dir(&config.data_dir).map_err(|source| StartError::Io {
             path: config.data_dir.clone(),
             source,

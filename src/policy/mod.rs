@@ -3,6 +3,10 @@
 //!
 //! **Architecture invariant:** the schema and policy set are parsed and validated once, at
 //! start-up; a policy that does not parse or validate stops the server with its file and line.
+//! An access key's inline policy is read only through [`inline::admit`], which bounds its size
+//! and nesting before Cedar sees it and parses it on a thread with a stack of its own.
+
+pub mod inline;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -81,10 +85,10 @@ pub enum PolicyError {
 /// Why a key's inline policy or roles were refused.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum KeyPolicyError {
-    /// The inline policy does not parse or validate.
-    #[error("inline policy line {line}: {message}")]
+    /// The inline policy is too large or too deep, or does not parse or validate.
+    #[error("inline policy{}: {message}", at_line(*.line))]
     Inline {
-        /// 1-based line within the inline text.
+        /// 1-based line within the inline text (0 when no line applies, as for its size).
         line: usize,
         /// Cedar's diagnostic.
         message: String,
@@ -99,6 +103,15 @@ pub enum KeyPolicyError {
         /// The roles that exist.
         known: Vec<String>,
     },
+}
+
+/// ` line N`, or nothing for line 0.
+fn at_line(line: usize) -> String {
+    if line == 0 {
+        String::new()
+    } else {
+        format!(" line {line}")
+    }
 }
 
 /// The entity type of a principal or resource, as named in the schema.
@@ -231,6 +244,9 @@ struct ActionSlot {
     validated: AtomicU64,
 }
 
+/// The default of config `max_inline_policy_bytes`.
+const DEFAULT_MAX_INLINE_BYTES: usize = 16 * 1024;
+
 /// Decisions remembered; each entry holds its full input (a few hundred bytes).
 const DECISION_CACHE_CAPACITY: u64 = 10_000;
 
@@ -258,6 +274,10 @@ pub struct PolicyEngine {
     actions: HashMap<String, ActionSlot>,
     /// Parsed type names, indexed by `EntityKind as usize`.
     types: Vec<EntityTypeName>,
+    /// Largest inline policy read, in bytes (config `max_inline_policy_bytes`).
+    max_inline_bytes: usize,
+    /// Bounds the inline policy parser threads running at once.
+    parsers: inline::Gate,
 }
 
 impl std::fmt::Debug for PolicyEngine {
@@ -451,7 +471,16 @@ impl PolicyEngine {
             authorizer: Authorizer::new(),
             actions,
             types,
+            max_inline_bytes: DEFAULT_MAX_INLINE_BYTES,
+            parsers: inline::Gate::default(),
         })
+    }
+
+    /// Sets the largest inline policy [`PolicyEngine::key_policies`] reads (config
+    /// `max_inline_policy_bytes`; 16 KiB unless set).
+    pub fn with_max_inline_policy_bytes(mut self, bytes: usize) -> Self {
+        self.max_inline_bytes = bytes;
+        self
     }
 
     /// Role names (template ids) keys may link, for messages and validation.
@@ -467,7 +496,7 @@ impl PolicyEngine {
 
     /// Builds (and so validates) the own policy set of an access key: its inline policy and
     /// its roles linked with `owner` as principal. Errors name the field and carry Cedar's
-    /// diagnostic.
+    /// diagnostic, or the limit the inline policy exceeds (see [`inline`]).
     pub fn key_policies(
         &self,
         inline: &str,
@@ -476,27 +505,8 @@ impl PolicyEngine {
     ) -> Result<PolicySet, KeyPolicyError> {
         let mut set = PolicySet::new();
         if !inline.trim().is_empty() {
-            let parsed = PolicySet::from_str(inline).map_err(|e| KeyPolicyError::Inline {
-                line: line_of(&e, inline),
-                message: message_of(&e, &e),
-            })?;
-            if parsed.templates().next().is_some() {
-                return Err(KeyPolicyError::Inline {
-                    line: 1,
-                    message:
-                        "templates (`?principal`, `?resource`) are not allowed in an inline policy"
-                            .to_owned(),
-                });
-            }
-            let result =
-                Validator::new(self.schema.clone()).validate(&parsed, ValidationMode::Strict);
-            if let Some(err) = result.validation_errors().next() {
-                return Err(KeyPolicyError::Inline {
-                    line: line_of(err, inline),
-                    message: message_of(err, err),
-                });
-            }
-            for (n, policy) in parsed.policies().enumerate() {
+            let parsed = inline::admit(inline, &self.schema, self.max_inline_bytes, &self.parsers)?;
+            for (n, policy) in parsed.iter().enumerate() {
                 set.add(policy.new_id(PolicyId::new(format!("inline#{n}"))))
                     .map_err(|e| KeyPolicyError::Inline {
                         line: 1,
