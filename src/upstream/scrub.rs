@@ -6,7 +6,8 @@
 //! `Authorization` value), base64 of `user:password` and `user:token` (which covers `Basic …`),
 //! base64 of the password and of the token alone, each base64 in standard and URL-safe
 //! alphabets with and without padding, the URL-encoded forms (percent-encoding with upper- or
-//! lower-case hex, and `+` for space) and the JSON-escaped form.
+//! lower-case hex, and `+` for space) of the secrets and of their base64 forms, and the
+//! JSON-escaped form.
 
 use base64::Engine as _;
 
@@ -39,13 +40,20 @@ impl Scrubber {
                 continue;
             }
             needles.push(secret.clone());
-            needles.extend(base64_forms(secret.as_bytes()));
             needles.extend(url_forms(secret));
             if let Ok(json) = serde_json::to_string(secret) {
                 needles.push(json.trim_matches('"').to_owned());
             }
             let pair = format!("{}:{secret}", credential.username);
-            needles.extend(base64_forms(pair.as_bytes()));
+            // Base64 forms, and those forms URL-encoded (`+`, `/` and `=` get escaped when a
+            // vendor echoes a header inside a query string).
+            for encoded in base64_forms(secret.as_bytes())
+                .into_iter()
+                .chain(base64_forms(pair.as_bytes()))
+            {
+                needles.extend(url_forms(&encoded));
+                needles.push(encoded);
+            }
         }
         needles.retain(|n| !n.is_empty());
         needles.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
@@ -128,6 +136,8 @@ mod tests {
             "p%40ss+w%2Frd%2B%221%22".to_owned(),
             "tok~en%2F123%3F".to_owned(),
             r#"p@ss w/rd+\"1\""#.to_owned(),
+            url_forms(&basic)[0].clone(),
+            url_forms(&STANDARD.encode(&c.token))[1].clone(),
         ];
         for form in forms {
             let text = format!("echo: authorization={form}; body={{}}");
