@@ -11,17 +11,12 @@ mod common;
 
 use std::{collections::HashSet, time::Duration};
 
-use common::*;
-use prost_types::{FieldMask, Timestamp};
+use common::{create_access_key as create, update_access_key as update, *};
+use prost_types::Timestamp;
 use tonic::Code;
-use tonic_types::StatusExt;
 
 fn now() -> i64 {
     token_broker::broker::now()
-}
-
-fn strings(items: &[&str]) -> Vec<String> {
-    items.iter().map(|s| (*s).to_owned()).collect()
 }
 
 fn new_key(name: &str, projects: &[&str], perms: &[&str]) -> pb::CreateAccessKeyRequest {
@@ -31,18 +26,6 @@ fn new_key(name: &str, projects: &[&str], perms: &[&str]) -> pb::CreateAccessKey
         permissions: strings(perms),
         ..Default::default()
     }
-}
-
-async fn create(
-    b: &Broker,
-    cred: &str,
-    req: pb::CreateAccessKeyRequest,
-) -> Result<pb::CreateAccessKeyResponse, tonic::Status> {
-    b.keys()
-        .await
-        .create_access_key(authed(req, cred))
-        .await
-        .map(tonic::Response::into_inner)
 }
 
 async fn list(
@@ -55,36 +38,6 @@ async fn list(
         .list_access_keys(authed(req, cred))
         .await
         .map(tonic::Response::into_inner)
-}
-
-async fn update(
-    b: &Broker,
-    cred: &str,
-    id: &str,
-    paths: &[&str],
-    key: pb::AccessKey,
-) -> Result<pb::AccessKey, tonic::Status> {
-    b.keys()
-        .await
-        .update_access_key(authed(
-            pb::UpdateAccessKeyRequest {
-                id: id.to_owned(),
-                update_mask: Some(FieldMask {
-                    paths: strings(paths),
-                }),
-                key: Some(key),
-            },
-            cred,
-        ))
-        .await
-        .map(tonic::Response::into_inner)
-}
-
-fn field_of(err: &tonic::Status) -> Vec<String> {
-    err.get_error_details()
-        .bad_request()
-        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
-        .unwrap_or_default()
 }
 
 async fn start_with_alice(env: &[(&str, &str)]) -> (Broker, tempfile::TempDir, String, String) {

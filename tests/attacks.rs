@@ -12,51 +12,12 @@
 
 mod common;
 
-use common::*;
-use prost_types::{FieldMask, Timestamp};
+use common::{create_access_key as create, update_access_key as update, *};
+use prost_types::Timestamp;
 use tonic::Code;
 
 fn now() -> i64 {
     token_broker::broker::now()
-}
-
-fn strings(items: &[&str]) -> Vec<String> {
-    items.iter().map(|s| (*s).to_owned()).collect()
-}
-
-async fn create(
-    b: &Broker,
-    cred: &str,
-    req: pb::CreateAccessKeyRequest,
-) -> Result<pb::CreateAccessKeyResponse, tonic::Status> {
-    b.keys()
-        .await
-        .create_access_key(authed(req, cred))
-        .await
-        .map(tonic::Response::into_inner)
-}
-
-async fn update(
-    b: &Broker,
-    cred: &str,
-    id: &str,
-    paths: &[&str],
-    key: pb::AccessKey,
-) -> Result<pb::AccessKey, tonic::Status> {
-    b.keys()
-        .await
-        .update_access_key(authed(
-            pb::UpdateAccessKeyRequest {
-                id: id.to_owned(),
-                update_mask: Some(FieldMask {
-                    paths: strings(paths),
-                }),
-                key: Some(key),
-            },
-            cred,
-        ))
-        .await
-        .map(tonic::Response::into_inner)
 }
 
 async fn reset(

@@ -11,10 +11,8 @@
 
 mod common;
 
-use common::*;
-use prost_types::FieldMask;
+use common::{create_access_key as create, *};
 use tonic::Code;
-use tonic_types::StatusExt;
 
 /// `permit (…) when { <body> };`
 fn when(body: &str) -> String {
@@ -45,13 +43,6 @@ fn repeated(bytes: usize) -> String {
 const SIZE: &str = "`max_inline_policy_bytes`";
 const TOO_DEEP: &str = "the expression nests too deep";
 
-fn field_of(err: &tonic::Status) -> Vec<String> {
-    err.get_error_details()
-        .bad_request()
-        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
-        .unwrap_or_default()
-}
-
 fn new_key(owner: &str, name: &str, inline_policy: String) -> pb::CreateAccessKeyRequest {
     pb::CreateAccessKeyRequest {
         owner: owner.to_owned(),
@@ -62,41 +53,17 @@ fn new_key(owner: &str, name: &str, inline_policy: String) -> pb::CreateAccessKe
     }
 }
 
-async fn create(
-    b: &Broker,
-    cred: &str,
-    req: pb::CreateAccessKeyRequest,
-) -> Result<pb::CreateAccessKeyResponse, tonic::Status> {
-    b.keys()
-        .await
-        .create_access_key(authed(req, cred))
-        .await
-        .map(tonic::Response::into_inner)
-}
-
 async fn update_inline(
     b: &Broker,
     cred: &str,
     id: &str,
     inline_policy: String,
 ) -> Result<pb::AccessKey, tonic::Status> {
-    b.keys()
-        .await
-        .update_access_key(authed(
-            pb::UpdateAccessKeyRequest {
-                id: id.to_owned(),
-                update_mask: Some(FieldMask {
-                    paths: vec!["inline_policy".to_owned()],
-                }),
-                key: Some(pb::AccessKey {
-                    inline_policy,
-                    ..Default::default()
-                }),
-            },
-            cred,
-        ))
-        .await
-        .map(tonic::Response::into_inner)
+    let key = pb::AccessKey {
+        inline_policy,
+        ..Default::default()
+    };
+    update_access_key(b, cred, id, &["inline_policy"], key).await
 }
 
 fn assert_refused(what: &str, result: Result<impl std::fmt::Debug, tonic::Status>, says: &str) {

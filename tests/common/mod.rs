@@ -311,3 +311,54 @@ pub async fn assert_serving(b: &mut Broker) {
         .status;
     assert_eq!(status, ServingStatus::Serving as i32);
 }
+
+/// Owned strings from literals, for repeated request fields.
+pub fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// The `field` of each `google.rpc.BadRequest` violation in a status.
+pub fn field_of(err: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    err.get_error_details()
+        .bad_request()
+        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
+        .unwrap_or_default()
+}
+
+/// `CreateAccessKey` with `cred`, the status kept for assertions.
+pub async fn create_access_key(
+    b: &Broker,
+    cred: &str,
+    req: pb::CreateAccessKeyRequest,
+) -> Result<pb::CreateAccessKeyResponse, tonic::Status> {
+    b.keys()
+        .await
+        .create_access_key(authed(req, cred))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// `UpdateAccessKey` of the fields named in `paths`, with `cred`.
+pub async fn update_access_key(
+    b: &Broker,
+    cred: &str,
+    id: &str,
+    paths: &[&str],
+    key: pb::AccessKey,
+) -> Result<pb::AccessKey, tonic::Status> {
+    b.keys()
+        .await
+        .update_access_key(authed(
+            pb::UpdateAccessKeyRequest {
+                id: id.to_owned(),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: strings(paths),
+                }),
+                key: Some(key),
+            },
+            cred,
+        ))
+        .await
+        .map(tonic::Response::into_inner)
+}
