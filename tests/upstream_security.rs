@@ -11,43 +11,15 @@
 
 mod common;
 
-use std::{collections::HashMap, net::SocketAddr};
+use std::net::SocketAddr;
 
 use base64::{Engine as _, engine::general_purpose::STANDARD};
-use common::{fakes::*, *};
+use common::{create_upstream_at as create, fakes::*, *};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpListener,
 };
 use tonic::Code;
-
-async fn create(
-    b: &Broker,
-    admin: &str,
-    name: &str,
-    vendor: pb::Vendor,
-    base_url: &str,
-    credential: pb::Credential,
-) -> Result<pb::Upstream, tonic::Status> {
-    let options = HashMap::from([
-        ("user_slug".to_owned(), "bob".to_owned()),
-        ("user_id".to_owned(), "7".to_owned()),
-    ]);
-    b.upstreams()
-        .await
-        .create_upstream(authed(
-            pb::CreateUpstreamRequest {
-                name: name.to_owned(),
-                vendor: vendor as i32,
-                base_url: base_url.to_owned(),
-                credential: Some(credential),
-                options,
-            },
-            admin,
-        ))
-        .await
-        .map(tonic::Response::into_inner)
-}
 
 async fn issue(
     b: &Broker,

@@ -61,23 +61,7 @@ async fn create_upstream(
     fake: &FakeServer,
     credential: pb::Credential,
 ) -> Result<pb::Upstream, tonic::Status> {
-    let mut options = std::collections::HashMap::new();
-    options.insert("user_slug".to_owned(), "bob".to_owned());
-    options.insert("user_id".to_owned(), "7".to_owned());
-    b.upstreams()
-        .await
-        .create_upstream(authed(
-            pb::CreateUpstreamRequest {
-                name: name.to_owned(),
-                vendor: vendor as i32,
-                base_url: fake.base_url(),
-                credential: Some(credential),
-                options,
-            },
-            admin,
-        ))
-        .await
-        .map(tonic::Response::into_inner)
+    create_upstream_at(b, admin, name, vendor, &fake.base_url(), credential).await
 }
 
 fn good_credential(vendor: pb::Vendor) -> pb::Credential {

@@ -362,3 +362,32 @@ pub async fn update_access_key(
         .await
         .map(tonic::Response::into_inner)
 }
+
+/// `CreateUpstream` with the options every fake vendor takes (`user_slug`, `user_id`).
+pub async fn create_upstream_at(
+    b: &Broker,
+    admin: &str,
+    name: &str,
+    vendor: pb::Vendor,
+    base_url: &str,
+    credential: pb::Credential,
+) -> Result<pb::Upstream, tonic::Status> {
+    let options = std::collections::HashMap::from([
+        ("user_slug".to_owned(), "bob".to_owned()),
+        ("user_id".to_owned(), "7".to_owned()),
+    ]);
+    b.upstreams()
+        .await
+        .create_upstream(authed(
+            pb::CreateUpstreamRequest {
+                name: name.to_owned(),
+                vendor: vendor as i32,
+                base_url: base_url.to_owned(),
+                credential: Some(credential),
+                options,
+            },
+            admin,
+        ))
+        .await
+        .map(tonic::Response::into_inner)
+}
