@@ -81,7 +81,8 @@ pub async fn run(
     };
     let serve = tonic::transport::Server::builder()
         // Authentication and Cedar run before routing, once per call, for every
-        // tokenbroker.v1 RPC; health and reflection pass untouched.
+        // tokenbroker.v1 RPC; health and reflection pass untouched; any other path is refused
+        // (fail closed: a service added without an authorization entry is never served).
         .layer(AuthLayer::new(Arc::clone(&broker)))
         .add_service(tokens)
         .add_service(subjects)

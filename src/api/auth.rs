@@ -2,9 +2,11 @@
 //! and lets it through only when the policies allow. Handlers find the verified [`Caller`]
 //! in the request extensions and never authorize on their own.
 //!
-//! It sits inside tonic's server, before routing, so every `tokenbroker.v1` RPC passes it and
-//! nothing else (health, reflection) does. It reads the one request message of a unary call
-//! to give Cedar the resource and context; the bytes are handed on unchanged.
+//! It sits inside tonic's server, before routing, so every call passes it. It fails closed:
+//! a `tokenbroker.v1` RPC with an entry in [`Rpc`] is authenticated and authorized, the
+//! [`PUBLIC_SERVICES`] (health, reflection) pass untouched, and any other path is refused
+//! UNIMPLEMENTED before any handler. It reads the one request message of a unary call to give
+//! Cedar the resource and context; the bytes are handed on unchanged.
 
 use std::{
     collections::BTreeSet,
@@ -166,6 +168,21 @@ impl Rpc {
     }
 }
 
+/// The services served without a credential or policy: standard health checks and server
+/// reflection (both describe the server, neither touches a credential).
+pub const PUBLIC_SERVICES: [&str; 3] = [
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
+/// Whether `path` (`/package.Service/Method`) belongs to one of [`PUBLIC_SERVICES`].
+pub fn is_public_service(path: &str) -> bool {
+    path.strip_prefix('/')
+        .and_then(|rest| rest.split_once('/'))
+        .is_some_and(|(service, method)| !method.is_empty() && PUBLIC_SERVICES.contains(&service))
+}
+
 /// Adds authentication and Cedar authorization in front of the routed services.
 #[derive(Clone, Debug)]
 pub struct AuthLayer {
@@ -214,8 +231,19 @@ where
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        let Some(rpc) = Rpc::from_path(request.uri().path()) else {
-            return Box::pin(self.inner.call(request));
+        let path = request.uri().path();
+        let Some(rpc) = Rpc::from_path(path) else {
+            // Fail closed: only the explicitly public services pass unguarded; a path with
+            // no entry is refused before routing, so a service added later without one is
+            // never served unauthenticated.
+            if is_public_service(path) {
+                return Box::pin(self.inner.call(request));
+            }
+            let status = tonic::Status::unimplemented(format!(
+                "method `{}` is not served: it has no authorization entry",
+                crate::domain::validate::quote(path).trim_matches('`')
+            ));
+            return Box::pin(async move { Ok(status.into_http()) });
         };
         // The clone that was driven to readiness serves this call.
         let clone = self.inner.clone();

@@ -1,0 +1,121 @@
+//! Routing fails closed: every method the server serves has an authorization entry (an
+//! `Rpc`, or one of the explicitly public services), and a path without one is refused by
+//! the auth layer before any handler sees it.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code"
+)]
+
+use std::{
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use prost::Message;
+use token_broker::{
+    api::auth::{AuthLayer, Rpc, is_public_service},
+    broker::{Broker, MasterKeySource},
+    config::Config,
+};
+use tonic::body::Body;
+use tower::{Layer, Service, ServiceExt};
+
+/// Every `/package.Service/Method` path of the descriptor sets the server registers.
+fn served_paths() -> Vec<String> {
+    let mut paths = Vec::new();
+    for set in [
+        token_broker::pb::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+    ] {
+        let set = prost_types::FileDescriptorSet::decode(set).unwrap();
+        for file in set.file {
+            for service in &file.service {
+                for method in &service.method {
+                    paths.push(format!(
+                        "/{}.{}/{}",
+                        file.package(),
+                        service.name(),
+                        method.name()
+                    ));
+                }
+            }
+        }
+    }
+    paths
+}
+
+#[test]
+fn every_served_method_has_an_entry() {
+    let paths = served_paths();
+    assert!(paths.len() > 20, "{paths:?}");
+    for path in &paths {
+        assert!(
+            Rpc::from_path(path).is_some() || is_public_service(path),
+            "{path} is served but has no authorization entry"
+        );
+    }
+    // Reflection is served too, and public by name.
+    for path in [
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+    ] {
+        assert!(is_public_service(path), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn a_path_without_an_entry_is_refused_before_routing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        data_dir: dir.path().to_owned(),
+        policies: Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
+        ..Config::default()
+    };
+    let broker = Broker::open(config, MasterKeySource::File).await.unwrap();
+    // A service "registered" behind the layer that would answer anything it is routed.
+    let reached = Arc::new(AtomicBool::new(false));
+    let inner = {
+        let reached = Arc::clone(&reached);
+        tower::service_fn(move |_request: http::Request<Body>| {
+            reached.store(true, Ordering::SeqCst);
+            async { Ok::<_, std::convert::Infallible>(http::Response::new(Body::empty())) }
+        })
+    };
+    let mut guarded = AuthLayer::new(broker).layer(inner);
+    for path in [
+        "/envoy.service.auth.v3.Authorization/Check",
+        "/tokenbroker.v1.TokenService/NoSuchMethod",
+        "/tokenbroker.v1.PolicyService/ReloadPolicies",
+        "/grpc.health.v1.Health",
+        "/",
+    ] {
+        let request = http::Request::builder()
+            .uri(format!("http://localhost{path}"))
+            .header("content-type", "application/grpc")
+            .body(Body::empty())
+            .unwrap();
+        let response = guarded.ready().await.unwrap().call(request).await.unwrap();
+        let status = response
+            .headers()
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        assert_eq!(status, "12", "{path}: UNIMPLEMENTED expected");
+        assert!(
+            !reached.load(Ordering::SeqCst),
+            "{path} reached the service"
+        );
+    }
+    // A public service passes through to its handler.
+    let request = http::Request::builder()
+        .uri("http://localhost/grpc.health.v1.Health/Check")
+        .body(Body::empty())
+        .unwrap();
+    guarded.ready().await.unwrap().call(request).await.unwrap();
+    assert!(reached.load(Ordering::SeqCst));
+}
