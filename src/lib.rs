@@ -17,6 +17,8 @@ pub mod broker;
 pub mod config;
 pub mod domain;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod keys;
 pub mod load;
 pub mod pb;

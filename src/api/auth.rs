@@ -459,8 +459,9 @@ fn denied(
     }
 }
 
-/// The bearer value of the `authorization` metadata, if any.
-fn bearer(headers: &http::HeaderMap) -> Result<Option<&str>, Error> {
+/// The bearer value of the `authorization` metadata, if any. Public for the fuzz target
+/// (`crate::fuzzing`): it reads attacker-controlled bytes before anything else does.
+pub fn bearer(headers: &http::HeaderMap) -> Result<Option<&str>, Error> {
     let Some(value) = headers.get(http::header::AUTHORIZATION) else {
         return Ok(None);
     };
@@ -483,8 +484,9 @@ fn too_large(limit: usize) -> Error {
     ))
 }
 
-/// The message of a unary gRPC request body: one uncompressed length-prefixed frame.
-fn grpc_message(body: &[u8], limit: usize) -> Result<&[u8], Error> {
+/// The message of a unary gRPC request body: one uncompressed length-prefixed frame. Public
+/// for the fuzz target (`crate::fuzzing`).
+pub fn grpc_message(body: &[u8], limit: usize) -> Result<&[u8], Error> {
     let mut header = body;
     if header.remaining() < 5 {
         return Err(Error::invalid("", "the request holds no gRPC message"));
@@ -508,7 +510,9 @@ fn grpc_message(body: &[u8], limit: usize) -> Result<&[u8], Error> {
     Ok(header)
 }
 
-fn decode<M: Message + Default>(bytes: &[u8]) -> Result<M, Error> {
+/// Decodes a request message as the RPC's request type; a refusal is INVALID_ARGUMENT.
+/// Public for the fuzz target (`crate::fuzzing`).
+pub fn decode<M: Message + Default>(bytes: &[u8]) -> Result<M, Error> {
     M::decode(bytes)
         .map_err(|e| Error::invalid("", format!("the request message does not decode: {e}")))
 }
