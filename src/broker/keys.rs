@@ -16,7 +16,7 @@ use super::{
 };
 use crate::{
     domain::{
-        Ask, End, Grant, Projects, Reach, Restrictions, Rules, Yield,
+        Ask, End, Grant, Projects, Reach, Restrictions, Yield,
         grant::attenuates,
         validate::{self, FieldViolation, quote},
     },
@@ -141,6 +141,25 @@ fn key_policy_error(e: KeyPolicyError) -> Error {
             Error::invalid(format!("roles[{index}]"), e.to_string())
         }
     }
+}
+
+/// Validates a key's name (1 to 128 characters) and description (at most 1024), both shown
+/// to people in listings; `prefix` names the enclosing message (`key.` in an update).
+fn key_text(prefix: &str, name: &str, description: &str, violations: &mut Vec<FieldViolation>) {
+    let name = name.trim();
+    if name.is_empty() {
+        violations.push(FieldViolation::new(
+            format!("{prefix}name"),
+            "give a name of 1 to 128 characters",
+        ));
+    }
+    validate::display_text(&format!("{prefix}name"), name, 128, violations);
+    validate::display_text(
+        &format!("{prefix}description"),
+        description,
+        1024,
+        violations,
+    );
 }
 
 fn unknown_key(id: &str) -> Error {
@@ -327,14 +346,7 @@ impl Broker {
         now: i64,
     ) -> Result<Reach, Error> {
         let mut violations = Vec::new();
-        if new.name.trim().is_empty() {
-            violations.push(FieldViolation::new(
-                "name",
-                "give a name of 1 to 128 characters",
-            ));
-        }
-        validate::display_text("name", new.name.trim(), 128, &mut violations);
-        validate::display_text("description", new.description, 1024, &mut violations);
+        key_text("", new.name, new.description, &mut violations);
         let expires_at = new.expires_at.and_then(|t| {
             validate::expiry(
                 "expires_at",
@@ -481,11 +493,7 @@ impl Broker {
             end: End::Exactly(grant.not_after),
             restrictions: None,
         };
-        let rules = Rules {
-            limits: self.limits(),
-            max_depth: self.config.max_delegation_depth,
-        };
-        let exceeded = crate::domain::derive(&bound, &ask, now, &rules, &self.model)
+        let exceeded = crate::domain::derive(&bound, &ask, now, &self.rules(), &self.model)
             .err()
             .unwrap_or_default();
         Err(Error::Exceeds(exceeded))
@@ -657,19 +665,12 @@ impl Broker {
         } else {
             &old.name
         };
-        if name.trim().is_empty() {
-            violations.push(FieldViolation::new(
-                "key.name",
-                "give a name of 1 to 128 characters",
-            ));
-        }
-        validate::display_text("key.name", name.trim(), 128, &mut violations);
         let description = if has("description") {
             &changes.description
         } else {
             &old.description
         };
-        validate::display_text("key.description", description, 1024, &mut violations);
+        key_text("key.", name, description, &mut violations);
         // An unchanged expiry, even a past one, is kept as it is: only a new one is checked.
         let expires_at = match (has("expires_at"), changes.expires_at) {
             (false, _) => (old.expires_at > 0).then_some(old.expires_at),
@@ -789,20 +790,13 @@ impl Broker {
                 self.admit_key_policies(&restrictions, &owner)?;
             }
         }
-        let new_fields = NewKey {
-            name,
-            description,
-            inline_policy: &restrictions.inline_policy,
-            ..NewKey::default()
-        };
-        let expires_at = grant.not_after.unwrap_or(0);
         let mut new = old.clone();
-        new.name = new_fields.name.trim().to_owned();
-        new.description = new_fields.description.to_owned();
+        new.name = name.trim().to_owned();
+        new.description = description.to_owned();
         new.grant = Some(grant_record(&grant));
-        new.inline_policy = new_fields.inline_policy.to_owned();
+        new.inline_policy = restrictions.inline_policy.clone();
         new.roles = restrictions.roles.iter().cloned().collect();
-        new.expires_at = expires_at;
+        new.expires_at = grant.not_after.unwrap_or(0);
         new.updated_at = now.max(old.updated_at + 1);
         // Narrowing: exactly the descendants that no longer attenuate the key are revoked
         // (with their own descendants), in the transaction that changes the key.

@@ -418,6 +418,14 @@ impl Broker {
         self.limits
     }
 
+    /// The configured bounds of the derivation rule (lifetimes and delegation depth).
+    pub fn rules(&self) -> Rules {
+        Rules {
+            limits: self.limits,
+            max_depth: self.config.max_delegation_depth,
+        }
+    }
+
     // === authentication ===
 
     /// Resolves a bearer value (access-key secret or access token) to the caller.
@@ -578,12 +586,8 @@ impl Broker {
     /// The derivation rule applied to `caller` (see [`crate::domain::derive`]): every
     /// credential-yielding call asks here, with what it would yield.
     pub fn derive(&self, caller: &Caller, ask: &Ask, now: i64) -> Result<Reach, Error> {
-        let rules = Rules {
-            limits: self.limits,
-            max_depth: self.config.max_delegation_depth,
-        };
         let caller_reach = caller.reach();
-        match derive::derive(&caller_reach, ask, now, &rules, &self.model) {
+        match derive::derive(&caller_reach, ask, now, &self.rules(), &self.model) {
             // INVARIANT: `derive` never returns a reach beyond its caller; checked again
             // because everything the broker yields depends on it.
             Ok(reach) if within(&reach, &caller_reach, &self.model) => Ok(reach),
