@@ -307,17 +307,7 @@ async fn reset_grace_is_bounded_and_the_old_secret_only_mints() {
         .await,
         "grace",
     );
-    let err = b
-        .keys()
-        .await
-        .delete_access_key(authed(
-            pb::DeleteAccessKeyRequest {
-                id: created.id.clone(),
-            },
-            &old,
-        ))
-        .await
-        .unwrap_err();
+    let err = delete_access_key(&b, &old, &created.id).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
     // Nor can a token minted from the old secret, or its child, do what the old secret may not.
     let child = token(&b, &minted.access_token, &[], &[], 0.25).await;
@@ -326,15 +316,7 @@ async fn reset_grace_is_bounded_and_the_old_secret_only_mints() {
             reset(&b, from_old, &created.id, None).await,
             "replaced by a reset",
         );
-        let err = b
-            .keys()
-            .await
-            .delete_access_key(authed(
-                pb::DeleteAccessKeyRequest {
-                    id: created.id.clone(),
-                },
-                from_old,
-            ))
+        let err = delete_access_key(&b, from_old, &created.id)
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");

@@ -391,3 +391,15 @@ pub async fn create_upstream_at(
         .await
         .map(tonic::Response::into_inner)
 }
+
+/// `DeleteAccessKey` with `cred`; answers how many tokens it revoked.
+pub async fn delete_access_key(b: &Broker, cred: &str, id: &str) -> Result<u32, tonic::Status> {
+    b.keys()
+        .await
+        .delete_access_key(authed(
+            pb::DeleteAccessKeyRequest { id: id.to_owned() },
+            cred,
+        ))
+        .await
+        .map(|r| r.into_inner().revoked_tokens)
+}
