@@ -424,23 +424,14 @@ impl Broker {
     }
 
     /// The restrictions a request names, or `None` (inherit the caller's) when it names none.
-    /// Only the size is checked here; parsing waits for [`Broker::admit_key_policies`].
+    /// Nothing is parsed here: the inline policy's limits and syntax are
+    /// [`Broker::admit_key_policies`]'s (`policy::inline`), after authorization.
     fn asked_restrictions(
         &self,
         inline_policy: &str,
         roles: &[String],
         violations: &mut Vec<FieldViolation>,
     ) -> Option<Restrictions> {
-        let max = self.config.max_inline_policy_bytes;
-        if inline_policy.len() > max {
-            violations.push(FieldViolation::new(
-                "inline_policy",
-                format!(
-                    "{} bytes; at most {max} are allowed (config `max_inline_policy_bytes`)",
-                    inline_policy.len()
-                ),
-            ));
-        }
         if roles.len() > self.config.max_grant_items {
             violations.push(FieldViolation::new(
                 "roles",
