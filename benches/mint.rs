@@ -1,5 +1,5 @@
 //! An in-process mint end to end, without the network: `Broker::open` on a temp dir with
-//! the shipped policies, `authenticate` with the bootstrap key, `plan_mint`, Cedar, `mint`;
+//! the shipped policies, `authenticate` with the bootstrap key, `authz::authorize` (plan and Cedar), `mint`;
 //! and the parts of an introspection, so BENCHMARKS.md can add up a call's CPU time.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmark harness")]
 
@@ -22,9 +22,16 @@ fn bench(c: &mut Criterion) {
     let plan = broker
         .plan_mint(&caller, &projects, &perms, Some(1.0), "", now)
         .unwrap();
-    let minted = rt
-        .block_on(broker.mint(&caller, plan.clone(), now))
-        .unwrap();
+    let mint_request = || token_broker::pb::v1::CreateAccessTokenRequest {
+        project_ids: projects.clone(),
+        permissions: perms.clone(),
+        expires_in_hours: Some(1.0),
+        ..Default::default()
+    };
+    let authorized = |caller: &token_broker::broker::Caller| {
+        token_broker::authz::authorize(&broker, caller.clone(), mint_request()).unwrap()
+    };
+    let minted = rt.block_on(broker.mint(authorized(&caller))).unwrap();
     let token = minted.token.clone();
 
     let mut g = c.benchmark_group("broker");
@@ -55,28 +62,17 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("mint_durable", |b| {
         b.to_async(&rt)
-            .iter(|| async { broker.mint(&caller, plan.clone(), now).await.unwrap() })
+            .iter(|| async { broker.mint(authorized(&caller)).await.unwrap() })
     });
     g.bench_function("introspect", |b| {
         b.iter(|| broker.introspect(black_box(&token), now).unwrap().unwrap())
     });
     // What one CreateAccessToken costs in process: what the auth layer and the handler run
-    // (the auth layer plans once and hands the plan on; Cedar answers from its cache).
+    // (authenticate, then `authorize` plans once and Cedar answers from its cache).
     g.bench_function("mint_end_to_end", |b| {
         b.to_async(&rt).iter(|| async {
-            let now = common::now();
-            let caller = broker.authenticate(&admin, now).unwrap();
-            let plan = broker
-                .plan_mint(&caller, &projects, &perms, Some(1.0), "", now)
-                .unwrap();
-            let (p, r, ctx) = common::caller_shapes(&broker, &caller, &plan, now);
-            assert!(
-                broker
-                    .policy
-                    .authorize("CreateAccessToken", &p, &r, ctx)
-                    .allowed
-            );
-            broker.mint(&caller, plan, now).await.unwrap()
+            let caller = broker.authenticate(&admin, broker.now()).unwrap();
+            broker.mint(authorized(&caller)).await.unwrap()
         })
     });
     g.finish();

@@ -121,17 +121,14 @@ async fn main() {
     let admin = std::fs::read_to_string(&admin_file).unwrap();
     let t = now();
     let caller = broker.authenticate(admin.trim(), t).unwrap();
-    let plan = broker
-        .plan_mint(
-            &caller,
-            &["load".to_owned()],
-            &["read".to_owned()],
-            Some(1.0),
-            "",
-            t,
-        )
-        .unwrap();
-    let minted = broker.mint(&caller, plan, t).await.unwrap();
+    let request = token_broker::pb::v1::CreateAccessTokenRequest {
+        project_ids: vec!["load".to_owned()],
+        permissions: vec!["read".to_owned()],
+        expires_in_hours: Some(1.0),
+        ..Default::default()
+    };
+    let authorized = token_broker::authz::authorize(&broker, caller, request).unwrap();
+    let minted = broker.mint(authorized).await.unwrap();
     assert!(broker.introspect(&minted.token, t).unwrap().is_some());
     let first = started.elapsed();
     println!(

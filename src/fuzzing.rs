@@ -7,6 +7,7 @@
 //! (including a failed `assert!` of the properties checked here) or an abort is a finding.
 #![expect(
     clippy::expect_used,
+    clippy::panic,
     reason = "a fuzz target reports a broken fixture or property by panicking"
 )]
 
@@ -17,7 +18,7 @@ use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::json;
 
 use crate::{
-    api::auth::{self, Rpc},
+    api::{self, auth},
     keys::{
         jwt::{JwtKeys, JwtSettings, KeyMaterial, SigningAlgorithm},
         secret,
@@ -220,36 +221,38 @@ const METHODS: [&str; 21] = [
     "/tokenbroker.v1.UpstreamService/RevokeUpstreamToken",
 ];
 
-/// Decodes `message` as the request type of `rpc`, as the auth layer does.
-fn decode_as(rpc: Rpc, message: &[u8]) -> Result<(), crate::error::Error> {
+/// Decodes `message` as the request type of the RPC named `action`, as tonic does before
+/// the handler runs.
+fn decode_as(action: &str, message: &[u8]) -> Result<(), crate::error::Error> {
     use auth::decode;
-    match rpc {
-        Rpc::CreateAccessToken => decode::<pb::CreateAccessTokenRequest>(message).map(drop),
-        Rpc::IntrospectToken => decode::<pb::IntrospectTokenRequest>(message).map(drop),
-        Rpc::RevokeAccessToken => decode::<pb::RevokeAccessTokenRequest>(message).map(drop),
-        Rpc::GetJwks => decode::<pb::GetJwksRequest>(message).map(drop),
-        Rpc::CreateSubject => decode::<pb::CreateSubjectRequest>(message).map(drop),
-        Rpc::GetSubject => decode::<pb::GetSubjectRequest>(message).map(drop),
-        Rpc::ListSubjects => decode::<pb::ListSubjectsRequest>(message).map(drop),
-        Rpc::DeleteSubject => decode::<pb::DeleteSubjectRequest>(message).map(drop),
-        Rpc::CreateAccessKey => decode::<pb::CreateAccessKeyRequest>(message).map(drop),
-        Rpc::ListAccessKeys => decode::<pb::ListAccessKeysRequest>(message).map(drop),
-        Rpc::GetAccessKey => decode::<pb::GetAccessKeyRequest>(message).map(drop),
-        Rpc::UpdateAccessKey => decode::<pb::UpdateAccessKeyRequest>(message).map(drop),
-        Rpc::DeleteAccessKey => decode::<pb::DeleteAccessKeyRequest>(message).map(drop),
-        Rpc::ResetAccessKey => decode::<pb::ResetAccessKeyRequest>(message).map(drop),
-        Rpc::CreateUpstream => decode::<pb::CreateUpstreamRequest>(message).map(drop),
-        Rpc::GetUpstream => decode::<pb::GetUpstreamRequest>(message).map(drop),
-        Rpc::ListUpstreams => decode::<pb::ListUpstreamsRequest>(message).map(drop),
-        Rpc::UpdateUpstream => decode::<pb::UpdateUpstreamRequest>(message).map(drop),
-        Rpc::DeleteUpstream => decode::<pb::DeleteUpstreamRequest>(message).map(drop),
-        Rpc::IssueUpstreamToken => decode::<pb::IssueUpstreamTokenRequest>(message).map(drop),
-        Rpc::RevokeUpstreamToken => decode::<pb::RevokeUpstreamTokenRequest>(message).map(drop),
+    match action {
+        "CreateAccessToken" => decode::<pb::CreateAccessTokenRequest>(message).map(drop),
+        "IntrospectToken" => decode::<pb::IntrospectTokenRequest>(message).map(drop),
+        "RevokeAccessToken" => decode::<pb::RevokeAccessTokenRequest>(message).map(drop),
+        "GetJwks" => decode::<pb::GetJwksRequest>(message).map(drop),
+        "CreateSubject" => decode::<pb::CreateSubjectRequest>(message).map(drop),
+        "GetSubject" => decode::<pb::GetSubjectRequest>(message).map(drop),
+        "ListSubjects" => decode::<pb::ListSubjectsRequest>(message).map(drop),
+        "DeleteSubject" => decode::<pb::DeleteSubjectRequest>(message).map(drop),
+        "CreateAccessKey" => decode::<pb::CreateAccessKeyRequest>(message).map(drop),
+        "ListAccessKeys" => decode::<pb::ListAccessKeysRequest>(message).map(drop),
+        "GetAccessKey" => decode::<pb::GetAccessKeyRequest>(message).map(drop),
+        "UpdateAccessKey" => decode::<pb::UpdateAccessKeyRequest>(message).map(drop),
+        "DeleteAccessKey" => decode::<pb::DeleteAccessKeyRequest>(message).map(drop),
+        "ResetAccessKey" => decode::<pb::ResetAccessKeyRequest>(message).map(drop),
+        "CreateUpstream" => decode::<pb::CreateUpstreamRequest>(message).map(drop),
+        "GetUpstream" => decode::<pb::GetUpstreamRequest>(message).map(drop),
+        "ListUpstreams" => decode::<pb::ListUpstreamsRequest>(message).map(drop),
+        "UpdateUpstream" => decode::<pb::UpdateUpstreamRequest>(message).map(drop),
+        "DeleteUpstream" => decode::<pb::DeleteUpstreamRequest>(message).map(drop),
+        "IssueUpstreamToken" => decode::<pb::IssueUpstreamTokenRequest>(message).map(drop),
+        "RevokeUpstreamToken" => decode::<pb::RevokeUpstreamTokenRequest>(message).map(drop),
+        other => panic!("no request type for `{other}`"),
     }
 }
 
-/// The auth layer's request decoding: `grpc_message` on a request body, then the message
-/// decoded as the request type of one `Rpc`. The first byte picks the method (low five
+/// Request decoding: the auth layer's `grpc_message` on a request body, then the message
+/// decoded as the request type of one route. The first byte picks the method (low five
 /// bits) and whether the rest is the whole body (top bit clear) or only the message, framed
 /// here so that decoding is reached.
 pub fn request_decoding(data: &[u8]) {
@@ -257,8 +260,8 @@ pub fn request_decoding(data: &[u8]) {
         return;
     };
     let path = METHODS[usize::from(selector & 0x1f) % METHODS.len()];
-    let rpc = Rpc::from_path(path).expect("every listed method is an Rpc");
-    assert_eq!(rpc.action(), path.rsplit('/').next().unwrap_or_default());
+    let route = api::route(path).expect("every listed method has a route");
+    assert_eq!(route.action, path.rsplit('/').next().unwrap_or_default());
     let framed;
     let body = if selector & 0x80 == 0 {
         rest
@@ -271,7 +274,7 @@ pub fn request_decoding(data: &[u8]) {
         Ok(message) => {
             assert_eq!(message.len() + 5, body.len());
             // Either it decodes or it is refused as INVALID_ARGUMENT with a message.
-            if let Err(e) = decode_as(rpc, message) {
+            if let Err(e) = decode_as(route.action, message) {
                 assert!(matches!(e, crate::error::Error::InvalidArgument(_)), "{e}");
             }
         }

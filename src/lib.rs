@@ -13,6 +13,7 @@
 //! - [`load`]: the `token-broker load` generator, a plain gRPC client of a running broker.
 
 pub mod api;
+pub mod authz;
 pub mod broker;
 pub mod config;
 pub mod domain;

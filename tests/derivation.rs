@@ -15,23 +15,22 @@
 
 mod common;
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    path::Path,
-    sync::Arc,
-};
+use std::{collections::BTreeSet, path::Path, sync::Arc};
 
-use common::fakes::{FakeConfig, FakeDevelocity, FakeServer};
+use common::{
+    direct,
+    fakes::{FakeConfig, FakeDevelocity, FakeServer},
+};
 use proptest::{
     prelude::*,
     test_runner::{Config as RunnerConfig, TestCaseError, TestRunner},
 };
 use token_broker::{
+    authz,
     broker::{self, Broker, Caller, CredentialKind, MasterKeySource, NewKey},
     config::{Config, UpstreamSettings},
     domain::Projects,
     pb::v1 as pb,
-    upstream::Credential,
 };
 
 const PROJECTS: [&str; 3] = ["a", "b", "c"];
@@ -238,18 +237,18 @@ async fn world(dir: &Path) -> World {
     let broker = Broker::open(config, MasterKeySource::File).await.unwrap();
     let secret = std::fs::read_to_string(dir.join("bootstrap-admin.key")).unwrap();
     let admin = broker.authenticate(secret.trim(), broker::now()).unwrap();
+    let request = pb::CreateUpstreamRequest {
+        name: "dv".to_owned(),
+        vendor: pb::Vendor::Develocity as i32,
+        base_url: vendor.base_url(),
+        credential: Some(pb::Credential {
+            token: FakeConfig::default().token,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
     broker
-        .create_upstream(
-            "dv",
-            pb::Vendor::Develocity as i32,
-            &vendor.base_url(),
-            Credential {
-                token: FakeConfig::default().token,
-                ..Credential::default()
-            },
-            BTreeMap::new(),
-            broker::now(),
-        )
+        .create_upstream(authz::authorize(&broker, admin.clone(), request).unwrap())
         .await
         .unwrap();
     World {
@@ -265,16 +264,16 @@ async fn caller_of(w: &World, n: usize, c: &Case) -> Option<(Caller, String)> {
     let b = &w.broker;
     let now = broker::now();
     let subject = format!("s{n}");
-    b.create_subject(
-        &subject,
-        pb::SubjectKind::User as i32,
-        &projects(c.subject_projects),
-        &perms(c.subject_perms),
-        now,
-    )
-    .await
-    .map_err(|e| eprintln!("subject: {e}"))
-    .ok()?;
+    let request = pb::CreateSubjectRequest {
+        subject_id: subject.clone(),
+        kind: pb::SubjectKind::User as i32,
+        project_ids: projects(c.subject_projects),
+        permissions: perms(c.subject_perms),
+    };
+    b.create_subject(authz::authorize(b, w.admin.clone(), request).unwrap())
+        .await
+        .map_err(|e| eprintln!("subject: {e}"))
+        .ok()?;
     // The setup stays within what it is built from, so most cases reach the operation.
     let within = |mask: u8, bound: u8| {
         if bound & 8 != 0 {
@@ -289,23 +288,22 @@ async fn caller_of(w: &World, n: usize, c: &Case) -> Option<(Caller, String)> {
         m => m,
     };
     let (inline, roles) = restriction(c.key_restriction);
-    let key = b
-        .create_access_key(
-            &w.admin,
-            NewKey {
-                owner: &subject,
-                name: "k",
-                project_ids: &projects(key_projects),
-                permissions: &perms(key_perms),
-                inline_policy: &inline,
-                roles: &roles,
-                expires_at: hours(c.key_hours).map(|h| timestamp(now + (h * 3600.0) as i64)),
-                ..NewKey::default()
-            },
-            now,
-        )
-        .await
-        .ok()?;
+    let key = direct::create_key(
+        b,
+        &w.admin,
+        NewKey {
+            owner: &subject,
+            name: "k",
+            project_ids: &projects(key_projects),
+            permissions: &perms(key_perms),
+            inline_policy: &inline,
+            roles: &roles,
+            expires_at: hours(c.key_hours).map(|h| timestamp(now + (h * 3600.0) as i64)),
+            ..NewKey::default()
+        },
+    )
+    .await
+    .ok()?;
     let mut caller = b.authenticate(key.secret.expose(), now).ok()?;
     let mut bound = if key_projects == 0 {
         c.subject_projects
@@ -317,17 +315,9 @@ async fn caller_of(w: &World, n: usize, c: &Case) -> Option<(Caller, String)> {
         if p != 0 {
             bound = p;
         }
-        let plan = b
-            .plan_mint(
-                &caller,
-                &projects(p),
-                &perms(*q & key_perms),
-                hours(*h),
-                "",
-                now,
-            )
+        let minted = direct::mint(b, &caller, &projects(p), &perms(*q & key_perms), hours(*h))
+            .await
             .ok()?;
-        let minted = b.mint(&caller, plan, now).await.ok()?;
         caller = b.authenticate(&minted.token, now).ok()?;
     }
     Some((caller, key.record.id))
@@ -353,10 +343,9 @@ async fn run(w: &World, n: usize, c: &Case, caller: &Caller, root: &str) -> Opti
     }
     match c.op {
         0 => {
-            let plan = b
-                .plan_mint(caller, &req_projects, &req_perms, req_hours, "", now)
+            let minted = direct::mint(b, caller, &req_projects, &req_perms, req_hours)
+                .await
                 .ok()?;
-            let minted = b.mint(caller, plan, now).await.ok()?;
             let got = b.authenticate(&minted.token, now).unwrap();
             Some(Obtained::of_caller("minted token", &got))
         }
@@ -366,31 +355,30 @@ async fn run(w: &World, n: usize, c: &Case, caller: &Caller, root: &str) -> Opti
             } else {
                 (inline, roles)
             };
-            let created = b
-                .create_access_key(
-                    caller,
-                    NewKey {
-                        name: &format!("made-{n}"),
-                        project_ids: &req_projects,
-                        permissions: &if req_perms.is_empty() {
-                            vec!["read".to_owned()]
-                        } else {
-                            req_perms
-                        },
-                        inline_policy: &inline,
-                        roles: &roles,
-                        expires_at: req_hours.map(|h| timestamp(now + (h * 3600.0) as i64)),
-                        ..NewKey::default()
+            let created = direct::create_key(
+                b,
+                caller,
+                NewKey {
+                    name: &format!("made-{n}"),
+                    project_ids: &req_projects,
+                    permissions: &if req_perms.is_empty() {
+                        vec!["read".to_owned()]
+                    } else {
+                        req_perms
                     },
-                    now,
-                )
-                .await
-                .ok()?;
+                    inline_policy: &inline,
+                    roles: &roles,
+                    expires_at: req_hours.map(|h| timestamp(now + (h * 3600.0) as i64)),
+                    ..NewKey::default()
+                },
+            )
+            .await
+            .ok()?;
             let got = b.authenticate(created.secret.expose(), now).unwrap();
             Some(Obtained::of_caller("created key", &got))
         }
         2 => {
-            let reset = b.reset_access_key(caller, root, None, now).await.ok()?;
+            let reset = direct::reset_key(b, caller, root).await.ok()?;
             let got = b.authenticate(reset.secret.expose(), now).unwrap();
             Some(Obtained::of_caller("reset own root key", &got))
         }
@@ -418,25 +406,23 @@ async fn run(w: &World, n: usize, c: &Case, caller: &Caller, root: &str) -> Opti
                     Vec::new(),
                 )
             };
-            let sibling = b
-                .create_access_key(
-                    &w.admin,
-                    NewKey {
-                        owner: &caller.subject.id,
-                        name: "sibling",
-                        project_ids: &projects,
-                        permissions: &permissions,
-                        expires_at: end.map(timestamp),
-                        inline_policy: &inline,
-                        roles: &roles,
-                        ..NewKey::default()
-                    },
-                    now,
-                )
-                .await
-                .unwrap();
-            let reset = b
-                .reset_access_key(caller, &sibling.record.id, None, now)
+            let sibling = direct::create_key(
+                b,
+                &w.admin,
+                NewKey {
+                    owner: &caller.subject.id,
+                    name: "sibling",
+                    project_ids: &projects,
+                    permissions: &permissions,
+                    expires_at: end.map(timestamp),
+                    inline_policy: &inline,
+                    roles: &roles,
+                    ..NewKey::default()
+                },
+            )
+            .await
+            .unwrap();
+            let reset = direct::reset_key(b, caller, &sibling.record.id)
                 .await
                 .ok()?;
             let got = b.authenticate(reset.secret.expose(), now).unwrap();
@@ -471,8 +457,7 @@ async fn run(w: &World, n: usize, c: &Case, caller: &Caller, root: &str) -> Opti
                 roles,
                 ..pb::AccessKey::default()
             };
-            let (key, _) = b
-                .update_access_key(caller, root, &paths, &changes, now)
+            let (key, _) = direct::update_key(b, caller, root, &paths, &changes)
                 .await
                 .ok()?;
             if paths.is_empty() {
@@ -492,10 +477,9 @@ async fn run(w: &World, n: usize, c: &Case, caller: &Caller, root: &str) -> Opti
             })
         }
         _ => {
-            let plan = b
-                .plan_upstream(caller, "dv", &req_projects, &req_perms, req_hours, now)
+            let issued = direct::issue(b, caller, "dv", &req_projects, &req_perms, req_hours)
+                .await
                 .ok()?;
-            let issued = b.issue_upstream_token(caller, plan, now).await.ok()?;
             Some(Obtained {
                 what: "vendor token",
                 projects: issued.lease.projects.clone(),
@@ -555,25 +539,24 @@ async fn a_token_made_key_ends_with_its_token_even_when_extended() {
     let w = world(dir.path()).await;
     let b = &w.broker;
     let now = broker::now();
-    let plan = b
-        .plan_mint(&w.admin, &[], &["read".to_owned()], Some(1.0), "", now)
-        .unwrap();
-    let minted = b.mint(&w.admin, plan, now).await.unwrap();
-    let token = b.authenticate(&minted.token, now).unwrap();
-    let made = b
-        .create_access_key(
-            &token,
-            NewKey {
-                name: "made",
-                permissions: &["read".to_owned()],
-                ..NewKey::default()
-            },
-            now,
-        )
+    let minted = direct::mint(b, &w.admin, &[], &["read".to_owned()], Some(1.0))
         .await
         .unwrap();
+    let token = b.authenticate(&minted.token, now).unwrap();
+    let made = direct::create_key(
+        b,
+        &token,
+        NewKey {
+            name: "made",
+            permissions: &["read".to_owned()],
+            ..NewKey::default()
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(made.record.expires_at, minted.claims.exp);
-    b.update_access_key(
+    direct::update_key(
+        b,
         &w.admin,
         &made.record.id,
         &["expires_at".to_owned()],
@@ -581,7 +564,6 @@ async fn a_token_made_key_ends_with_its_token_even_when_extended() {
             expires_at: Some(timestamp(now + 10 * 3600)),
             ..pb::AccessKey::default()
         },
-        now,
     )
     .await
     .unwrap();

@@ -1,5 +1,5 @@
-//! Routing fails closed: every method the server serves has an authorization entry (an
-//! `Rpc`, or one of the explicitly public services), and a path without one is refused by
+//! Routing fails closed: every method the server serves has an authorization entry (a
+//! `Route` in `api::ROUTES`, or one of the explicitly public services), and a path without one is refused by
 //! the auth layer before any handler sees it.
 #![allow(
     clippy::unwrap_used,
@@ -18,7 +18,10 @@ use std::{
 
 use prost::Message;
 use token_broker::{
-    api::auth::{AuthLayer, Rpc, is_public_service},
+    api::{
+        self,
+        auth::{AuthLayer, is_public_service},
+    },
     broker::{Broker, MasterKeySource},
     config::Config,
 };
@@ -55,7 +58,7 @@ fn every_served_method_has_an_entry() {
     assert!(paths.len() > 20, "{paths:?}");
     for path in &paths {
         assert!(
-            Rpc::from_path(path).is_some() || is_public_service(path),
+            api::route(path).is_some() || is_public_service(path),
             "{path} is served but has no authorization entry"
         );
     }

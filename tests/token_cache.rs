@@ -7,6 +7,9 @@
     reason = "test code"
 )]
 
+mod common;
+
+use common::direct;
 use std::{path::Path, sync::Arc, time::Duration};
 
 use token_broker::{
@@ -31,12 +34,8 @@ async fn cached_tokens_die_at_revocation_and_expiry() {
     let now = broker::now();
     let admin = b.authenticate(admin_secret.trim(), now).unwrap();
 
-    let mint = |hours: Option<f64>| {
-        let plan = b
-            .plan_mint(&admin, &[], &["read".to_owned()], hours, "", broker::now())
-            .unwrap();
-        b.mint(&admin, plan, broker::now())
-    };
+    let read = ["read".to_owned()];
+    let mint = |hours: Option<f64>| direct::mint(&b, &admin, &[], &read, hours);
     let long = mint(Some(1.0)).await.unwrap();
     // Verified once, then served from the cache (the same shared value comes back).
     let first = b.introspect(&long.token, broker::now()).unwrap().unwrap();
@@ -46,7 +45,10 @@ async fn cached_tokens_die_at_revocation_and_expiry() {
     let caller = b.authenticate(&long.token, broker::now()).unwrap();
     assert_eq!(caller.credential_id, long.claims.jti);
 
-    assert_eq!(b.revoke(&long.claims.jti, broker::now()).await.unwrap(), 1);
+    assert_eq!(
+        direct::revoke(&b, &admin, &long.claims.jti).await.unwrap(),
+        1
+    );
     assert!(b.introspect(&long.token, broker::now()).unwrap().is_none());
     assert!(b.authenticate(&long.token, broker::now()).is_err());
 
@@ -66,11 +68,10 @@ async fn revocations_are_remembered_across_restarts() {
         let b = open(dir.path()).await;
         let secret = std::fs::read_to_string(dir.path().join("bootstrap-admin.key")).unwrap();
         let admin = b.authenticate(secret.trim(), broker::now()).unwrap();
-        let plan = b
-            .plan_mint(&admin, &[], &[], None, "", broker::now())
+        let minted = direct::mint(&b, &admin, &[], &[], None).await.unwrap();
+        direct::revoke(&b, &admin, &minted.claims.jti)
+            .await
             .unwrap();
-        let minted = b.mint(&admin, plan, broker::now()).await.unwrap();
-        b.revoke(&minted.claims.jti, broker::now()).await.unwrap();
         (minted.token, minted.claims.jti)
     };
     // The first broker's background tasks release sled's lock once they see it gone.

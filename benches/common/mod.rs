@@ -8,7 +8,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use criterion::Criterion;
 use serde_json::{Value, json};
 use token_broker::{
-    api::auth::{self, grant_json},
+    authz::{self as auth, grant_json},
     broker::{Broker, Caller, MasterKeySource, MintPlan},
     config::Config,
     domain::{Grant, PermissionModel, Projects},

@@ -1,11 +1,14 @@
 //! `AccessKeyService`: named, long-lived keys; the secret is shown once, at creation and at
 //! reset, and never in a listing.
 
+use serde_json::json;
 use tonic::{Request, Response, Status};
 
-use super::{Api, caller, status::to_status, timestamp};
+use super::{Api, status::to_status, timestamp};
 use crate::{
-    broker::{self, NewKey},
+    authz::{self, Described, Guarded, Route},
+    broker::{Broker, Caller, Found, NewKey},
+    error::Error,
     pb::{
         storage::AccessKeyRecord,
         v1::{
@@ -15,6 +18,7 @@ use crate::{
             UpdateAccessKeyRequest, access_key_service_server::AccessKeyService,
         },
     },
+    policy::EntityDesc,
 };
 
 /// The listing form of a key: never its secret or hash.
@@ -38,18 +42,151 @@ pub fn to_proto(record: &AccessKeyRecord) -> AccessKey {
     }
 }
 
-/// The fields of a create request as the broker takes them.
-pub fn new_key(req: &CreateAccessKeyRequest) -> NewKey<'_> {
-    NewKey {
-        owner: &req.owner,
-        name: &req.name,
-        description: &req.description,
-        project_ids: &req.project_ids,
-        permissions: &req.permissions,
-        inline_policy: &req.inline_policy,
-        roles: &req.roles,
-        service: req.service,
-        expires_at: req.expires_at,
+impl Guarded for CreateAccessKeyRequest {
+    const ROUTE: Route = Route::new(
+        "/tokenbroker.v1.AccessKeyService/CreateAccessKey",
+        "CreateAccessKey",
+    )
+    .manages_keys();
+    type Plan = Self;
+
+    /// The owner as the resource, and the grant the key would hold as `requested`.
+    fn describe(
+        self,
+        broker: &Broker,
+        caller: &Caller,
+        now: i64,
+    ) -> Result<Described<Self>, Error> {
+        let new = NewKey::of(&self);
+        let owner = if new.owner.is_empty() {
+            caller.subject.id.as_str()
+        } else {
+            new.owner
+        };
+        let (resource, record) = authz::stored_subject_entity(broker, owner)?;
+        // Policy decides before validation speaks, so nobody learns about another owner's
+        // grant; an invalid request shows policy an empty grant and is refused by the core
+        // with the precise error. `key_reach` parses no inline policy: that waits until
+        // policy has allowed the call.
+        let requested = record
+            .and_then(|record| broker.key_reach(caller, &record, &new, now).ok())
+            .map(|reach| authz::grant_json(&broker.model, &reach.grant))
+            .unwrap_or_else(|| json!({ "projects": [], "all_projects": false, "permissions": [] }));
+        let mut context = authz::authenticated_context(broker, caller, now);
+        context["requested"] = requested;
+        Ok(Described::new(resource, context, self))
+    }
+}
+
+impl Guarded for ListAccessKeysRequest {
+    const ROUTE: Route = Route::new(
+        "/tokenbroker.v1.AccessKeyService/ListAccessKeys",
+        "ListAccessKeys",
+    )
+    .manages_keys();
+    type Plan = Self;
+
+    /// Everyone's keys are the broker's; one owner's are that subject's.
+    fn describe(
+        self,
+        broker: &Broker,
+        caller: &Caller,
+        now: i64,
+    ) -> Result<Described<Self>, Error> {
+        let resource = if self.show_all {
+            EntityDesc::broker()
+        } else if self.owner.is_empty() {
+            authz::subject_entity(&caller.subject, broker)
+        } else {
+            authz::stored_subject_entity(broker, &self.owner)?.0
+        };
+        let context = authz::authenticated_context(broker, caller, now);
+        Ok(Described::new(resource, context, self))
+    }
+}
+
+impl Guarded for GetAccessKeyRequest {
+    const ROUTE: Route = Route::new(
+        "/tokenbroker.v1.AccessKeyService/GetAccessKey",
+        "GetAccessKey",
+    )
+    .manages_keys();
+    type Plan = Found<AccessKeyRecord>;
+
+    fn describe(
+        self,
+        broker: &Broker,
+        caller: &Caller,
+        now: i64,
+    ) -> Result<Described<Self::Plan>, Error> {
+        let (resource, record) = authz::key_entity(broker, caller, &self.id)?;
+        let context = authz::authenticated_context(broker, caller, now);
+        Ok(Described::new(
+            resource,
+            context,
+            Found::new(self.id, record),
+        ))
+    }
+}
+
+impl Guarded for UpdateAccessKeyRequest {
+    const ROUTE: Route = Route::new(
+        "/tokenbroker.v1.AccessKeyService/UpdateAccessKey",
+        "UpdateAccessKey",
+    )
+    .manages_keys();
+    type Plan = Self;
+
+    fn describe(
+        self,
+        broker: &Broker,
+        caller: &Caller,
+        now: i64,
+    ) -> Result<Described<Self>, Error> {
+        let (resource, _) = authz::key_entity(broker, caller, &self.id)?;
+        let context = authz::authenticated_context(broker, caller, now);
+        Ok(Described::new(resource, context, self))
+    }
+}
+
+impl Guarded for DeleteAccessKeyRequest {
+    const ROUTE: Route = Route::new(
+        "/tokenbroker.v1.AccessKeyService/DeleteAccessKey",
+        "DeleteAccessKey",
+    )
+    .manages_keys();
+    /// The key id.
+    type Plan = String;
+
+    fn describe(
+        self,
+        broker: &Broker,
+        caller: &Caller,
+        now: i64,
+    ) -> Result<Described<String>, Error> {
+        let (resource, _) = authz::key_entity(broker, caller, &self.id)?;
+        let context = authz::authenticated_context(broker, caller, now);
+        Ok(Described::new(resource, context, self.id))
+    }
+}
+
+impl Guarded for ResetAccessKeyRequest {
+    const ROUTE: Route = Route::new(
+        "/tokenbroker.v1.AccessKeyService/ResetAccessKey",
+        "ResetAccessKey",
+    )
+    .manages_keys();
+    type Plan = Self;
+
+    fn describe(
+        self,
+        broker: &Broker,
+        caller: &Caller,
+        now: i64,
+    ) -> Result<Described<Self>, Error> {
+        let (resource, _) = authz::key_entity(broker, caller, &self.id)?;
+        let context = authz::authenticated_context(broker, caller, now);
+        Ok(Described::new(resource, context, self))
     }
 }
 
@@ -59,11 +196,10 @@ impl AccessKeyService for Api {
         &self,
         request: Request<CreateAccessKeyRequest>,
     ) -> Result<Response<CreateAccessKeyResponse>, Status> {
-        let caller = caller(&request)?;
-        let req = request.into_inner();
+        let authorized = self.authorize(request)?;
         let created = self
             .broker
-            .create_access_key(&caller, new_key(&req), broker::now())
+            .create_access_key(authorized)
             .await
             .map_err(to_status)?;
         tracing::info!(key = %created.record.id, owner = %created.record.owner, "created access key");
@@ -78,20 +214,10 @@ impl AccessKeyService for Api {
         &self,
         request: Request<ListAccessKeysRequest>,
     ) -> Result<Response<ListAccessKeysResponse>, Status> {
-        let caller = caller(&request)?;
-        let req = request.into_inner();
+        let authorized = self.authorize(request)?;
         let page = self
             .broker
-            .list_access_keys(
-                &caller,
-                &req.owner,
-                req.show_all,
-                req.page_size,
-                &req.page_token,
-                req.offset,
-                &req.filter,
-                &req.order_by,
-            )
+            .list_access_keys(authorized)
             .map_err(to_status)?;
         Ok(Response::new(ListAccessKeysResponse {
             keys: page.keys.iter().map(to_proto).collect(),
@@ -104,8 +230,8 @@ impl AccessKeyService for Api {
         &self,
         request: Request<GetAccessKeyRequest>,
     ) -> Result<Response<AccessKey>, Status> {
-        let id = request.into_inner().id;
-        let key = self.broker.get_access_key(&id).map_err(to_status)?;
+        let authorized = self.authorize(request)?;
+        let key = self.broker.get_access_key(authorized).map_err(to_status)?;
         Ok(Response::new(to_proto(&key)))
     }
 
@@ -113,13 +239,16 @@ impl AccessKeyService for Api {
         &self,
         request: Request<UpdateAccessKeyRequest>,
     ) -> Result<Response<AccessKey>, Status> {
-        let caller = caller(&request)?;
-        let req = request.into_inner();
-        let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
-        let changes = req.key.unwrap_or_default();
+        let authorized = self.authorize(request)?;
+        let paths = authorized
+            .plan()
+            .update_mask
+            .as_ref()
+            .map(|m| m.paths.clone())
+            .unwrap_or_default();
         let (key, revoked) = self
             .broker
-            .update_access_key(&caller, &req.id, &paths, &changes, broker::now())
+            .update_access_key(authorized)
             .await
             .map_err(to_status)?;
         tracing::info!(key = %key.id, fields = ?paths, revoked, "updated access key");
@@ -130,11 +259,11 @@ impl AccessKeyService for Api {
         &self,
         request: Request<DeleteAccessKeyRequest>,
     ) -> Result<Response<DeleteAccessKeyResponse>, Status> {
-        let caller = caller(&request)?;
-        let id = request.into_inner().id;
+        let authorized = self.authorize(request)?;
+        let id = authorized.plan().clone();
         let revoked_tokens = self
             .broker
-            .delete_access_key(&caller, &id, broker::now())
+            .delete_access_key(authorized)
             .await
             .map_err(to_status)?;
         tracing::info!(key = %id, revoked_tokens, "deleted access key");
@@ -145,11 +274,10 @@ impl AccessKeyService for Api {
         &self,
         request: Request<ResetAccessKeyRequest>,
     ) -> Result<Response<ResetAccessKeyResponse>, Status> {
-        let caller = caller(&request)?;
-        let req = request.into_inner();
+        let authorized = self.authorize(request)?;
         let reset = self
             .broker
-            .reset_access_key(&caller, &req.id, req.old_secret_expires_at, broker::now())
+            .reset_access_key(authorized)
             .await
             .map_err(to_status)?;
         tracing::info!(key = %reset.record.id, "reset access key");

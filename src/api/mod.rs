@@ -1,8 +1,11 @@
-//! gRPC surface: the generated services wired to the [`Broker`], one file per service, each
-//! turning proto into domain calls and results back into proto.
+//! gRPC surface: the generated services wired to the [`Broker`], one file per service. Each
+//! file holds, for each of its RPCs, the handler and the request's [`Guarded`] impl (its
+//! route, and what it shows policy), and turns proto into core calls and results back into
+//! proto.
 //!
-//! **Architecture invariant:** handlers hold no business rule and no authorization; they
-//! read the [`Caller`] the auth layer put in the request extensions and call the broker.
+//! **Architecture invariant:** handlers hold no business rule and read no store; they take
+//! the [`Caller`] the auth layer put in the request extensions, get an
+//! [`crate::authz::Authorized`] proof from [`Api::authorize`], and hand it to a core method.
 //! Errors become `tonic::Status` only in [`status::to_status`].
 
 pub mod access_key;
@@ -16,22 +19,41 @@ use std::sync::Arc;
 
 use tonic::{Request, Status};
 
-use crate::broker::{Broker, Caller};
+use crate::{
+    authz::{self, Authorized, Guarded, Route},
+    broker::{Broker, Caller},
+    pb::v1 as pb,
+};
 
-/// What the auth layer left in the request extensions for the handler: the [`Caller`], and
-/// for mints and upstream tokens the plan it showed to policy. Absent only if the layer was
-/// bypassed, a wiring bug answered as UNAUTHENTICATED rather than a panic.
-fn from_layer<E: Clone + Send + Sync + 'static, T>(request: &Request<T>) -> Result<E, Status> {
-    request.extensions().get::<E>().cloned().ok_or_else(|| {
-        status::to_status(crate::error::Error::Unauthenticated(
-            "missing credential".to_owned(),
-        ))
-    })
-}
+/// Every RPC the broker serves, by path: the auth layer refuses any path not here (or in
+/// [`auth::PUBLIC_SERVICES`]). Adding an RPC adds its request type here.
+pub const ROUTES: [Route; 21] = [
+    <pb::CreateAccessTokenRequest as Guarded>::ROUTE,
+    <pb::IntrospectTokenRequest as Guarded>::ROUTE,
+    <pb::RevokeAccessTokenRequest as Guarded>::ROUTE,
+    <pb::GetJwksRequest as Guarded>::ROUTE,
+    <pb::CreateSubjectRequest as Guarded>::ROUTE,
+    <pb::GetSubjectRequest as Guarded>::ROUTE,
+    <pb::ListSubjectsRequest as Guarded>::ROUTE,
+    <pb::DeleteSubjectRequest as Guarded>::ROUTE,
+    <pb::CreateAccessKeyRequest as Guarded>::ROUTE,
+    <pb::ListAccessKeysRequest as Guarded>::ROUTE,
+    <pb::GetAccessKeyRequest as Guarded>::ROUTE,
+    <pb::UpdateAccessKeyRequest as Guarded>::ROUTE,
+    <pb::DeleteAccessKeyRequest as Guarded>::ROUTE,
+    <pb::ResetAccessKeyRequest as Guarded>::ROUTE,
+    <pb::CreateUpstreamRequest as Guarded>::ROUTE,
+    <pb::GetUpstreamRequest as Guarded>::ROUTE,
+    <pb::ListUpstreamsRequest as Guarded>::ROUTE,
+    <pb::UpdateUpstreamRequest as Guarded>::ROUTE,
+    <pb::DeleteUpstreamRequest as Guarded>::ROUTE,
+    <pb::IssueUpstreamTokenRequest as Guarded>::ROUTE,
+    <pb::RevokeUpstreamTokenRequest as Guarded>::ROUTE,
+];
 
-/// The caller the auth layer authenticated.
-fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
-    from_layer(request)
+/// The route of a `/package.Service/Method` path, if the broker serves it.
+pub fn route(path: &str) -> Option<Route> {
+    ROUTES.iter().find(|r| r.path == path).copied()
 }
 
 /// Converts seconds since the epoch into a protobuf timestamp; 0 means unset.
@@ -49,5 +71,18 @@ impl Api {
     /// Builds the services over one broker.
     pub fn new(broker: Arc<Broker>) -> Self {
         Self { broker }
+    }
+
+    /// Decodes nothing more: takes the request the auth layer authenticated and asks policy.
+    /// The caller is absent only if the layer was bypassed, a wiring bug answered as
+    /// UNAUTHENTICATED rather than a panic.
+    fn authorize<R: Guarded>(&self, request: Request<R>) -> Result<Authorized<R::Plan>, Status> {
+        let (_, mut extensions, message) = request.into_parts();
+        let caller = extensions.remove::<Caller>().ok_or_else(|| {
+            status::to_status(crate::error::Error::Unauthenticated(
+                "missing credential".to_owned(),
+            ))
+        })?;
+        authz::authorize(&self.broker, caller, message).map_err(status::to_status)
     }
 }

@@ -4,8 +4,8 @@ use tonic::{Request, Response, Status};
 
 use super::{Api, status::to_status, timestamp};
 use crate::{
-    broker,
-    domain::validate::quote,
+    authz::{self, Described, Guarded, Route},
+    broker::{Broker, Caller, Found, KIND_SERVICE, KIND_USER},
     error::Error,
     pb::{
         storage::SubjectRecord,
@@ -15,10 +15,8 @@ use crate::{
             subject_service_server::SubjectService,
         },
     },
+    policy::EntityDesc,
 };
-
-const DEFAULT_PAGE: i32 = 25;
-const MAX_PAGE: i32 = 1000;
 
 fn to_proto(record: SubjectRecord) -> Subject {
     let grant = record.grant.unwrap_or_default();
@@ -31,22 +29,112 @@ fn to_proto(record: SubjectRecord) -> Subject {
     }
 }
 
+impl Guarded for CreateSubjectRequest {
+    const ROUTE: Route = Route::new(
+        "/tokenbroker.v1.SubjectService/CreateSubject",
+        "CreateSubject",
+    );
+    /// The validated subject, or why it is invalid (said after policy allowed the call).
+    type Plan = Result<SubjectRecord, Error>;
+
+    fn describe(
+        self,
+        broker: &Broker,
+        caller: &Caller,
+        now: i64,
+    ) -> Result<Described<Self::Plan>, Error> {
+        let plan = broker.subject_record(
+            &self.subject_id,
+            self.kind,
+            &self.project_ids,
+            &self.permissions,
+            now,
+        );
+        // An invalid subject shows policy its id and kind only.
+        let shown = plan.as_ref().cloned().unwrap_or_else(|_| SubjectRecord {
+            id: self.subject_id.clone(),
+            kind: if self.kind == KIND_SERVICE {
+                KIND_SERVICE
+            } else {
+                KIND_USER
+            },
+            grant: None,
+            created_at: now,
+        });
+        let resource = authz::subject_entity(&shown, broker);
+        let context = authz::authenticated_context(broker, caller, now);
+        Ok(Described::new(resource, context, plan))
+    }
+}
+
+impl Guarded for GetSubjectRequest {
+    const ROUTE: Route = Route::new("/tokenbroker.v1.SubjectService/GetSubject", "GetSubject");
+    type Plan = Found<SubjectRecord>;
+
+    fn describe(
+        self,
+        broker: &Broker,
+        caller: &Caller,
+        now: i64,
+    ) -> Result<Described<Self::Plan>, Error> {
+        let (resource, record) = authz::stored_subject_entity(broker, &self.subject_id)?;
+        let context = authz::authenticated_context(broker, caller, now);
+        Ok(Described::new(
+            resource,
+            context,
+            Found::new(self.subject_id, record),
+        ))
+    }
+}
+
+impl Guarded for ListSubjectsRequest {
+    const ROUTE: Route = Route::new(
+        "/tokenbroker.v1.SubjectService/ListSubjects",
+        "ListSubjects",
+    );
+    type Plan = Self;
+
+    fn describe(
+        self,
+        broker: &Broker,
+        caller: &Caller,
+        now: i64,
+    ) -> Result<Described<Self>, Error> {
+        let context = authz::authenticated_context(broker, caller, now);
+        Ok(Described::new(EntityDesc::broker(), context, self))
+    }
+}
+
+impl Guarded for DeleteSubjectRequest {
+    const ROUTE: Route = Route::new(
+        "/tokenbroker.v1.SubjectService/DeleteSubject",
+        "DeleteSubject",
+    );
+    /// The subject id.
+    type Plan = String;
+
+    fn describe(
+        self,
+        broker: &Broker,
+        caller: &Caller,
+        now: i64,
+    ) -> Result<Described<String>, Error> {
+        let (resource, _) = authz::stored_subject_entity(broker, &self.subject_id)?;
+        let context = authz::authenticated_context(broker, caller, now);
+        Ok(Described::new(resource, context, self.subject_id))
+    }
+}
+
 #[tonic::async_trait]
 impl SubjectService for Api {
     async fn create_subject(
         &self,
         request: Request<CreateSubjectRequest>,
     ) -> Result<Response<Subject>, Status> {
-        let req = request.into_inner();
+        let authorized = self.authorize(request)?;
         let record = self
             .broker
-            .create_subject(
-                &req.subject_id,
-                req.kind,
-                &req.project_ids,
-                &req.permissions,
-                broker::now(),
-            )
+            .create_subject(authorized)
             .await
             .map_err(to_status)?;
         tracing::info!(created = %record.id, "created subject");
@@ -57,18 +145,8 @@ impl SubjectService for Api {
         &self,
         request: Request<GetSubjectRequest>,
     ) -> Result<Response<Subject>, Status> {
-        let id = request.into_inner().subject_id;
-        let record = self
-            .broker
-            .store
-            .subject(&id)
-            .map_err(|e| to_status(e.into()))?
-            .ok_or_else(|| {
-                to_status(Error::NotFound(format!(
-                    "subject {} does not exist",
-                    quote(&id)
-                )))
-            })?;
+        let authorized = self.authorize(request)?;
+        let record = self.broker.get_subject(authorized).map_err(to_status)?;
         Ok(Response::new(to_proto(record)))
     }
 
@@ -76,30 +154,9 @@ impl SubjectService for Api {
         &self,
         request: Request<ListSubjectsRequest>,
     ) -> Result<Response<ListSubjectsResponse>, Status> {
-        let req = request.into_inner();
-        let size = match req.page_size {
-            0 => DEFAULT_PAGE,
-            n if (1..=MAX_PAGE).contains(&n) => n,
-            n => {
-                return Err(to_status(Error::invalid(
-                    "page_size",
-                    format!("`{n}` is out of range: give 1 to {MAX_PAGE}, or 0 for {DEFAULT_PAGE}"),
-                )));
-            }
-        } as usize;
-        // The cursor is the last id shown; ids are public to admins, so it need not be sealed.
-        let after = (!req.page_token.is_empty()).then_some(req.page_token.as_str());
-        let mut records = self
-            .broker
-            .store
-            .list_subjects(after, size + 1)
-            .map_err(|e| to_status(e.into()))?;
-        let next_page_token = if records.len() > size {
-            records.truncate(size);
-            records.last().map(|r| r.id.clone()).unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let authorized = self.authorize(request)?;
+        let (records, next_page_token) =
+            self.broker.list_subjects(authorized).map_err(to_status)?;
         Ok(Response::new(ListSubjectsResponse {
             subjects: records.into_iter().map(to_proto).collect(),
             next_page_token,
@@ -110,10 +167,11 @@ impl SubjectService for Api {
         &self,
         request: Request<DeleteSubjectRequest>,
     ) -> Result<Response<DeleteSubjectResponse>, Status> {
-        let id = request.into_inner().subject_id;
+        let authorized = self.authorize(request)?;
+        let id = authorized.plan().clone();
         let (deleted_keys, revoked_tokens) = self
             .broker
-            .delete_subject(&id, broker::now())
+            .delete_subject(authorized)
             .await
             .map_err(to_status)?;
         tracing::info!(deleted = %id, deleted_keys, revoked_tokens, "deleted subject");

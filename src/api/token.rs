@@ -1,17 +1,123 @@
 //! `TokenService`: mint, introspect, revoke, publish keys.
 
+use std::sync::Arc;
+
+use serde_json::json;
 use tonic::{Request, Response, Status};
 
-use super::{Api, caller, from_layer, status::to_status, timestamp};
+use super::{Api, status::to_status, timestamp};
 use crate::{
-    broker::{self, MintPlan},
+    authz::{self, Described, Guarded, Route},
+    broker::{Broker, Caller, MintPlan, VerifiedToken},
     error::Error,
     pb::v1::{
         CreateAccessTokenRequest, CreateAccessTokenResponse, GetJwksRequest, GetJwksResponse,
         IntrospectTokenRequest, IntrospectTokenResponse, Jwk, RevokeAccessTokenRequest,
         RevokeAccessTokenResponse, token_service_server::TokenService,
     },
+    policy::EntityDesc,
 };
+
+impl Guarded for CreateAccessTokenRequest {
+    const ROUTE: Route = Route::new(
+        "/tokenbroker.v1.TokenService/CreateAccessToken",
+        "CreateAccessToken",
+    )
+    .mint_only();
+    type Plan = MintPlan;
+
+    /// Policy sees the presented credential and exactly the token the derivation rule allows.
+    fn describe(
+        self,
+        broker: &Broker,
+        caller: &Caller,
+        now: i64,
+    ) -> Result<Described<MintPlan>, Error> {
+        let plan = broker.plan_mint(
+            caller,
+            &self.project_ids,
+            &self.permissions,
+            self.expires_in_hours,
+            &self.audience,
+            now,
+        )?;
+        let context = authz::mint_context(
+            broker,
+            &plan,
+            authz::authenticated_context(broker, caller, now),
+        );
+        Ok(Described::new(
+            authz::credential_entity(caller),
+            context,
+            plan,
+        ))
+    }
+}
+
+impl Guarded for IntrospectTokenRequest {
+    const ROUTE: Route = Route::new(
+        "/tokenbroker.v1.TokenService/IntrospectToken",
+        "IntrospectToken",
+    )
+    .mint_only();
+    /// The target token when active: verified (and cached) once, here.
+    type Plan = Option<Arc<VerifiedToken>>;
+
+    /// The target as a `Token` (id and subject empty when inactive): the cached record's
+    /// subject and depth never change, so describing reads no store.
+    fn describe(
+        self,
+        broker: &Broker,
+        caller: &Caller,
+        now: i64,
+    ) -> Result<Described<Self::Plan>, Error> {
+        let active = broker.introspect(&self.token, now)?;
+        let resource = match &active {
+            Some(v) => authz::token_desc(&v.claims.jti, &v.record.subject, v.record.depth),
+            None => authz::token_desc("", "", 0),
+        };
+        Ok(Described::new(
+            resource,
+            authz::authenticated_context(broker, caller, now),
+            active,
+        ))
+    }
+}
+
+impl Guarded for RevokeAccessTokenRequest {
+    const ROUTE: Route = Route::new(
+        "/tokenbroker.v1.TokenService/RevokeAccessToken",
+        "RevokeAccessToken",
+    );
+    /// The jti to revoke.
+    type Plan = String;
+
+    fn describe(
+        self,
+        broker: &Broker,
+        caller: &Caller,
+        now: i64,
+    ) -> Result<Described<String>, Error> {
+        let jti = broker.revocation_target(&self.token, &self.jti)?;
+        let resource = authz::token_entity(broker, &jti)?;
+        Ok(Described::new(
+            resource,
+            authz::authenticated_context(broker, caller, now),
+            jti,
+        ))
+    }
+}
+
+impl Guarded for GetJwksRequest {
+    const ROUTE: Route = Route::new("/tokenbroker.v1.TokenService/GetJwks", "GetJwks")
+        .public()
+        .mint_only();
+    type Plan = ();
+
+    fn describe(self, _: &Broker, _: &Caller, _: i64) -> Result<Described<()>, Error> {
+        Ok(Described::new(EntityDesc::broker(), json!({}), ()))
+    }
+}
 
 #[tonic::async_trait]
 impl TokenService for Api {
@@ -19,15 +125,8 @@ impl TokenService for Api {
         &self,
         request: Request<CreateAccessTokenRequest>,
     ) -> Result<Response<CreateAccessTokenResponse>, Status> {
-        let caller = caller(&request)?;
-        // The auth layer validated and attenuated the mint to show policy what it would sign.
-        let plan: MintPlan = from_layer(&request)?;
-        let now = broker::now();
-        let minted = self
-            .broker
-            .mint(&caller, plan, now)
-            .await
-            .map_err(to_status)?;
+        let authorized = self.authorize(request)?;
+        let minted = self.broker.mint(authorized).await.map_err(to_status)?;
         tracing::debug!(jti = %minted.claims.jti, depth = minted.claims.dep, "minted access token");
         let claims = minted.claims;
         Ok(Response::new(CreateAccessTokenResponse {
@@ -45,11 +144,7 @@ impl TokenService for Api {
         &self,
         request: Request<IntrospectTokenRequest>,
     ) -> Result<Response<IntrospectTokenResponse>, Status> {
-        let req = request.into_inner();
-        let active = self
-            .broker
-            .introspect(&req.token, broker::now())
-            .map_err(to_status)?;
+        let (_, active, _) = self.authorize(request)?.into_parts();
         let Some(verified) = active else {
             return Ok(Response::new(IntrospectTokenResponse::default()));
         };
@@ -72,24 +167,23 @@ impl TokenService for Api {
         &self,
         request: Request<RevokeAccessTokenRequest>,
     ) -> Result<Response<RevokeAccessTokenResponse>, Status> {
-        let req = request.into_inner();
-        let jti = self
-            .broker
-            .revocation_target(&req.token, &req.jti)
-            .map_err(to_status)?;
-        let revoked_count = self
-            .broker
-            .revoke(&jti, broker::now())
-            .await
-            .map_err(to_status)?;
+        let authorized = self.authorize(request)?;
+        let jti = authorized.plan().clone();
+        let revoked_count = self.broker.revoke(authorized).await.map_err(to_status)?;
         tracing::info!(jti = %jti, revoked_count, "revoked access token");
         Ok(Response::new(RevokeAccessTokenResponse { revoked_count }))
     }
 
     async fn get_jwks(
         &self,
-        _request: Request<GetJwksRequest>,
+        request: Request<GetJwksRequest>,
     ) -> Result<Response<GetJwksResponse>, Status> {
+        // Public: anyone may read the verification keys, but policy still decides.
+        if request.extensions().get::<Caller>().is_some() {
+            self.authorize(request)?;
+        } else {
+            authz::authorize_anonymous::<GetJwksRequest>(&self.broker).map_err(to_status)?;
+        }
         let set = self.broker.jwt.jwks();
         let value = serde_json::to_value(&set)
             .map_err(|e| to_status(Error::Internal(format!("cannot encode the key set: {e}"))))?;

@@ -1,33 +1,213 @@
 //! `UpstreamService`: vendor accounts and the vendor-native tokens leased from them. The
 //! credential is accepted once and never returned; a vendor token is returned once.
 
-use std::collections::BTreeMap;
-
+use serde_json::{Value, json};
 use tonic::{Request, Response, Status};
 
-use super::{Api, caller, from_layer, status::to_status, timestamp};
+use super::{Api, status::to_status, timestamp};
 use crate::{
-    broker::{self, UpstreamPlan},
+    authz::{self, Also, Described, Guarded, Route},
+    broker::{Broker, Caller, Found, UpstreamPlan},
     error::Error,
     pb::{
-        storage::UpstreamRecord,
+        storage::{LeaseRecord, UpstreamRecord},
         v1::{
-            self, CreateUpstreamRequest, DeleteUpstreamRequest, DeleteUpstreamResponse,
+            CreateUpstreamRequest, DeleteUpstreamRequest, DeleteUpstreamResponse,
             GetUpstreamRequest, IssueUpstreamTokenRequest, IssueUpstreamTokenResponse,
             ListUpstreamsRequest, ListUpstreamsResponse, RevokeUpstreamTokenRequest,
             RevokeUpstreamTokenResponse, UpdateUpstreamRequest, Upstream,
             upstream_service_server::UpstreamService,
         },
     },
-    upstream::Credential,
+    policy::{EntityDesc, EntityKind},
 };
 
-fn credential(c: Option<v1::Credential>) -> Credential {
-    let c = c.unwrap_or_default();
-    Credential {
-        username: c.username,
-        password: c.password,
-        token: c.token,
+/// The upstream named by a request, as the resource, and the authenticated context.
+fn named(
+    broker: &Broker,
+    caller: &Caller,
+    name: &str,
+    now: i64,
+) -> Result<(EntityDesc, Value), Error> {
+    Ok((
+        authz::upstream_entity(broker, name)?,
+        authz::authenticated_context(broker, caller, now),
+    ))
+}
+
+impl Guarded for CreateUpstreamRequest {
+    const ROUTE: Route = Route::new(
+        "/tokenbroker.v1.UpstreamService/CreateUpstream",
+        "CreateUpstream",
+    );
+    type Plan = Self;
+
+    fn describe(
+        self,
+        broker: &Broker,
+        caller: &Caller,
+        now: i64,
+    ) -> Result<Described<Self>, Error> {
+        let (resource, context) = named(broker, caller, &self.name, now)?;
+        Ok(Described::new(resource, context, self))
+    }
+}
+
+impl Guarded for GetUpstreamRequest {
+    const ROUTE: Route = Route::new("/tokenbroker.v1.UpstreamService/GetUpstream", "GetUpstream");
+    type Plan = Found<UpstreamRecord>;
+
+    fn describe(
+        self,
+        broker: &Broker,
+        caller: &Caller,
+        now: i64,
+    ) -> Result<Described<Self::Plan>, Error> {
+        let record = broker.store.upstream(&self.name)?;
+        let resource = authz::upstream_desc(&self.name, record.as_ref());
+        let context = authz::authenticated_context(broker, caller, now);
+        Ok(Described::new(
+            resource,
+            context,
+            Found::new(self.name, record),
+        ))
+    }
+}
+
+impl Guarded for ListUpstreamsRequest {
+    const ROUTE: Route = Route::new(
+        "/tokenbroker.v1.UpstreamService/ListUpstreams",
+        "ListUpstreams",
+    );
+    type Plan = Self;
+
+    fn describe(
+        self,
+        broker: &Broker,
+        caller: &Caller,
+        now: i64,
+    ) -> Result<Described<Self>, Error> {
+        let context = authz::authenticated_context(broker, caller, now);
+        Ok(Described::new(EntityDesc::broker(), context, self))
+    }
+}
+
+impl Guarded for UpdateUpstreamRequest {
+    const ROUTE: Route = Route::new(
+        "/tokenbroker.v1.UpstreamService/UpdateUpstream",
+        "UpdateUpstream",
+    );
+    type Plan = Self;
+
+    fn describe(
+        self,
+        broker: &Broker,
+        caller: &Caller,
+        now: i64,
+    ) -> Result<Described<Self>, Error> {
+        let (resource, context) = named(broker, caller, &self.name, now)?;
+        Ok(Described::new(resource, context, self))
+    }
+}
+
+impl Guarded for DeleteUpstreamRequest {
+    const ROUTE: Route = Route::new(
+        "/tokenbroker.v1.UpstreamService/DeleteUpstream",
+        "DeleteUpstream",
+    );
+    /// The upstream's name.
+    type Plan = String;
+
+    fn describe(
+        self,
+        broker: &Broker,
+        caller: &Caller,
+        now: i64,
+    ) -> Result<Described<String>, Error> {
+        let (resource, context) = named(broker, caller, &self.name, now)?;
+        Ok(Described::new(resource, context, self.name))
+    }
+}
+
+impl Guarded for IssueUpstreamTokenRequest {
+    const ROUTE: Route = Route::new(
+        "/tokenbroker.v1.UpstreamService/IssueUpstreamToken",
+        "IssueUpstreamToken",
+    );
+    type Plan = UpstreamPlan;
+
+    /// Attenuation and the permission mapping are checked first, with the same refusals as
+    /// minting; policy then sees exactly what would be issued. A git password upstream hands
+    /// out the stored password itself: that needs a policy that explicitly permits
+    /// `ReadUpstreamSecret` (the shipped policies do not).
+    fn describe(
+        self,
+        broker: &Broker,
+        caller: &Caller,
+        now: i64,
+    ) -> Result<Described<UpstreamPlan>, Error> {
+        let plan = broker.plan_upstream(
+            caller,
+            &self.upstream,
+            &self.project_ids,
+            &self.permissions,
+            self.expires_in_hours,
+            now,
+        )?;
+        let mut context = authz::authenticated_context(broker, caller, now);
+        context["requested"] = authz::grant_json(&broker.model, &plan.grant);
+        context["lifetime_seconds"] = plan.lifetime_secs.into();
+        context["vendor_permissions"] = json!(plan.vendor_permissions);
+        let resource = authz::upstream_desc(&self.upstream, Some(&plan.upstream));
+        let also = (plan.vendor.as_str() == "git_password").then(|| Also {
+            action: "ReadUpstreamSecret",
+            reason: "SECRET_READ_DENIED",
+            message: format!(
+                "upstream `{}` hands out a stored password: no policy permits `ReadUpstreamSecret` for {} (the shipped policies never do; an operator must add one)",
+                resource.id,
+                authz::subject_entity(&caller.subject, broker).display()
+            ),
+        });
+        Ok(Described {
+            resource,
+            context,
+            plan,
+            also,
+        })
+    }
+}
+
+impl Guarded for RevokeUpstreamTokenRequest {
+    const ROUTE: Route = Route::new(
+        "/tokenbroker.v1.UpstreamService/RevokeUpstreamToken",
+        "RevokeUpstreamToken",
+    );
+    type Plan = Found<LeaseRecord>;
+
+    /// The lease, with its holder's subject and its upstream; an unknown lease is described
+    /// as the caller's own, so the core answers NOT_FOUND.
+    fn describe(
+        self,
+        broker: &Broker,
+        caller: &Caller,
+        now: i64,
+    ) -> Result<Described<Self::Plan>, Error> {
+        let lease = broker.store.lease(&self.lease_id)?;
+        let (subject, upstream) = lease
+            .as_ref()
+            .map(|l| (l.subject.clone(), l.upstream.clone()))
+            .unwrap_or_else(|| (caller.subject.id.clone(), String::new()));
+        let resource = EntityDesc {
+            kind: EntityKind::Lease,
+            id: self.lease_id.clone(),
+            attrs: json!({ "subject": subject, "upstream": upstream }),
+        };
+        let context = authz::authenticated_context(broker, caller, now);
+        Ok(Described::new(
+            resource,
+            context,
+            Found::new(self.lease_id, lease),
+        ))
     }
 }
 
@@ -59,17 +239,10 @@ impl UpstreamService for Api {
         &self,
         request: Request<CreateUpstreamRequest>,
     ) -> Result<Response<Upstream>, Status> {
-        let req = request.into_inner();
+        let authorized = self.authorize(request)?;
         let record = self
             .broker
-            .create_upstream(
-                &req.name,
-                req.vendor,
-                &req.base_url,
-                credential(req.credential),
-                req.options.into_iter().collect::<BTreeMap<_, _>>(),
-                broker::now(),
-            )
+            .create_upstream(authorized)
             .await
             .map_err(to_status)?;
         tracing::info!(upstream = %record.name, status = record.status, "created upstream");
@@ -80,10 +253,8 @@ impl UpstreamService for Api {
         &self,
         request: Request<GetUpstreamRequest>,
     ) -> Result<Response<Upstream>, Status> {
-        let record = self
-            .broker
-            .get_upstream(&request.into_inner().name)
-            .map_err(to_status)?;
+        let authorized = self.authorize(request)?;
+        let record = self.broker.get_upstream(authorized).map_err(to_status)?;
         Ok(Response::new(self.upstream_to_proto(record)?))
     }
 
@@ -91,29 +262,9 @@ impl UpstreamService for Api {
         &self,
         request: Request<ListUpstreamsRequest>,
     ) -> Result<Response<ListUpstreamsResponse>, Status> {
-        let req = request.into_inner();
-        let size = match req.page_size {
-            0 => 25,
-            n if (1..=1000).contains(&n) => n as usize,
-            n => {
-                return Err(to_status(Error::invalid(
-                    "page_size",
-                    format!("`{n}` is out of range: give 1 to 1000, or 0 for 25"),
-                )));
-            }
-        };
-        let after = (!req.page_token.is_empty()).then_some(req.page_token.as_str());
-        let mut records = self
-            .broker
-            .store
-            .list_upstreams(after, size + 1)
-            .map_err(|e| to_status(e.into()))?;
-        let next_page_token = if records.len() > size {
-            records.truncate(size);
-            records.last().map(|r| r.name.clone()).unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let authorized = self.authorize(request)?;
+        let (records, next_page_token) =
+            self.broker.list_upstreams(authorized).map_err(to_status)?;
         let upstreams = records
             .into_iter()
             .map(|r| self.upstream_to_proto(r))
@@ -128,15 +279,10 @@ impl UpstreamService for Api {
         &self,
         request: Request<UpdateUpstreamRequest>,
     ) -> Result<Response<Upstream>, Status> {
-        let req = request.into_inner();
+        let authorized = self.authorize(request)?;
         let record = self
             .broker
-            .update_upstream(
-                &req.name,
-                req.credential.map(|c| credential(Some(c))),
-                req.options.into_iter().collect(),
-                broker::now(),
-            )
+            .update_upstream(authorized)
             .await
             .map_err(to_status)?;
         tracing::info!(upstream = %record.name, status = record.status, "updated upstream");
@@ -147,10 +293,11 @@ impl UpstreamService for Api {
         &self,
         request: Request<DeleteUpstreamRequest>,
     ) -> Result<Response<DeleteUpstreamResponse>, Status> {
-        let name = request.into_inner().name;
+        let authorized = self.authorize(request)?;
+        let name = authorized.plan().clone();
         let revoked_leases = self
             .broker
-            .delete_upstream(&name, broker::now())
+            .delete_upstream(authorized)
             .await
             .map_err(to_status)?;
         tracing::info!(upstream = %name, revoked_leases, "deleted upstream");
@@ -161,13 +308,10 @@ impl UpstreamService for Api {
         &self,
         request: Request<IssueUpstreamTokenRequest>,
     ) -> Result<Response<IssueUpstreamTokenResponse>, Status> {
-        let caller = caller(&request)?;
-        // The auth layer validated, attenuated and mapped the request for policy.
-        let plan: UpstreamPlan = from_layer(&request)?;
-        let now = broker::now();
+        let authorized = self.authorize(request)?;
         let issued = self
             .broker
-            .issue_upstream_token(&caller, plan, now)
+            .issue_upstream_token(authorized)
             .await
             .map_err(to_status)?;
         let lease = issued.lease;
@@ -186,10 +330,11 @@ impl UpstreamService for Api {
         &self,
         request: Request<RevokeUpstreamTokenRequest>,
     ) -> Result<Response<RevokeUpstreamTokenResponse>, Status> {
-        let lease_id = request.into_inner().lease_id;
+        let authorized = self.authorize(request)?;
+        let lease_id = authorized.plan().id.clone();
         let revoked_at_vendor = self
             .broker
-            .revoke_upstream_token(&lease_id, broker::now())
+            .revoke_upstream_token(authorized)
             .await
             .map_err(to_status)?;
         tracing::info!(lease = %lease_id, revoked_at_vendor, "revoked upstream token");

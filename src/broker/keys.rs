@@ -11,10 +11,11 @@ use std::{
 use cedar_policy::PolicySet;
 
 use super::{
-    Broker, Caller, CredentialKind, KIND_SERVICE, KeyPolicy, KeyQuery, grant_from_record,
+    Broker, Caller, CredentialKind, Found, KIND_SERVICE, KeyPolicy, KeyQuery, grant_from_record,
     grant_record,
 };
 use crate::{
+    authz::Authorized,
     domain::{
         Ask, End, Grant, Projects, Reach, Restrictions, Yield,
         grant::attenuates,
@@ -64,6 +65,23 @@ pub struct NewKey<'a> {
     pub service: bool,
     /// Expiry; `None` inherits the caller's end (never, for a caller that never ends).
     pub expires_at: Option<prost_types::Timestamp>,
+}
+
+impl<'a> NewKey<'a> {
+    /// The fields of a create request as the broker takes them.
+    pub fn of(req: &'a crate::pb::v1::CreateAccessKeyRequest) -> Self {
+        Self {
+            owner: &req.owner,
+            name: &req.name,
+            description: &req.description,
+            project_ids: &req.project_ids,
+            permissions: &req.permissions,
+            inline_policy: &req.inline_policy,
+            roles: &req.roles,
+            service: req.service,
+            expires_at: req.expires_at,
+        }
+    }
 }
 
 /// A key just created or reset, with its secret shown once.
@@ -269,10 +287,10 @@ impl Broker {
     /// grant, carrying the caller's restrictions.
     pub async fn create_access_key(
         &self,
-        caller: &Caller,
-        new: NewKey<'_>,
-        now: i64,
+        authorized: Authorized<crate::pb::v1::CreateAccessKeyRequest>,
     ) -> Result<KeyWithSecret, Error> {
+        let (caller, req, now) = authorized.into_parts();
+        let (caller, new) = (&caller, NewKey::of(&req));
         caller.may_manage_keys()?;
         let owner_id = if new.owner.is_empty() {
             caller.subject.id.as_str()
@@ -521,24 +539,32 @@ impl Broker {
 
     // === read ===
 
-    /// Looks a key up; NOT_FOUND when unknown.
-    pub fn get_access_key(&self, id: &str) -> Result<AccessKeyRecord, Error> {
-        self.store.access_key(id)?.ok_or_else(|| unknown_key(id))
+    /// The key an authorized GetAccessKey found; NOT_FOUND when unknown.
+    pub fn get_access_key(
+        &self,
+        authorized: Authorized<Found<AccessKeyRecord>>,
+    ) -> Result<AccessKeyRecord, Error> {
+        let found = authorized.into_parts().1;
+        let id = found.id;
+        found.record.ok_or_else(|| unknown_key(&id))
     }
 
     /// One page of keys: the caller's own, `owner`'s, or everyone's with `show_all`.
-    #[allow(clippy::too_many_arguments)]
     pub fn list_access_keys(
         &self,
-        caller: &Caller,
-        owner: &str,
-        show_all: bool,
-        page_size: i32,
-        page_token: &str,
-        offset: i32,
-        filter: &str,
-        order_by: &str,
+        authorized: Authorized<crate::pb::v1::ListAccessKeysRequest>,
     ) -> Result<KeyPage, Error> {
+        let (caller, req, _) = authorized.into_parts();
+        let caller = &caller;
+        let (owner, show_all, page_size, page_token, offset, filter, order_by) = (
+            req.owner.as_str(),
+            req.show_all,
+            req.page_size,
+            req.page_token.as_str(),
+            req.offset,
+            req.filter.as_str(),
+            req.order_by.as_str(),
+        );
         let mut violations = Vec::new();
         let size = match page_size {
             0 => 25,
@@ -611,12 +637,18 @@ impl Broker {
     /// longer fit the new grant are revoked. Returns the key and how many tokens were revoked.
     pub async fn update_access_key(
         &self,
-        caller: &Caller,
-        id: &str,
-        paths: &[String],
-        changes: &crate::pb::v1::AccessKey,
-        now: i64,
+        authorized: Authorized<crate::pb::v1::UpdateAccessKeyRequest>,
     ) -> Result<(AccessKeyRecord, u32), Error> {
+        let (caller, req, now) = authorized.into_parts();
+        let caller = &caller;
+        let id = req.id.as_str();
+        let paths = req
+            .update_mask
+            .as_ref()
+            .map(|m| m.paths.as_slice())
+            .unwrap_or_default();
+        let changes = req.key.clone().unwrap_or_default();
+        let changes = &changes;
         if paths.is_empty() {
             return Err(Error::invalid(
                 "update_mask",
@@ -644,7 +676,7 @@ impl Broker {
         }
         caller.may_manage_keys()?;
         let has = |p: &str| paths.iter().any(|x| x == p);
-        let old = self.get_access_key(id)?;
+        let old = self.store.access_key(id)?.ok_or_else(|| unknown_key(id))?;
         let owner = self
             .store
             .subject(&old.owner)?
@@ -822,12 +854,9 @@ impl Broker {
     }
 
     /// Deletes a key and revokes every token minted from it.
-    pub async fn delete_access_key(
-        &self,
-        caller: &Caller,
-        id: &str,
-        now: i64,
-    ) -> Result<u32, Error> {
+    pub async fn delete_access_key(&self, authorized: Authorized<String>) -> Result<u32, Error> {
+        let (caller, id, now) = authorized.into_parts();
+        let (caller, id) = (&caller, id.as_str());
         caller.may_manage_keys()?;
         let revoked = self
             .store
@@ -844,11 +873,11 @@ impl Broker {
     /// from the caller's credential, or the reset is refused.
     pub async fn reset_access_key(
         &self,
-        caller: &Caller,
-        id: &str,
-        old_secret_expires_at: Option<prost_types::Timestamp>,
-        now: i64,
+        authorized: Authorized<crate::pb::v1::ResetAccessKeyRequest>,
     ) -> Result<KeyWithSecret, Error> {
+        let (caller, req, now) = authorized.into_parts();
+        let (caller, id, old_secret_expires_at) =
+            (&caller, req.id.as_str(), req.old_secret_expires_at);
         caller.may_manage_keys()?;
         let mut violations = Vec::new();
         let grace = (
@@ -871,7 +900,7 @@ impl Broker {
         else {
             return Err(Error::InvalidArgument(violations));
         };
-        let old = self.get_access_key(id)?;
+        let old = self.store.access_key(id)?.ok_or_else(|| unknown_key(id))?;
         caller.may_restrict_for(&old.owner)?;
         let grant = grant_from_record(old.grant.as_ref(), old.expires_at);
         self.derive(

@@ -19,6 +19,7 @@ use std::{
 };
 
 use crate::{
+    authz::Authorized,
     config::Config,
     domain::{
         Ask, End, Exceeded, Grant, MintLimits, MintRequest, PermissionModel, Projects, Reach,
@@ -134,6 +135,8 @@ pub struct Caller {
     /// Authenticated with a key's previous secret during its reset grace: it may mint until
     /// the grace ends, but not manage keys (a leaked old secret must not undo the reset).
     pub old_secret: bool,
+    /// When it authenticated: the request's one clock reading, used by every decision of it.
+    pub authenticated_at: i64,
 }
 
 impl Caller {
@@ -316,6 +319,45 @@ fn exceeded_error(exceeded: Exceeded) -> Error {
     }
 }
 
+/// What an authorized lookup found: the id asked for and the record, if it exists. Read once,
+/// while describing the request to policy.
+#[derive(Clone, Debug)]
+pub struct Found<T> {
+    /// The id asked for.
+    pub id: String,
+    /// The record, if it exists.
+    pub record: Option<T>,
+}
+
+impl<T> Found<T> {
+    /// A lookup's result.
+    pub fn new(id: String, record: Option<T>) -> Self {
+        Self { id, record }
+    }
+
+    /// The record, or NOT_FOUND naming `what` and the id.
+    pub fn or_not_found(self, what: &str) -> Result<T, Error> {
+        self.record
+            .ok_or_else(|| Error::NotFound(format!("{what} {} does not exist", quote(&self.id))))
+    }
+}
+
+/// Default and largest page of a listing.
+const DEFAULT_PAGE: usize = 25;
+const MAX_PAGE: usize = 1000;
+
+/// A listing's page size: 0 is the default, 1 to [`MAX_PAGE`] as asked.
+pub fn page_size(asked: i32) -> Result<usize, Error> {
+    match usize::try_from(asked) {
+        Ok(0) => Ok(DEFAULT_PAGE),
+        Ok(n) if n <= MAX_PAGE => Ok(n),
+        _ => Err(Error::invalid(
+            "page_size",
+            format!("`{asked}` is out of range: give 1 to {MAX_PAGE}, or 0 for {DEFAULT_PAGE}"),
+        )),
+    }
+}
+
 fn unauthenticated(message: &str) -> Error {
     Error::Unauthenticated(message.to_owned())
 }
@@ -418,6 +460,11 @@ impl Broker {
         self.limits
     }
 
+    /// The broker's clock, in unix seconds: read once per request, by the auth layer.
+    pub fn now(&self) -> i64 {
+        now()
+    }
+
     /// The configured bounds of the derivation rule (lifetimes and delegation depth).
     pub fn rules(&self) -> Rules {
         Rules {
@@ -476,6 +523,7 @@ impl Broker {
             depth: key.depth,
             derived_key: !key.derived_from.is_empty(),
             old_secret,
+            authenticated_at: now,
             grant: grant_from_record(key.grant.as_ref(), end),
             root_key: key.id.clone(),
             key_policy: KeyPolicy::of(&key),
@@ -562,6 +610,7 @@ impl Broker {
             credential_id: verified.claims.jti.clone(),
             derived_key: false,
             old_secret: record.mint_only,
+            authenticated_at: now,
         })
     }
 
@@ -659,8 +708,10 @@ impl Broker {
         })
     }
 
-    /// Signs and stores a planned token; answers only once the record is durable.
-    pub async fn mint(&self, caller: &Caller, plan: MintPlan, now: i64) -> Result<Minted, Error> {
+    /// Signs and stores an authorized token; answers only once the record is durable.
+    pub async fn mint(&self, authorized: Authorized<MintPlan>) -> Result<Minted, Error> {
+        let (caller, plan, now) = authorized.into_parts();
+        let caller = &caller;
         // INVARIANT: only grants that attenuate the caller's are ever signed.
         if !attenuates(&plan.grant, &caller.grant, &self.model) {
             return Err(Error::Exceeds(Exceeded::default()));
@@ -737,8 +788,10 @@ impl Broker {
         }
     }
 
-    /// Revokes a token and its descendants; durable before it returns.
-    pub async fn revoke(&self, jti: &str, now: i64) -> Result<u32, Error> {
+    /// Revokes an authorized token (by jti) and its descendants; durable before it returns.
+    pub async fn revoke(&self, authorized: Authorized<String>) -> Result<u32, Error> {
+        let (_, jti, now) = authorized.into_parts();
+        let jti = jti.as_str();
         if self.store.token(jti)?.is_none() {
             return Err(Error::NotFound(format!(
                 "token {} does not exist",
@@ -752,24 +805,48 @@ impl Broker {
 
     // === subjects ===
 
-    /// Validates and stores a new subject.
+    /// Stores an authorized new subject (refusing it now if it was invalid).
     pub async fn create_subject(
         &self,
-        id: &str,
-        kind: i32,
-        project_ids: &[String],
-        permissions: &[String],
-        now: i64,
+        authorized: Authorized<Result<SubjectRecord, Error>>,
     ) -> Result<SubjectRecord, Error> {
-        let record = self.subject_record(id, kind, project_ids, permissions, now)?;
+        let (_, record, _) = authorized.into_parts();
+        let record = record?;
         if !self.store.create_subject(&record)? {
             return Err(Error::AlreadyExists(format!(
                 "subject {} already exists",
-                quote(id)
+                quote(&record.id)
             )));
         }
         self.store.durable().await?;
         Ok(record)
+    }
+
+    /// The subject an authorized GetSubject found; NOT_FOUND when unknown.
+    pub fn get_subject(
+        &self,
+        authorized: Authorized<Found<SubjectRecord>>,
+    ) -> Result<SubjectRecord, Error> {
+        authorized.into_parts().1.or_not_found("subject")
+    }
+
+    /// One page of subjects, ordered by id, and the cursor of the next page (empty at the
+    /// end). The cursor is the last id shown; ids are public to admins, so it is not sealed.
+    pub fn list_subjects(
+        &self,
+        authorized: Authorized<crate::pb::v1::ListSubjectsRequest>,
+    ) -> Result<(Vec<SubjectRecord>, String), Error> {
+        let (_, req, _) = authorized.into_parts();
+        let size = page_size(req.page_size)?;
+        let after = (!req.page_token.is_empty()).then_some(req.page_token.as_str());
+        let mut records = self.store.list_subjects(after, size + 1)?;
+        let next = if records.len() > size {
+            records.truncate(size);
+            records.last().map(|r| r.id.clone()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok((records, next))
     }
 
     /// Validates the fields of a subject without storing it (also used by the auth layer to
@@ -830,8 +907,13 @@ impl Broker {
         })
     }
 
-    /// Deletes a subject, its keys and every token minted from them.
-    pub async fn delete_subject(&self, id: &str, now: i64) -> Result<(u32, u32), Error> {
+    /// Deletes an authorized subject, its keys and every token minted from them.
+    pub async fn delete_subject(
+        &self,
+        authorized: Authorized<String>,
+    ) -> Result<(u32, u32), Error> {
+        let (_, id, now) = authorized.into_parts();
+        let id = id.as_str();
         if id == ADMIN_SUBJECT {
             return Err(Error::PermissionDenied {
                 reason: "BOOTSTRAP_SUBJECT",

@@ -6,8 +6,9 @@ use std::{collections::BTreeMap, sync::Weak, time::Duration};
 
 use prost::Message;
 
-use super::{Broker, Caller, CredentialKind, grant_from_record, grant_record};
+use super::{Broker, Caller, CredentialKind, Found, grant_from_record, grant_record};
 use crate::{
+    authz::Authorized,
     domain::{
         Ask, End, Grant, MintRequest, Projects, Yield,
         grant::attenuates,
@@ -65,6 +66,16 @@ pub struct UpstreamPlan {
     pub lifetime_secs: i64,
     /// Broker permissions mapped to the vendor's.
     pub vendor_permissions: Vec<String>,
+}
+
+/// A credential as the API carries it, in the connectors' form (absent: empty).
+fn credential_of(c: Option<crate::pb::v1::Credential>) -> Credential {
+    let c = c.unwrap_or_default();
+    Credential {
+        username: c.username,
+        password: c.password,
+        token: c.token,
+    }
 }
 
 /// The vendor token handed out once, with its lease.
@@ -238,13 +249,12 @@ impl Broker {
     /// Validates, verifies at the vendor, seals and stores a new upstream.
     pub async fn create_upstream(
         &self,
-        name: &str,
-        vendor: i32,
-        base_url: &str,
-        credential: Credential,
-        options: BTreeMap<String, String>,
-        now: i64,
+        authorized: Authorized<crate::pb::v1::CreateUpstreamRequest>,
     ) -> Result<UpstreamRecord, Error> {
+        let (_, req, now) = authorized.into_parts();
+        let (name, vendor, base_url) = (req.name.as_str(), req.vendor, req.base_url.as_str());
+        let credential = credential_of(req.credential.clone());
+        let options: BTreeMap<String, String> = req.options.clone().into_iter().collect();
         let mut violations = Vec::new();
         if !is_upstream_name(name) {
             violations.push(FieldViolation::new(
@@ -302,8 +312,37 @@ impl Broker {
         Ok(record)
     }
 
+    /// The upstream an authorized GetUpstream found; NOT_FOUND when unknown.
+    pub fn get_upstream(
+        &self,
+        authorized: Authorized<Found<UpstreamRecord>>,
+    ) -> Result<UpstreamRecord, Error> {
+        let found = authorized.into_parts().1;
+        let name = found.id;
+        found.record.ok_or_else(|| unknown_upstream(&name))
+    }
+
+    /// One page of upstreams, ordered by name, and the cursor of the next page (empty at
+    /// the end).
+    pub fn list_upstreams(
+        &self,
+        authorized: Authorized<crate::pb::v1::ListUpstreamsRequest>,
+    ) -> Result<(Vec<UpstreamRecord>, String), Error> {
+        let (_, req, _) = authorized.into_parts();
+        let size = super::page_size(req.page_size)?;
+        let after = (!req.page_token.is_empty()).then_some(req.page_token.as_str());
+        let mut records = self.store.list_upstreams(after, size + 1)?;
+        let next = if records.len() > size {
+            records.truncate(size);
+            records.last().map(|r| r.name.clone()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok((records, next))
+    }
+
     /// Looks an upstream up.
-    pub fn get_upstream(&self, name: &str) -> Result<UpstreamRecord, Error> {
+    fn upstream_record(&self, name: &str) -> Result<UpstreamRecord, Error> {
         self.store
             .upstream(name)?
             .ok_or_else(|| unknown_upstream(name))
@@ -317,12 +356,13 @@ impl Broker {
     /// Rotates an upstream's credential and/or replaces its options, verifying at the vendor.
     pub async fn update_upstream(
         &self,
-        name: &str,
-        credential: Option<Credential>,
-        options: BTreeMap<String, String>,
-        now: i64,
+        authorized: Authorized<crate::pb::v1::UpdateUpstreamRequest>,
     ) -> Result<UpstreamRecord, Error> {
-        let mut record = self.get_upstream(name)?;
+        let (_, req, now) = authorized.into_parts();
+        let name = req.name.as_str();
+        let credential = req.credential.clone().map(|c| credential_of(Some(c)));
+        let options: BTreeMap<String, String> = req.options.clone().into_iter().collect();
+        let mut record = self.upstream_record(name)?;
         let (vendor, mut account) = self.account(&record)?;
         if let Some(c) = credential.clone() {
             account.credential = c;
@@ -365,8 +405,10 @@ impl Broker {
 
     /// Revokes the upstream's open leases at the vendor, then deletes it. If any revocation
     /// fails the upstream stays (its leases stay queued) and the call is UNAVAILABLE.
-    pub async fn delete_upstream(&self, name: &str, now: i64) -> Result<u32, Error> {
-        let record = self.get_upstream(name)?;
+    pub async fn delete_upstream(&self, authorized: Authorized<String>) -> Result<u32, Error> {
+        let (_, name, now) = authorized.into_parts();
+        let name = name.as_str();
+        let record = self.upstream_record(name)?;
         let mut revoked = 0;
         let mut failed = 0;
         for lease in self.store.open_leases_of(name)? {
@@ -410,7 +452,7 @@ impl Broker {
             &self.model,
         )
         .map_err(Error::InvalidArgument)?;
-        let upstream = self.get_upstream(upstream_name)?;
+        let upstream = self.upstream_record(upstream_name)?;
         let vendor = vendor_of(upstream.vendor)
             .ok_or_else(|| Error::Internal(format!("upstream `{upstream_name}` has no vendor")))?;
         let grant = self
@@ -478,10 +520,10 @@ impl Broker {
     /// the vendor is called, so a crash leaves a record naming the vendor token.
     pub async fn issue_upstream_token(
         &self,
-        caller: &Caller,
-        plan: UpstreamPlan,
-        now: i64,
+        authorized: Authorized<UpstreamPlan>,
     ) -> Result<IssuedLease, Error> {
+        let (caller, plan, now) = authorized.into_parts();
+        let caller = &caller;
         if plan.upstream.status != STATUS_NORMAL {
             return Err(Error::FailedPrecondition(format!(
                 "upstream {} has a credential the vendor rejected: rotate it with UpdateUpstream",
@@ -577,15 +619,16 @@ impl Broker {
 
     /// Revokes a lease at the vendor now; when the vendor cannot confirm, the revocation
     /// stays queued durably and is retried. Returns whether the vendor confirmed.
-    pub async fn revoke_upstream_token(&self, lease_id: &str, now: i64) -> Result<bool, Error> {
-        let lease = self
-            .store
-            .lease(lease_id)?
-            .ok_or_else(|| Error::NotFound(format!("lease {} does not exist", quote(lease_id))))?;
+    pub async fn revoke_upstream_token(
+        &self,
+        authorized: Authorized<Found<LeaseRecord>>,
+    ) -> Result<bool, Error> {
+        let (_, found, now) = authorized.into_parts();
+        let lease = found.or_not_found("lease")?;
         if lease.state == LEASE_REVOKED {
             return Ok(true);
         }
-        let upstream = self.get_upstream(&lease.upstream)?;
+        let upstream = self.upstream_record(&lease.upstream)?;
         let done = self.revoke_lease_now(&upstream, lease, now).await?;
         self.store.durable().await?;
         Ok(done)

@@ -8,6 +8,7 @@
 )]
 #![allow(dead_code, reason = "each test crate uses a different subset")]
 
+pub mod direct;
 pub mod fakes;
 
 use std::{

@@ -1,0 +1,176 @@
+//! How the broker's things look to Cedar: principals, resources and contexts, built the same
+//! way for every RPC. Unknown things are described harmlessly (an empty subject, the
+//! caller's own key) so that policy decides before the core reports NOT_FOUND.
+
+use std::collections::BTreeSet;
+
+use serde_json::{Value, json};
+
+use crate::{
+    broker::{self, Broker, Caller, CredentialKind, KIND_SERVICE, KIND_USER, MintPlan},
+    domain::{Grant, PermissionModel, Projects},
+    error::Error,
+    pb::storage::{AccessKeyRecord, SubjectRecord, UpstreamRecord},
+    policy::{EntityDesc, EntityKind},
+};
+
+/// A grant as the schema's `Grant` record: projects, `all_projects`, permissions with
+/// implication applied. Public so benchmarks build exactly what policy sees.
+pub fn grant_json(model: &PermissionModel, grant: &Grant) -> Value {
+    grant_record_json(grant, &model.expand(&grant.permissions))
+}
+
+fn grant_record_json(grant: &Grant, permissions: &BTreeSet<String>) -> Value {
+    json!({
+        "projects": grant.projects.to_ids(),
+        "all_projects": grant.projects == Projects::All,
+        "permissions": permissions,
+    })
+}
+
+/// The context of an authenticated RPC, `{ credential }`: the grant, depth, remaining time
+/// and admin flag of the key or token the caller presented. Public for the benchmarks.
+pub fn authenticated_context(broker: &Broker, caller: &Caller, now: i64) -> Value {
+    let permissions = broker.model.expand(&caller.grant.permissions);
+    let admin = caller.grant.projects == Projects::All && permissions.contains("admin");
+    json!({ "credential": {
+        "kind": match caller.kind {
+            CredentialKind::AccessKey => "access_key",
+            CredentialKind::AccessToken => "access_token",
+        },
+        "id": caller.credential_id,
+        "depth": caller.depth,
+        "grant": grant_record_json(&caller.grant, &permissions),
+        "remaining_seconds": caller.grant.not_after.map(|end| (end - now).max(0)).unwrap_or(-1),
+        "admin": admin,
+    }})
+}
+
+/// A CreateAccessToken's context: `authenticated` plus what the new token would hold.
+/// Public so benchmarks measure exactly what the auth layer builds.
+pub fn mint_context(broker: &Broker, plan: &MintPlan, authenticated: Value) -> Value {
+    let mut context = authenticated;
+    context["requested"] = grant_json(&broker.model, &plan.grant);
+    context["lifetime_seconds"] = plan.lifetime_secs.into();
+    context["audience"] = plan.audience.as_str().into();
+    context
+}
+
+/// An upstream as Cedar sees it, read from the store: its name and vendor (empty when
+/// unknown).
+pub fn upstream_entity(broker: &Broker, name: &str) -> Result<EntityDesc, Error> {
+    Ok(upstream_desc(name, broker.store.upstream(name)?.as_ref()))
+}
+
+/// An upstream as Cedar sees it, from a record already read.
+pub fn upstream_desc(name: &str, record: Option<&UpstreamRecord>) -> EntityDesc {
+    let vendor = record
+        .and_then(|u| crate::broker::vendor_of(u.vendor))
+        .map(|v| v.as_str().to_owned())
+        .unwrap_or_default();
+    EntityDesc {
+        kind: EntityKind::Upstream,
+        id: name.to_owned(),
+        attrs: json!({ "vendor": vendor }),
+    }
+}
+
+/// A stored key, and its record when it exists; an unknown id is described as the caller's
+/// own so that the core, not policy, answers NOT_FOUND (an unknown key is unknown to everyone
+/// alike).
+pub fn key_entity(
+    broker: &Broker,
+    caller: &Caller,
+    id: &str,
+) -> Result<(EntityDesc, Option<AccessKeyRecord>), Error> {
+    let record = broker.store.access_key(id)?;
+    let owner = record
+        .as_ref()
+        .map(|k| k.owner.clone())
+        .unwrap_or_else(|| caller.subject.id.clone());
+    let desc = EntityDesc {
+        kind: EntityKind::AccessKey,
+        id: id.to_owned(),
+        attrs: json!({ "owner": owner }),
+    };
+    Ok((desc, record))
+}
+
+/// The key or token a caller presented, as the resource of its CreateAccessToken.
+pub fn credential_entity(caller: &Caller) -> EntityDesc {
+    match caller.kind {
+        CredentialKind::AccessKey => EntityDesc {
+            kind: EntityKind::AccessKey,
+            id: caller.credential_id.clone(),
+            attrs: json!({ "owner": caller.subject.id }),
+        },
+        CredentialKind::AccessToken => EntityDesc {
+            kind: EntityKind::Token,
+            id: caller.credential_id.clone(),
+            attrs: json!({ "subject": caller.subject.id, "depth": caller.depth }),
+        },
+    }
+}
+
+/// The token as stored; an unknown one has no subject, so only admins pass ownership rules.
+pub fn token_entity(broker: &Broker, jti: &str) -> Result<EntityDesc, Error> {
+    let record = if jti.is_empty() {
+        None
+    } else {
+        broker.store.token(jti)?
+    };
+    let (subject, depth) = record.map(|r| (r.subject, r.depth)).unwrap_or_default();
+    Ok(token_desc(jti, &subject, depth))
+}
+
+/// A token as Cedar sees it; an unknown one has id and subject empty.
+pub fn token_desc(jti: &str, subject: &str, depth: u32) -> EntityDesc {
+    EntityDesc {
+        kind: EntityKind::Token,
+        id: jti.to_owned(),
+        attrs: json!({ "subject": subject, "depth": depth }),
+    }
+}
+
+/// A subject as Cedar's principal (or resource): name, projects and expanded permissions.
+pub fn subject_entity(record: &SubjectRecord, broker: &Broker) -> EntityDesc {
+    let grant = broker::grant_from_record(record.grant.as_ref(), 0);
+    EntityDesc {
+        kind: if record.kind == KIND_SERVICE {
+            EntityKind::Service
+        } else {
+            EntityKind::User
+        },
+        id: record.id.clone(),
+        attrs: json!({
+            "name": record.id,
+            "projects": grant.projects.to_ids(),
+            "permissions": broker.model.expand(&grant.permissions),
+        }),
+    }
+}
+
+/// A stored subject (and its record), or an attribute-less stand-in so that policy decides before the
+/// handler reports NOT_FOUND (and non-admins learn nothing about who exists).
+pub fn stored_subject_entity(
+    broker: &Broker,
+    id: &str,
+) -> Result<(EntityDesc, Option<SubjectRecord>), Error> {
+    let record = broker.store.subject(id)?;
+    let desc = match &record {
+        Some(record) => subject_entity(record, broker),
+        None => subject_entity(
+            &SubjectRecord {
+                id: id.to_owned(),
+                kind: KIND_USER,
+                grant: Some(crate::pb::storage::GrantRecord {
+                    projects: Vec::new(),
+                    permissions: Vec::new(),
+                }),
+                created_at: 0,
+            },
+            broker,
+        ),
+    };
+    Ok((desc, record))
+}
