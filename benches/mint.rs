@@ -18,8 +18,9 @@ fn bench(c: &mut Criterion) {
     let projects = vec!["load".to_owned()];
     let perms = vec!["read".to_owned()];
     let now = common::now();
-    let caller = broker.authenticate(&admin, now).unwrap();
+    let caller = broker.authn.authenticate(&admin, now).unwrap();
     let plan = broker
+        .tokens
         .plan_mint(&caller, &projects, &perms, Some(1.0), "", now)
         .unwrap();
     let mint_request = || token_broker::pb::v1::CreateAccessTokenRequest {
@@ -31,19 +32,22 @@ fn bench(c: &mut Criterion) {
     let authorized = |caller: &token_broker::broker::Caller| {
         token_broker::authz::authorize(&broker, caller.clone(), mint_request()).unwrap()
     };
-    let minted = rt.block_on(broker.mint(authorized(&caller))).unwrap();
+    let minted = rt
+        .block_on(broker.tokens.mint(authorized(&caller)))
+        .unwrap();
     let token = minted.token.clone();
 
     let mut g = c.benchmark_group("broker");
     g.bench_function("authenticate_key", |b| {
-        b.iter(|| broker.authenticate(black_box(&admin), now).unwrap())
+        b.iter(|| broker.authn.authenticate(black_box(&admin), now).unwrap())
     });
     g.bench_function("authenticate_token", |b| {
-        b.iter(|| broker.authenticate(black_box(&token), now).unwrap())
+        b.iter(|| broker.authn.authenticate(black_box(&token), now).unwrap())
     });
     g.bench_function("plan_mint", |b| {
         b.iter(|| {
             broker
+                .tokens
                 .plan_mint(&caller, &projects, &perms, Some(1.0), "", now)
                 .unwrap()
         })
@@ -54,7 +58,7 @@ fn bench(c: &mut Criterion) {
             let (p, r, ctx) = common::caller_shapes(&broker, &caller, &plan, now);
             assert!(
                 broker
-                    .policy
+                    .policy()
                     .authorize_uncached("CreateAccessToken", &p, &r, ctx)
                     .allowed
             );
@@ -62,17 +66,23 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("mint_durable", |b| {
         b.to_async(&rt)
-            .iter(|| async { broker.mint(authorized(&caller)).await.unwrap() })
+            .iter(|| async { broker.tokens.mint(authorized(&caller)).await.unwrap() })
     });
     g.bench_function("introspect", |b| {
-        b.iter(|| broker.introspect(black_box(&token), now).unwrap().unwrap())
+        b.iter(|| {
+            broker
+                .authn
+                .introspect(black_box(&token), now)
+                .unwrap()
+                .unwrap()
+        })
     });
     // What one CreateAccessToken costs in process: what the auth layer and the handler run
     // (authenticate, then `authorize` plans once and Cedar answers from its cache).
     g.bench_function("mint_end_to_end", |b| {
         b.to_async(&rt).iter(|| async {
-            let caller = broker.authenticate(&admin, broker.now()).unwrap();
-            broker.mint(authorized(&caller)).await.unwrap()
+            let caller = broker.authn.authenticate(&admin, broker.now()).unwrap();
+            broker.tokens.mint(authorized(&caller)).await.unwrap()
         })
     });
     g.finish();

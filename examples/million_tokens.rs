@@ -56,7 +56,7 @@ async fn main() {
         let broker = open(&dir).await;
         let admin = std::fs::read_to_string(&admin_file).unwrap();
         let t = now();
-        let caller = broker.authenticate(admin.trim(), t).unwrap();
+        let caller = broker.authn.authenticate(admin.trim(), t).unwrap();
         let grant = Grant {
             projects: Projects::from_ids(["load"]),
             permissions: ["read".to_owned()].into_iter().collect(),
@@ -82,13 +82,13 @@ async fn main() {
             let jti = uuid::Uuid::new_v4().simple().to_string();
             assert_eq!(
                 broker
-                    .store
+                    .store()
                     .insert_token(&jti, &record, caller.key_version)
                     .unwrap(),
                 MintOutcome::Stored
             );
             if i % 100_000 == 99_999 {
-                broker.store.durable().await.unwrap();
+                broker.store().durable().await.unwrap();
                 eprintln!(
                     "{} records, {:.1} s",
                     i + 1,
@@ -96,8 +96,8 @@ async fn main() {
                 );
             }
         }
-        broker.store.durable().await.unwrap();
-        broker.store.flush_now().unwrap();
+        broker.store().durable().await.unwrap();
+        broker.store().flush_now().unwrap();
         let inserted = started.elapsed();
         drop(broker);
         // Let sled's background flusher finish with the files before sizing them.
@@ -120,7 +120,7 @@ async fn main() {
     let opened = started.elapsed();
     let admin = std::fs::read_to_string(&admin_file).unwrap();
     let t = now();
-    let caller = broker.authenticate(admin.trim(), t).unwrap();
+    let caller = broker.authn.authenticate(admin.trim(), t).unwrap();
     let request = token_broker::pb::v1::CreateAccessTokenRequest {
         project_ids: vec!["load".to_owned()],
         permissions: vec!["read".to_owned()],
@@ -128,12 +128,12 @@ async fn main() {
         ..Default::default()
     };
     let authorized = token_broker::authz::authorize(&broker, caller, request).unwrap();
-    let minted = broker.mint(authorized).await.unwrap();
-    assert!(broker.introspect(&minted.token, t).unwrap().is_some());
+    let minted = broker.tokens.mint(authorized).await.unwrap();
+    assert!(broker.authn.introspect(&minted.token, t).unwrap().is_some());
     let first = started.elapsed();
     println!(
         "{} token records; Broker::open {:.3} s; open + first mint + introspect {:.3} s; db {} bytes",
-        broker.store.token_count(),
+        broker.store().token_count(),
         opened.as_secs_f64(),
         first.as_secs_f64(),
         dir_size(&dir.join("db"))

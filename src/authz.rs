@@ -185,7 +185,7 @@ pub fn authorize<R: Guarded>(
     let described = request.describe(broker, &caller, now)?;
     let principal = subject_entity(&caller.subject, broker);
     let span = tracing::Span::current();
-    let decision = broker.policy.authorize(
+    let decision = broker.policy().authorize(
         route.action,
         &principal,
         &described.resource,
@@ -203,8 +203,8 @@ pub fn authorize<R: Guarded>(
     }
     // The root key's own policies (inline policy and roles) must allow too: they only narrow.
     if let Some(key_policy) = &caller.key_policy {
-        let set = broker.key_policy_set(key_policy, &caller.subject)?;
-        let decision = broker.policy.authorize_in(
+        let set = broker.keys.key_policy_set(key_policy, &caller.subject)?;
+        let decision = broker.policy().authorize_in(
             &set,
             route.action,
             &principal,
@@ -223,7 +223,7 @@ pub fn authorize<R: Guarded>(
         }
     }
     if let Some(also) = described.also {
-        let decision = broker.policy.authorize(
+        let decision = broker.policy().authorize(
             also.action,
             &principal,
             &described.resource,
@@ -261,7 +261,7 @@ pub fn authorize_anonymous<R: Guarded>(broker: &Broker) -> Result<(), Error> {
     };
     let resource = EntityDesc::broker();
     let decision = broker
-        .policy
+        .policy()
         .authorize(route.action, &principal, &resource, json!({}));
     let span = tracing::Span::current();
     if !decision.allowed {

@@ -44,7 +44,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let api = Api::new(Arc::clone(&broker));
-    let max = broker.config.max_request_bytes;
+    let max = broker.config().max_request_bytes;
     let tokens = TokenServiceServer::new(api.clone()).max_decoding_message_size(max);
     let subjects = SubjectServiceServer::new(api.clone()).max_decoding_message_size(max);
     let keys = AccessKeyServiceServer::new(api.clone()).max_decoding_message_size(max);
@@ -101,7 +101,7 @@ pub async fn run(
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         } => tracing::warn!(grace = ?SHUTDOWN_GRACE, "connections still open after the grace period; stopping"),
     }
-    broker.store.flush_now()?;
+    broker.store().flush_now()?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -236,7 +236,10 @@ async fn world(dir: &Path) -> World {
     };
     let broker = Broker::open(config, MasterKeySource::File).await.unwrap();
     let secret = std::fs::read_to_string(dir.join("bootstrap-admin.key")).unwrap();
-    let admin = broker.authenticate(secret.trim(), broker::now()).unwrap();
+    let admin = broker
+        .authn
+        .authenticate(secret.trim(), broker::now())
+        .unwrap();
     let request = pb::CreateUpstreamRequest {
         name: "dv".to_owned(),
         vendor: pb::Vendor::Develocity as i32,
@@ -248,6 +251,7 @@ async fn world(dir: &Path) -> World {
         ..Default::default()
     };
     broker
+        .upstreams
         .create_upstream(authz::authorize(&broker, admin.clone(), request).unwrap())
         .await
         .unwrap();
@@ -270,7 +274,8 @@ async fn caller_of(w: &World, n: usize, c: &Case) -> Option<(Caller, String)> {
         project_ids: projects(c.subject_projects),
         permissions: perms(c.subject_perms),
     };
-    b.create_subject(authz::authorize(b, w.admin.clone(), request).unwrap())
+    b.subjects
+        .create_subject(authz::authorize(b, w.admin.clone(), request).unwrap())
         .await
         .map_err(|e| eprintln!("subject: {e}"))
         .ok()?;
@@ -304,7 +309,7 @@ async fn caller_of(w: &World, n: usize, c: &Case) -> Option<(Caller, String)> {
     )
     .await
     .ok()?;
-    let mut caller = b.authenticate(key.secret.expose(), now).ok()?;
+    let mut caller = b.authn.authenticate(key.secret.expose(), now).ok()?;
     let mut bound = if key_projects == 0 {
         c.subject_projects
     } else {
@@ -318,7 +323,7 @@ async fn caller_of(w: &World, n: usize, c: &Case) -> Option<(Caller, String)> {
         let minted = direct::mint(b, &caller, &projects(p), &perms(*q & key_perms), hours(*h))
             .await
             .ok()?;
-        caller = b.authenticate(&minted.token, now).ok()?;
+        caller = b.authn.authenticate(&minted.token, now).ok()?;
     }
     Some((caller, key.record.id))
 }
@@ -346,7 +351,7 @@ async fn run(w: &World, n: usize, c: &Case, caller: &Caller, root: &str) -> Opti
             let minted = direct::mint(b, caller, &req_projects, &req_perms, req_hours)
                 .await
                 .ok()?;
-            let got = b.authenticate(&minted.token, now).unwrap();
+            let got = b.authn.authenticate(&minted.token, now).unwrap();
             Some(Obtained::of_caller("minted token", &got))
         }
         1 => {
@@ -374,12 +379,12 @@ async fn run(w: &World, n: usize, c: &Case, caller: &Caller, root: &str) -> Opti
             )
             .await
             .ok()?;
-            let got = b.authenticate(created.secret.expose(), now).unwrap();
+            let got = b.authn.authenticate(created.secret.expose(), now).unwrap();
             Some(Obtained::of_caller("created key", &got))
         }
         2 => {
             let reset = direct::reset_key(b, caller, root).await.ok()?;
-            let got = b.authenticate(reset.secret.expose(), now).unwrap();
+            let got = b.authn.authenticate(reset.secret.expose(), now).unwrap();
             Some(Obtained::of_caller("reset own root key", &got))
         }
         3 => {
@@ -425,7 +430,7 @@ async fn run(w: &World, n: usize, c: &Case, caller: &Caller, root: &str) -> Opti
             let reset = direct::reset_key(b, caller, &sibling.record.id)
                 .await
                 .ok()?;
-            let got = b.authenticate(reset.secret.expose(), now).unwrap();
+            let got = b.authn.authenticate(reset.secret.expose(), now).unwrap();
             Some(Obtained::of_caller("reset sibling key", &got))
         }
         4 => {
@@ -542,7 +547,7 @@ async fn a_token_made_key_ends_with_its_token_even_when_extended() {
     let minted = direct::mint(b, &w.admin, &[], &["read".to_owned()], Some(1.0))
         .await
         .unwrap();
-    let token = b.authenticate(&minted.token, now).unwrap();
+    let token = b.authn.authenticate(&minted.token, now).unwrap();
     let made = direct::create_key(
         b,
         &token,
@@ -567,9 +572,10 @@ async fn a_token_made_key_ends_with_its_token_even_when_extended() {
     )
     .await
     .unwrap();
-    assert!(b.authenticate(made.secret.expose(), now).is_ok());
+    assert!(b.authn.authenticate(made.secret.expose(), now).is_ok());
     let after_token = minted.claims.exp + 1;
     let err = b
+        .authn
         .authenticate(made.secret.expose(), after_token)
         .unwrap_err();
     assert!(err.to_string().contains("made by a token"), "{err}");

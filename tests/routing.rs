@@ -71,6 +71,60 @@ fn every_served_method_has_an_entry() {
     }
 }
 
+/// Every route names a path the server serves, once, and a Cedar action the schema knows:
+/// an action missing from the schema would deny every call of the route.
+#[tokio::test]
+async fn every_route_is_served_once_and_its_action_is_in_the_schema() {
+    let served = served_paths();
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        data_dir: dir.path().to_owned(),
+        policies: Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
+        ..Config::default()
+    };
+    let broker = Broker::open(config, MasterKeySource::File).await.unwrap();
+    let anyone = token_broker::policy::EntityDesc::broker();
+    for (i, route) in api::ROUTES.iter().enumerate() {
+        assert!(
+            served.iter().any(|p| p == route.path),
+            "{route:?} is not served"
+        );
+        assert!(
+            api::ROUTES[..i].iter().all(|r| r.path != route.path),
+            "{} has two routes",
+            route.path
+        );
+        let decision = broker.policy().authorize_uncached(
+            route.action,
+            &anyone,
+            &anyone,
+            serde_json::json!({}),
+        );
+        assert!(
+            !decision
+                .errors
+                .iter()
+                .any(|e| e.contains("is not in the schema")),
+            "{}: {:?}",
+            route.action,
+            decision.errors
+        );
+    }
+    // The negative control: an unknown action is reported as such.
+    let unknown =
+        broker
+            .policy()
+            .authorize_uncached("NoSuchAction", &anyone, &anyone, serde_json::json!({}));
+    assert!(
+        unknown
+            .errors
+            .iter()
+            .any(|e| e.contains("is not in the schema")),
+        "{:?}",
+        unknown.errors
+    );
+}
+
 #[tokio::test]
 async fn a_path_without_an_entry_is_refused_before_routing() {
     let dir = tempfile::tempdir().unwrap();

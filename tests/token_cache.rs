@@ -32,32 +32,58 @@ async fn cached_tokens_die_at_revocation_and_expiry() {
     let b = open(dir.path()).await;
     let admin_secret = std::fs::read_to_string(dir.path().join("bootstrap-admin.key")).unwrap();
     let now = broker::now();
-    let admin = b.authenticate(admin_secret.trim(), now).unwrap();
+    let admin = b.authn.authenticate(admin_secret.trim(), now).unwrap();
 
     let read = ["read".to_owned()];
     let mint = |hours: Option<f64>| direct::mint(&b, &admin, &[], &read, hours);
     let long = mint(Some(1.0)).await.unwrap();
     // Verified once, then served from the cache (the same shared value comes back).
-    let first = b.introspect(&long.token, broker::now()).unwrap().unwrap();
-    let second = b.introspect(&long.token, broker::now()).unwrap().unwrap();
+    let first = b
+        .authn
+        .introspect(&long.token, broker::now())
+        .unwrap()
+        .unwrap();
+    let second = b
+        .authn
+        .introspect(&long.token, broker::now())
+        .unwrap()
+        .unwrap();
     assert!(Arc::ptr_eq(&first, &second), "second lookup is a cache hit");
     // A token minted from the cached one works too.
-    let caller = b.authenticate(&long.token, broker::now()).unwrap();
+    let caller = b.authn.authenticate(&long.token, broker::now()).unwrap();
     assert_eq!(caller.credential_id, long.claims.jti);
 
     assert_eq!(
         direct::revoke(&b, &admin, &long.claims.jti).await.unwrap(),
         1
     );
-    assert!(b.introspect(&long.token, broker::now()).unwrap().is_none());
-    assert!(b.authenticate(&long.token, broker::now()).is_err());
+    assert!(
+        b.authn
+            .introspect(&long.token, broker::now())
+            .unwrap()
+            .is_none()
+    );
+    assert!(b.authn.authenticate(&long.token, broker::now()).is_err());
 
     // About one second of life: cached as valid, then refused at its exp.
     let short = mint(Some(0.0002)).await.unwrap();
-    assert!(b.introspect(&short.token, broker::now()).unwrap().is_some());
+    assert!(
+        b.authn
+            .introspect(&short.token, broker::now())
+            .unwrap()
+            .is_some()
+    );
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    assert!(b.introspect(&short.token, broker::now()).unwrap().is_none());
-    let err = b.authenticate(&short.token, broker::now()).unwrap_err();
+    assert!(
+        b.authn
+            .introspect(&short.token, broker::now())
+            .unwrap()
+            .is_none()
+    );
+    let err = b
+        .authn
+        .authenticate(&short.token, broker::now())
+        .unwrap_err();
     assert!(err.to_string().contains("expired"), "{err}");
 }
 
@@ -67,7 +93,7 @@ async fn revocations_are_remembered_across_restarts() {
     let (token, jti) = {
         let b = open(dir.path()).await;
         let secret = std::fs::read_to_string(dir.path().join("bootstrap-admin.key")).unwrap();
-        let admin = b.authenticate(secret.trim(), broker::now()).unwrap();
+        let admin = b.authn.authenticate(secret.trim(), broker::now()).unwrap();
         let minted = direct::mint(&b, &admin, &[], &[], None).await.unwrap();
         direct::revoke(&b, &admin, &minted.claims.jti)
             .await
@@ -91,6 +117,6 @@ async fn revocations_are_remembered_across_restarts() {
         }
     }
     let b = reopened.expect("reopened");
-    assert!(b.store.is_revoked(&jti), "loaded from the revoked tree");
-    assert!(b.introspect(&token, broker::now()).unwrap().is_none());
+    assert!(b.store().is_revoked(&jti), "loaded from the revoked tree");
+    assert!(b.authn.introspect(&token, broker::now()).unwrap().is_none());
 }

@@ -69,8 +69,8 @@ impl Guarded for CreateAccessKeyRequest {
         // with the precise error. `key_reach` parses no inline policy: that waits until
         // policy has allowed the call.
         let requested = record
-            .and_then(|record| broker.key_reach(caller, &record, &new, now).ok())
-            .map(|reach| authz::grant_json(&broker.model, &reach.grant))
+            .and_then(|record| broker.keys.key_reach(caller, &record, &new, now).ok())
+            .map(|reach| authz::grant_json(broker.model(), &reach.grant))
             .unwrap_or_else(|| json!({ "projects": [], "all_projects": false, "permissions": [] }));
         let mut context = authz::authenticated_context(broker, caller, now);
         context["requested"] = requested;
@@ -199,6 +199,7 @@ impl AccessKeyService for Api {
         let authorized = self.authorize(request)?;
         let created = self
             .broker
+            .keys
             .create_access_key(authorized)
             .await
             .map_err(to_status)?;
@@ -217,6 +218,7 @@ impl AccessKeyService for Api {
         let authorized = self.authorize(request)?;
         let page = self
             .broker
+            .keys
             .list_access_keys(authorized)
             .map_err(to_status)?;
         Ok(Response::new(ListAccessKeysResponse {
@@ -231,7 +233,11 @@ impl AccessKeyService for Api {
         request: Request<GetAccessKeyRequest>,
     ) -> Result<Response<AccessKey>, Status> {
         let authorized = self.authorize(request)?;
-        let key = self.broker.get_access_key(authorized).map_err(to_status)?;
+        let key = self
+            .broker
+            .keys
+            .get_access_key(authorized)
+            .map_err(to_status)?;
         Ok(Response::new(to_proto(&key)))
     }
 
@@ -248,6 +254,7 @@ impl AccessKeyService for Api {
             .unwrap_or_default();
         let (key, revoked) = self
             .broker
+            .keys
             .update_access_key(authorized)
             .await
             .map_err(to_status)?;
@@ -263,6 +270,7 @@ impl AccessKeyService for Api {
         let id = authorized.plan().clone();
         let revoked_tokens = self
             .broker
+            .keys
             .delete_access_key(authorized)
             .await
             .map_err(to_status)?;
@@ -277,6 +285,7 @@ impl AccessKeyService for Api {
         let authorized = self.authorize(request)?;
         let reset = self
             .broker
+            .keys
             .reset_access_key(authorized)
             .await
             .map_err(to_status)?;

@@ -148,7 +148,7 @@ async fn admit(
     request: http::Request<Body>,
 ) -> Result<http::Request<Body>, Error> {
     let caller = match bearer(request.headers())? {
-        Some(value) => Some(broker.authenticate(value, broker.now())?),
+        Some(value) => Some(broker.authn.authenticate(value, broker.now())?),
         None if route.public => None,
         None => {
             return Err(Error::Unauthenticated(
@@ -160,7 +160,7 @@ async fn admit(
         tracing::Span::current().record("subject", c.subject.id.as_str());
     }
     let (parts, body) = request.into_parts();
-    let limit = broker.config.max_request_bytes;
+    let limit = broker.config().max_request_bytes;
     let bytes = Limited::new(body, limit + 5)
         .collect()
         .await

@@ -43,7 +43,7 @@ impl Guarded for CreateSubjectRequest {
         caller: &Caller,
         now: i64,
     ) -> Result<Described<Self::Plan>, Error> {
-        let plan = broker.subject_record(
+        let plan = broker.subjects.subject_record(
             &self.subject_id,
             self.kind,
             &self.project_ids,
@@ -134,6 +134,7 @@ impl SubjectService for Api {
         let authorized = self.authorize(request)?;
         let record = self
             .broker
+            .subjects
             .create_subject(authorized)
             .await
             .map_err(to_status)?;
@@ -146,7 +147,11 @@ impl SubjectService for Api {
         request: Request<GetSubjectRequest>,
     ) -> Result<Response<Subject>, Status> {
         let authorized = self.authorize(request)?;
-        let record = self.broker.get_subject(authorized).map_err(to_status)?;
+        let record = self
+            .broker
+            .subjects
+            .get_subject(authorized)
+            .map_err(to_status)?;
         Ok(Response::new(to_proto(record)))
     }
 
@@ -155,8 +160,11 @@ impl SubjectService for Api {
         request: Request<ListSubjectsRequest>,
     ) -> Result<Response<ListSubjectsResponse>, Status> {
         let authorized = self.authorize(request)?;
-        let (records, next_page_token) =
-            self.broker.list_subjects(authorized).map_err(to_status)?;
+        let (records, next_page_token) = self
+            .broker
+            .subjects
+            .list_subjects(authorized)
+            .map_err(to_status)?;
         Ok(Response::new(ListSubjectsResponse {
             subjects: records.into_iter().map(to_proto).collect(),
             next_page_token,
@@ -171,6 +179,7 @@ impl SubjectService for Api {
         let id = authorized.plan().clone();
         let (deleted_keys, revoked_tokens) = self
             .broker
+            .subjects
             .delete_subject(authorized)
             .await
             .map_err(to_status)?;

@@ -33,7 +33,7 @@ impl Guarded for CreateAccessTokenRequest {
         caller: &Caller,
         now: i64,
     ) -> Result<Described<MintPlan>, Error> {
-        let plan = broker.plan_mint(
+        let plan = broker.tokens.plan_mint(
             caller,
             &self.project_ids,
             &self.permissions,
@@ -71,7 +71,7 @@ impl Guarded for IntrospectTokenRequest {
         caller: &Caller,
         now: i64,
     ) -> Result<Described<Self::Plan>, Error> {
-        let active = broker.introspect(&self.token, now)?;
+        let active = broker.authn.introspect(&self.token, now)?;
         let resource = match &active {
             Some(v) => authz::token_desc(&v.claims.jti, &v.record.subject, v.record.depth),
             None => authz::token_desc("", "", 0),
@@ -98,7 +98,7 @@ impl Guarded for RevokeAccessTokenRequest {
         caller: &Caller,
         now: i64,
     ) -> Result<Described<String>, Error> {
-        let jti = broker.revocation_target(&self.token, &self.jti)?;
+        let jti = broker.tokens.revocation_target(&self.token, &self.jti)?;
         let resource = authz::token_entity(broker, &jti)?;
         Ok(Described::new(
             resource,
@@ -126,7 +126,12 @@ impl TokenService for Api {
         request: Request<CreateAccessTokenRequest>,
     ) -> Result<Response<CreateAccessTokenResponse>, Status> {
         let authorized = self.authorize(request)?;
-        let minted = self.broker.mint(authorized).await.map_err(to_status)?;
+        let minted = self
+            .broker
+            .tokens
+            .mint(authorized)
+            .await
+            .map_err(to_status)?;
         tracing::debug!(jti = %minted.claims.jti, depth = minted.claims.dep, "minted access token");
         let claims = minted.claims;
         Ok(Response::new(CreateAccessTokenResponse {
@@ -169,7 +174,12 @@ impl TokenService for Api {
     ) -> Result<Response<RevokeAccessTokenResponse>, Status> {
         let authorized = self.authorize(request)?;
         let jti = authorized.plan().clone();
-        let revoked_count = self.broker.revoke(authorized).await.map_err(to_status)?;
+        let revoked_count = self
+            .broker
+            .tokens
+            .revoke(authorized)
+            .await
+            .map_err(to_status)?;
         tracing::info!(jti = %jti, revoked_count, "revoked access token");
         Ok(Response::new(RevokeAccessTokenResponse { revoked_count }))
     }
@@ -184,7 +194,7 @@ impl TokenService for Api {
         } else {
             authz::authorize_anonymous::<GetJwksRequest>(&self.broker).map_err(to_status)?;
         }
-        let set = self.broker.jwt.jwks();
+        let set = self.broker.jwt().jwks();
         let value = serde_json::to_value(&set)
             .map_err(|e| to_status(Error::Internal(format!("cannot encode the key set: {e}"))))?;
         let text = |key: &serde_json::Value, name: &str| {

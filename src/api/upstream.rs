@@ -63,7 +63,7 @@ impl Guarded for GetUpstreamRequest {
         caller: &Caller,
         now: i64,
     ) -> Result<Described<Self::Plan>, Error> {
-        let record = broker.store.upstream(&self.name)?;
+        let record = broker.store().upstream(&self.name)?;
         let resource = authz::upstream_desc(&self.name, record.as_ref());
         let context = authz::authenticated_context(broker, caller, now);
         Ok(Described::new(
@@ -146,7 +146,7 @@ impl Guarded for IssueUpstreamTokenRequest {
         caller: &Caller,
         now: i64,
     ) -> Result<Described<UpstreamPlan>, Error> {
-        let plan = broker.plan_upstream(
+        let plan = broker.upstreams.plan_upstream(
             caller,
             &self.upstream,
             &self.project_ids,
@@ -155,7 +155,7 @@ impl Guarded for IssueUpstreamTokenRequest {
             now,
         )?;
         let mut context = authz::authenticated_context(broker, caller, now);
-        context["requested"] = authz::grant_json(&broker.model, &plan.grant);
+        context["requested"] = authz::grant_json(broker.model(), &plan.grant);
         context["lifetime_seconds"] = plan.lifetime_secs.into();
         context["vendor_permissions"] = json!(plan.vendor_permissions);
         let resource = authz::upstream_desc(&self.upstream, Some(&plan.upstream));
@@ -192,7 +192,7 @@ impl Guarded for RevokeUpstreamTokenRequest {
         caller: &Caller,
         now: i64,
     ) -> Result<Described<Self::Plan>, Error> {
-        let lease = broker.store.lease(&self.lease_id)?;
+        let lease = broker.store().lease(&self.lease_id)?;
         let (subject, upstream) = lease
             .as_ref()
             .map(|l| (l.subject.clone(), l.upstream.clone()))
@@ -215,6 +215,7 @@ impl Api {
     fn upstream_to_proto(&self, record: UpstreamRecord) -> Result<Upstream, Status> {
         let live_leases = self
             .broker
+            .upstreams
             .live_lease_count(&record.name)
             .map_err(to_status)?;
         Ok(Upstream {
@@ -242,6 +243,7 @@ impl UpstreamService for Api {
         let authorized = self.authorize(request)?;
         let record = self
             .broker
+            .upstreams
             .create_upstream(authorized)
             .await
             .map_err(to_status)?;
@@ -254,7 +256,11 @@ impl UpstreamService for Api {
         request: Request<GetUpstreamRequest>,
     ) -> Result<Response<Upstream>, Status> {
         let authorized = self.authorize(request)?;
-        let record = self.broker.get_upstream(authorized).map_err(to_status)?;
+        let record = self
+            .broker
+            .upstreams
+            .get_upstream(authorized)
+            .map_err(to_status)?;
         Ok(Response::new(self.upstream_to_proto(record)?))
     }
 
@@ -263,8 +269,11 @@ impl UpstreamService for Api {
         request: Request<ListUpstreamsRequest>,
     ) -> Result<Response<ListUpstreamsResponse>, Status> {
         let authorized = self.authorize(request)?;
-        let (records, next_page_token) =
-            self.broker.list_upstreams(authorized).map_err(to_status)?;
+        let (records, next_page_token) = self
+            .broker
+            .upstreams
+            .list_upstreams(authorized)
+            .map_err(to_status)?;
         let upstreams = records
             .into_iter()
             .map(|r| self.upstream_to_proto(r))
@@ -282,6 +291,7 @@ impl UpstreamService for Api {
         let authorized = self.authorize(request)?;
         let record = self
             .broker
+            .upstreams
             .update_upstream(authorized)
             .await
             .map_err(to_status)?;
@@ -297,6 +307,7 @@ impl UpstreamService for Api {
         let name = authorized.plan().clone();
         let revoked_leases = self
             .broker
+            .upstreams
             .delete_upstream(authorized)
             .await
             .map_err(to_status)?;
@@ -311,6 +322,7 @@ impl UpstreamService for Api {
         let authorized = self.authorize(request)?;
         let issued = self
             .broker
+            .upstreams
             .issue_upstream_token(authorized)
             .await
             .map_err(to_status)?;
@@ -334,6 +346,7 @@ impl UpstreamService for Api {
         let lease_id = authorized.plan().id.clone();
         let revoked_at_vendor = self
             .broker
+            .upstreams
             .revoke_upstream_token(authorized)
             .await
             .map_err(to_status)?;

@@ -31,7 +31,7 @@ fn grant_record_json(grant: &Grant, permissions: &BTreeSet<String>) -> Value {
 /// The context of an authenticated RPC, `{ credential }`: the grant, depth, remaining time
 /// and admin flag of the key or token the caller presented. Public for the benchmarks.
 pub fn authenticated_context(broker: &Broker, caller: &Caller, now: i64) -> Value {
-    let permissions = broker.model.expand(&caller.grant.permissions);
+    let permissions = broker.model().expand(&caller.grant.permissions);
     let admin = caller.grant.projects == Projects::All && permissions.contains("admin");
     json!({ "credential": {
         "kind": match caller.kind {
@@ -50,7 +50,7 @@ pub fn authenticated_context(broker: &Broker, caller: &Caller, now: i64) -> Valu
 /// Public so benchmarks measure exactly what the auth layer builds.
 pub fn mint_context(broker: &Broker, plan: &MintPlan, authenticated: Value) -> Value {
     let mut context = authenticated;
-    context["requested"] = grant_json(&broker.model, &plan.grant);
+    context["requested"] = grant_json(broker.model(), &plan.grant);
     context["lifetime_seconds"] = plan.lifetime_secs.into();
     context["audience"] = plan.audience.as_str().into();
     context
@@ -59,7 +59,7 @@ pub fn mint_context(broker: &Broker, plan: &MintPlan, authenticated: Value) -> V
 /// An upstream as Cedar sees it, read from the store: its name and vendor (empty when
 /// unknown).
 pub fn upstream_entity(broker: &Broker, name: &str) -> Result<EntityDesc, Error> {
-    Ok(upstream_desc(name, broker.store.upstream(name)?.as_ref()))
+    Ok(upstream_desc(name, broker.store().upstream(name)?.as_ref()))
 }
 
 /// An upstream as Cedar sees it, from a record already read.
@@ -83,7 +83,7 @@ pub fn key_entity(
     caller: &Caller,
     id: &str,
 ) -> Result<(EntityDesc, Option<AccessKeyRecord>), Error> {
-    let record = broker.store.access_key(id)?;
+    let record = broker.store().access_key(id)?;
     let owner = record
         .as_ref()
         .map(|k| k.owner.clone())
@@ -117,7 +117,7 @@ pub fn token_entity(broker: &Broker, jti: &str) -> Result<EntityDesc, Error> {
     let record = if jti.is_empty() {
         None
     } else {
-        broker.store.token(jti)?
+        broker.store().token(jti)?
     };
     let (subject, depth) = record.map(|r| (r.subject, r.depth)).unwrap_or_default();
     Ok(token_desc(jti, &subject, depth))
@@ -145,7 +145,7 @@ pub fn subject_entity(record: &SubjectRecord, broker: &Broker) -> EntityDesc {
         attrs: json!({
             "name": record.id,
             "projects": grant.projects.to_ids(),
-            "permissions": broker.model.expand(&grant.permissions),
+            "permissions": broker.model().expand(&grant.permissions),
         }),
     }
 }
@@ -156,7 +156,7 @@ pub fn stored_subject_entity(
     broker: &Broker,
     id: &str,
 ) -> Result<(EntityDesc, Option<SubjectRecord>), Error> {
-    let record = broker.store.subject(id)?;
+    let record = broker.store().subject(id)?;
     let desc = match &record {
         Some(record) => subject_entity(record, broker),
         None => subject_entity(

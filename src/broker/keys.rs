@@ -4,20 +4,19 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, RwLock, Weak},
-    time::Duration,
+    sync::{Arc, RwLock},
 };
 
 use cedar_policy::PolicySet;
 
 use super::{
-    Broker, Caller, CredentialKind, Found, KIND_SERVICE, KeyPolicy, KeyQuery, grant_from_record,
-    grant_record,
+    Caller, CredentialKind, Found, KIND_SERVICE, KeyPolicy, KeyQuery, core::Core,
+    grant_from_record, grant_record, upstreams::Upstreams,
 };
 use crate::{
     authz::Authorized,
     domain::{
-        Ask, End, Grant, Projects, Reach, Restrictions, Yield,
+        Ask, End, Grant, PermissionModel, Projects, Reach, Restrictions, Yield,
         grant::attenuates,
         validate::{self, FieldViolation, quote},
     },
@@ -38,11 +37,6 @@ pub const UPDATABLE: [&str; 7] = [
     "roles",
     "expires_at",
 ];
-
-/// A `last_used_at` is written at most this often per key.
-const USAGE_WRITE_EVERY: i64 = 60;
-/// How often batched usage times are written.
-const USAGE_FLUSH_PERIOD: Duration = Duration::from_secs(5);
 
 /// The fields of a new access key, as the caller gave them.
 #[derive(Clone, Debug, Default)]
@@ -113,45 +107,6 @@ pub struct KeyPolicyCache {
 /// Most key policy sets kept; past it the cache starts over (sets rebuild on demand).
 const KEY_SET_CACHE_MAX: usize = 10_000;
 
-/// Usage times waiting to be written, by key id.
-#[derive(Debug, Default)]
-pub struct UsageBatch {
-    pending: Mutex<HashMap<String, i64>>,
-}
-
-impl UsageBatch {
-    /// Notes a use of `key` unless its stored time is less than a minute old, so the write
-    /// path sees at most one write per key per minute.
-    pub fn saw(&self, key: &AccessKeyRecord, now: i64) {
-        if now - key.last_used_at >= USAGE_WRITE_EVERY
-            && let Ok(mut pending) = self.pending.lock()
-        {
-            pending.insert(key.id.clone(), now);
-        }
-    }
-
-    fn take(&self) -> HashMap<String, i64> {
-        self.pending
-            .lock()
-            .map(|mut p| std::mem::take(&mut *p))
-            .unwrap_or_default()
-    }
-}
-
-/// Writes batched usage times every few seconds until the broker is dropped.
-pub fn spawn_usage_writer(broker: Weak<Broker>) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(USAGE_FLUSH_PERIOD);
-        loop {
-            tick.tick().await;
-            let Some(broker) = broker.upgrade() else {
-                return;
-            };
-            broker.flush_usage();
-        }
-    });
-}
-
 fn key_policy_error(e: KeyPolicyError) -> Error {
     match e {
         KeyPolicyError::Inline { .. } => Error::invalid("inline_policy", e.to_string()),
@@ -187,13 +142,10 @@ fn unknown_key(id: &str) -> Error {
 impl Caller {
     /// Whether the credential holds every project and `admin` (after implication) with no
     /// restrictions: only such a credential may widen a key or change its restrictions.
-    pub fn is_unrestricted_admin(&self, broker: &Broker) -> bool {
+    pub fn is_unrestricted_admin(&self, model: &PermissionModel) -> bool {
         self.key_policy.is_none()
             && self.grant.projects == Projects::All
-            && broker
-                .model
-                .expand(&self.grant.permissions)
-                .contains("admin")
+            && model.expand(&self.grant.permissions).contains("admin")
     }
 
     /// Refuses key management to a key's previous secret during its reset grace: it may
@@ -227,13 +179,37 @@ impl Caller {
     }
 }
 
-impl Broker {
-    /// Writes the usage times noted since the last call.
-    pub fn flush_usage(&self) {
-        for (id, at) in self.usage.take() {
-            if let Err(e) = self.store.touch_access_key(&id, at) {
-                tracing::warn!(key = %id, error = %e, "cannot record key usage");
-            }
+/// Named long-lived access keys: creating, listing, changing, resetting and deleting them,
+/// and the keys' own Cedar policy sets.
+pub struct AccessKeys {
+    core: Arc<Core>,
+    pepper: [u8; 32],
+    page_key: [u8; 32],
+    key_sets: KeyPolicyCache,
+    upstreams: Arc<Upstreams>,
+}
+
+impl std::fmt::Debug for AccessKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessKeys").finish_non_exhaustive()
+    }
+}
+
+impl AccessKeys {
+    /// Keys over `core`; secrets hashed with `pepper`, page tokens sealed with `page_key`, and
+    /// a narrowed key's misfit leases revoked through `upstreams`.
+    pub(super) fn new(
+        core: Arc<Core>,
+        pepper: [u8; 32],
+        page_key: [u8; 32],
+        upstreams: Arc<Upstreams>,
+    ) -> Self {
+        Self {
+            core,
+            pepper,
+            page_key,
+            key_sets: KeyPolicyCache::default(),
+            upstreams,
         }
     }
 
@@ -263,7 +239,8 @@ impl Broker {
             return Ok(Arc::clone(set));
         }
         let set = Arc::new(
-            self.policy
+            self.core
+                .policy
                 .key_policies(
                     &policy.inline_policy,
                     &policy.roles,
@@ -297,7 +274,7 @@ impl Broker {
         } else {
             new.owner
         };
-        let owner = self.store.subject(owner_id)?.ok_or_else(|| {
+        let owner = self.core.store.subject(owner_id)?.ok_or_else(|| {
             Error::NotFound(format!("subject {} does not exist", quote(owner_id)))
         })?;
         caller.may_restrict_for(owner_id)?;
@@ -321,6 +298,7 @@ impl Broker {
             }
             // A key made by a key that a token made is tied to that same token.
             CredentialKind::AccessKey => self
+                .core
                 .store
                 .access_key(&caller.credential_id)?
                 .map(|k| k.derived_from)
@@ -331,15 +309,16 @@ impl Broker {
                 })?,
         };
         match self
+            .core
             .store
-            .insert_access_key(&record, self.config.max_keys_per_owner)?
+            .insert_access_key(&record, self.core.config.max_keys_per_owner)?
         {
             KeyOutcome::Stored => {}
             KeyOutcome::LimitReached => {
                 return Err(Error::ResourceExhausted(format!(
                     "subject {} already has the maximum number of access keys ({}): delete one first",
                     quote(owner_id),
-                    self.config.max_keys_per_owner
+                    self.core.config.max_keys_per_owner
                 )));
             }
             KeyOutcome::OwnerGone => {
@@ -349,7 +328,7 @@ impl Broker {
                 )));
             }
         }
-        self.store.durable().await?;
+        self.core.store.durable().await?;
         Ok(KeyWithSecret { record, secret })
     }
 
@@ -390,13 +369,13 @@ impl Broker {
                 ),
             ));
         }
-        let max = self.config.max_grant_items;
+        let max = self.core.config.max_grant_items;
         let projects = validate::projects("project_ids", new.project_ids, max, &mut violations);
         let perms = validate::permissions(
             "permissions",
             new.permissions,
             max,
-            &self.model,
+            &self.core.model,
             &mut violations,
         );
         let restrictions = self.asked_restrictions(new.inline_policy, new.roles, &mut violations);
@@ -418,7 +397,7 @@ impl Broker {
                 ),
             ));
         }
-        let reach = self.derive(
+        let reach = self.core.derive(
             caller,
             &Ask {
                 kind: Yield::Key,
@@ -436,7 +415,7 @@ impl Broker {
     /// `(seconds, config key)` bounding how far away a key's expiry may be.
     fn key_lifetime_bound(&self) -> (i64, &'static str) {
         (
-            i64::try_from(self.config.max_key_lifetime.as_secs()).unwrap_or(i64::MAX),
+            i64::try_from(self.core.config.max_key_lifetime.as_secs()).unwrap_or(i64::MAX),
             "max_key_lifetime",
         )
     }
@@ -450,13 +429,13 @@ impl Broker {
         roles: &[String],
         violations: &mut Vec<FieldViolation>,
     ) -> Option<Restrictions> {
-        if roles.len() > self.config.max_grant_items {
+        if roles.len() > self.core.config.max_grant_items {
             violations.push(FieldViolation::new(
                 "roles",
                 format!(
                     "{} roles given; at most {} are allowed",
                     roles.len(),
-                    self.config.max_grant_items
+                    self.core.config.max_grant_items
                 ),
             ));
         }
@@ -475,7 +454,8 @@ impl Broker {
             return Ok(());
         }
         let roles: Vec<String> = restrictions.roles.iter().cloned().collect();
-        self.policy
+        self.core
+            .policy
             .key_policies(
                 &restrictions.inline_policy,
                 &roles,
@@ -487,7 +467,7 @@ impl Broker {
 
     /// Refuses `grant` unless it attenuates `bound` (an owner's grant), naming what exceeded.
     fn check_within(&self, grant: &Grant, bound: &Grant, now: i64) -> Result<(), Error> {
-        if attenuates(grant, bound, &self.model) {
+        if attenuates(grant, bound, &self.core.model) {
             return Ok(());
         }
         let bound = Reach {
@@ -502,9 +482,10 @@ impl Broker {
             end: End::Exactly(grant.not_after),
             restrictions: None,
         };
-        let exceeded = crate::domain::derive(&bound, &ask, now, &self.rules(), &self.model)
-            .err()
-            .unwrap_or_default();
+        let exceeded =
+            crate::domain::derive(&bound, &ask, now, &self.core.rules(), &self.core.model)
+                .err()
+                .unwrap_or_default();
         Err(Error::Exceeds(exceeded))
     }
 
@@ -616,9 +597,9 @@ impl Broker {
             return Err(Error::InvalidArgument(violations));
         };
         let keys = if show_all {
-            self.store.all_keys()?
+            self.core.store.all_keys()?
         } else {
-            self.store.keys_of(owner)?
+            self.core.store.keys_of(owner)?
         };
         let (keys, total_size, next) = query.page(keys, cursor, offset.max(0) as usize, size);
         Ok(KeyPage {
@@ -676,8 +657,13 @@ impl Broker {
         }
         caller.may_manage_keys()?;
         let has = |p: &str| paths.iter().any(|x| x == p);
-        let old = self.store.access_key(id)?.ok_or_else(|| unknown_key(id))?;
+        let old = self
+            .core
+            .store
+            .access_key(id)?
+            .ok_or_else(|| unknown_key(id))?;
         let owner = self
+            .core
             .store
             .subject(&old.owner)?
             .ok_or_else(|| unknown_key(id))?;
@@ -719,7 +705,7 @@ impl Broker {
                 "give at least one permission",
             ));
         }
-        let max = self.config.max_grant_items;
+        let max = self.core.config.max_grant_items;
         let projects = validate::projects(
             "key.project_ids",
             if has("project_ids") {
@@ -738,7 +724,7 @@ impl Broker {
                 &old_grant.permissions
             },
             max,
-            &self.model,
+            &self.core.model,
             &mut violations,
         );
         let old_restrictions = Restrictions::new(&old.inline_policy, &old.roles);
@@ -780,7 +766,7 @@ impl Broker {
         if changes_reach {
             caller.may_restrict_for(&old.owner)?;
             // The key as it will be is a credential derived from the caller's.
-            self.derive(
+            self.core.derive(
                 caller,
                 &Ask {
                     kind: Yield::Key,
@@ -791,7 +777,7 @@ impl Broker {
                 },
                 now,
             )?;
-            if !caller.is_unrestricted_admin(self) {
+            if !caller.is_unrestricted_admin(&self.core.model) {
                 // Only an unrestricted admin may widen a key or lift its restrictions.
                 let current = grant_from_record(old.grant.as_ref(), old.expires_at);
                 self.check_within(&grant, &current, now)?;
@@ -829,14 +815,15 @@ impl Broker {
                 .into_iter()
                 .filter(|(_, token)| {
                     let held = grant_from_record(token.grant.as_ref(), token.expires_at);
-                    !attenuates(&held, &grant, &self.model)
+                    !attenuates(&held, &grant, &self.core.model)
                 })
                 .map(|(jti, _)| jti)
                 .collect())
         };
         let mut revoked = self
+            .core
             .store
-            .replace_access_key(&old, &new, &misfits(&self.store)?, now)?
+            .replace_access_key(&old, &new, &misfits(&self.core.store)?, now)?
             .ok_or_else(|| {
                 Error::Conflict(format!(
                     "access key {} changed meanwhile: read it again and retry",
@@ -844,12 +831,12 @@ impl Broker {
                 ))
             })?;
         // A token minted under the old grant while this ran is caught here.
-        for jti in misfits(&self.store)? {
-            revoked += self.store.revoke_token(&jti, now)?;
+        for jti in misfits(&self.core.store)? {
+            revoked += self.core.store.revoke_token(&jti, now)?;
         }
         // Its leases follow the key's reach like its tokens (revoked at the vendor by the worker).
-        self.revoke_leases_beyond(id, &grant, now)?;
-        self.store.durable().await?;
+        self.upstreams.revoke_leases_beyond(id, &grant, now)?;
+        self.core.store.durable().await?;
         Ok((new, revoked))
     }
 
@@ -859,10 +846,11 @@ impl Broker {
         let (caller, id) = (&caller, id.as_str());
         caller.may_manage_keys()?;
         let revoked = self
+            .core
             .store
             .delete_access_key(id, now)?
             .ok_or_else(|| unknown_key(id))?;
-        self.store.durable().await?;
+        self.core.store.durable().await?;
         Ok(revoked)
     }
 
@@ -881,7 +869,7 @@ impl Broker {
         caller.may_manage_keys()?;
         let mut violations = Vec::new();
         let grace = (
-            i64::try_from(self.config.max_reset_grace.as_secs()).unwrap_or(i64::MAX),
+            i64::try_from(self.core.config.max_reset_grace.as_secs()).unwrap_or(i64::MAX),
             "max_reset_grace",
         );
         let old_secret_expires_at = old_secret_expires_at
@@ -900,10 +888,14 @@ impl Broker {
         else {
             return Err(Error::InvalidArgument(violations));
         };
-        let old = self.store.access_key(id)?.ok_or_else(|| unknown_key(id))?;
+        let old = self
+            .core
+            .store
+            .access_key(id)?
+            .ok_or_else(|| unknown_key(id))?;
         caller.may_restrict_for(&old.owner)?;
         let grant = grant_from_record(old.grant.as_ref(), old.expires_at);
-        self.derive(
+        self.core.derive(
             caller,
             &Ask {
                 kind: Yield::Key,
@@ -927,6 +919,7 @@ impl Broker {
         }
         new.updated_at = now.max(old.updated_at + 1);
         if self
+            .core
             .store
             .replace_access_key(&old, &new, &[], now)?
             .is_none()
@@ -936,7 +929,7 @@ impl Broker {
                 quote(id)
             )));
         }
-        self.store.durable().await?;
+        self.core.store.durable().await?;
         Ok(KeyWithSecret {
             record: new,
             secret,

@@ -2,15 +2,23 @@
 //! keys, each a method that validates, applies the domain rules, writes one transaction and
 //! waits for durability. Transport-free, so it runs the same behind gRPC and in benchmarks.
 
+mod authn;
+mod core;
 mod keys;
 mod list;
+mod subjects;
+mod tokens;
 mod upstreams;
+mod usage;
 
-pub use keys::{KeyPage, KeyWithSecret, NewKey, UPDATABLE};
+pub use authn::Authn;
+pub use core::Core;
+pub use keys::{AccessKeys, KeyPage, KeyWithSecret, NewKey, UPDATABLE};
 pub use list::KeyQuery;
-pub use upstreams::{IssuedLease, UpstreamPlan, vendor_number, vendor_of};
+pub use subjects::Subjects;
+pub use tokens::{MintPlan, Minted, Tokens};
+pub use upstreams::{IssuedLease, UpstreamPlan, Upstreams, vendor_number, vendor_of};
 
-use sha2::{Digest, Sha256};
 use std::{
     io::Write,
     path::{Path, PathBuf},
@@ -19,25 +27,19 @@ use std::{
 };
 
 use crate::{
-    authz::Authorized,
     config::Config,
     domain::{
-        Ask, End, Exceeded, Grant, MintLimits, MintRequest, PermissionModel, Projects, Reach,
-        Restrictions, Rules, Yield,
-        claims::Claims,
-        derive::{self, within},
-        grant::attenuates,
-        validate::{self, FieldViolation, quote},
+        Exceeded, Grant, MintLimits, PermissionModel, Projects, Reach, Restrictions,
+        claims::Claims, validate::quote,
     },
     error::Error,
     keys::{
         KeyError, MasterKey,
         jwt::{JwtKeys, JwtSettings, KeyMaterial, SigningAlgorithm},
-        secret,
     },
     pb::storage::{AccessKeyRecord, GrantRecord, SigningKeyRecord, SubjectRecord, TokenRecord},
     policy::{PolicyEngine, PolicyError},
-    store::{MintOutcome, Store, StoreError},
+    store::{Store, StoreError},
 };
 
 /// Subject kinds as stored (same numbers as `tokenbroker.v1.SubjectKind`).
@@ -203,76 +205,27 @@ pub fn root_key_of(record: &TokenRecord) -> &str {
     }
 }
 
-/// Most verified tokens remembered.
-const TOKEN_CACHE_CAPACITY: u64 = 100_000;
-
-/// Keeps each cached token until its own expiry.
-struct UntilExpiry;
-
-impl moka::Expiry<[u8; 32], Arc<VerifiedToken>> for UntilExpiry {
-    fn expire_after_create(
-        &self,
-        _key: &[u8; 32],
-        value: &Arc<VerifiedToken>,
-        _created_at: std::time::Instant,
-    ) -> Option<std::time::Duration> {
-        Some(std::time::Duration::from_secs(
-            (value.record.expires_at - now()).max(0) as u64,
-        ))
-    }
-}
-
-/// A mint that passed validation and attenuation, ready for policy and signing.
-#[derive(Clone, Debug)]
-pub struct MintPlan {
-    /// The grant the new token will hold.
-    pub grant: Grant,
-    /// Its lifetime in seconds.
-    pub lifetime_secs: i64,
-    /// Its audience.
-    pub audience: String,
-    /// Its depth.
-    pub depth: u32,
-}
-
-/// A freshly minted token.
-#[derive(Clone, Debug)]
-pub struct Minted {
-    /// The signed JWT; returned once.
-    pub token: String,
-    /// Its claims.
-    pub claims: Claims,
-}
-
-/// Shared state of a running broker.
+/// A running broker: the core split by concern, each with its own state, all sharing one
+/// [`Core`] (configuration, store, policy engine, signing keys, permission model).
 pub struct Broker {
-    /// The validated configuration.
-    pub config: Config,
-    /// Persistent state.
-    pub store: Store,
-    /// Cedar policies.
-    pub policy: PolicyEngine,
-    /// Signing and verification keys.
-    pub jwt: JwtKeys,
-    /// Permission vocabulary with implication.
-    pub model: PermissionModel,
-    master: MasterKey,
-    pepper: [u8; 32],
-    page_key: [u8; 32],
-    limits: MintLimits,
-    audiences: Vec<String>,
-    key_sets: keys::KeyPolicyCache,
-    usage: keys::UsageBatch,
-    token_cache: moka::sync::Cache<[u8; 32], Arc<VerifiedToken>>,
-    /// The one vendor HTTP client (pool, retries, destination rules), built at start-up.
-    http: crate::upstream::HttpClient,
+    core: Arc<Core>,
+    /// Credentials → [`Caller`].
+    pub authn: Authn,
+    /// Minting and revoking access tokens.
+    pub tokens: Tokens,
+    /// Named long-lived access keys.
+    pub keys: AccessKeys,
+    /// Subjects.
+    pub subjects: Subjects,
+    /// Upstream vendor accounts and their leases.
+    pub upstreams: Arc<Upstreams>,
 }
 
 impl std::fmt::Debug for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Broker")
-            .field("data_dir", &self.config.data_dir)
-            .field("policy", &self.policy)
+            .field("data_dir", &self.core.config.data_dir)
+            .field("policy", &self.core.policy)
             .finish_non_exhaustive()
     }
 }
@@ -380,36 +333,38 @@ impl Broker {
         let now = now();
         let jwt = load_signing_keys(&store, &master, &config, now)?;
         let model = PermissionModel::new(&config.permissions, &config.implies);
-        let broker = Arc::new(Self {
+        let http = crate::upstream::HttpClient::new(
+            config.upstream_retry_attempts,
+            config.upstream_retry_backoff,
+            config.upstreams.clone(),
+        )?;
+        let pepper = master.derive("access-key-pepper");
+        let page_key = master.derive("page-token");
+        let core = Arc::new(Core {
             limits: MintLimits {
                 default_lifetime_secs: config.default_token_lifetime.as_secs() as i64,
                 max_lifetime_secs: config.max_token_lifetime.as_secs() as i64,
             },
             audiences: config.all_audiences(),
-            pepper: master.derive("access-key-pepper"),
-            page_key: master.derive("page-token"),
-            master,
-            key_sets: keys::KeyPolicyCache::default(),
-            token_cache: moka::sync::Cache::builder()
-                .max_capacity(TOKEN_CACHE_CAPACITY)
-                .expire_after(UntilExpiry)
-                .build(),
-            usage: keys::UsageBatch::default(),
-            http: crate::upstream::HttpClient::new(
-                config.upstream_retry_attempts,
-                config.upstream_retry_backoff,
-                config.upstreams.clone(),
-            )?,
             config,
             store,
             policy,
             jwt,
             model,
         });
+        let upstreams = Arc::new(Upstreams::new(Arc::clone(&core), Arc::new(master), http));
+        let broker = Arc::new(Self {
+            authn: Authn::new(Arc::clone(&core), pepper),
+            tokens: Tokens::new(Arc::clone(&core)),
+            keys: AccessKeys::new(Arc::clone(&core), pepper, page_key, Arc::clone(&upstreams)),
+            subjects: Subjects::new(Arc::clone(&core)),
+            upstreams,
+            core,
+        });
         broker.bootstrap(now).await?;
-        store_durable(&broker.store).await?;
-        keys::spawn_usage_writer(Arc::downgrade(&broker));
-        spawn_sweeper(Arc::downgrade(&broker));
+        store_durable(&broker.core.store).await?;
+        usage::spawn_usage_writer(Arc::downgrade(&broker));
+        tokens::spawn_sweeper(Arc::downgrade(&broker));
         upstreams::spawn_lease_worker(Arc::downgrade(&broker));
         Ok(broker)
     }
@@ -417,10 +372,10 @@ impl Broker {
     /// Creates the `admin` subject and its key on first start and writes the secret, once,
     /// to a 0600 file. Later starts find the marker and do nothing.
     async fn bootstrap(&self, now: i64) -> Result<(), StartError> {
-        if self.store.meta(BOOTSTRAP_MARK)?.is_some() {
+        if self.core.store.meta(BOOTSTRAP_MARK)?.is_some() {
             return Ok(());
         }
-        let all: Vec<String> = self.model.all().cloned().collect();
+        let all: Vec<String> = self.core.model.all().cloned().collect();
         let subject = SubjectRecord {
             id: ADMIN_SUBJECT.to_owned(),
             kind: KIND_USER,
@@ -430,8 +385,8 @@ impl Broker {
             }),
             created_at: now,
         };
-        self.store.create_subject(&subject)?;
-        let (record, secret) = self.new_key_record(
+        self.core.store.create_subject(&subject)?;
+        let (record, secret) = self.keys.new_key_record(
             ADMIN_SUBJECT,
             keys::NewKey {
                 name: "bootstrap",
@@ -442,520 +397,55 @@ impl Broker {
             false,
             now,
         );
-        let path = self.config.data_dir.join(BOOTSTRAP_KEY_FILE);
+        let path = self.core.config.data_dir.join(BOOTSTRAP_KEY_FILE);
         // The file first: if we crash before the marker, the next start writes a new key.
         write_secret_file(&path, secret.expose()).map_err(|source| StartError::Io {
             path: path.clone(),
             source,
         })?;
-        self.store.insert_access_key(&record, u32::MAX)?;
-        self.store.set_meta(BOOTSTRAP_MARK, record.id.as_bytes())?;
-        store_durable(&self.store).await?;
+        self.core.store.insert_access_key(&record, u32::MAX)?;
+        self.core
+            .store
+            .set_meta(BOOTSTRAP_MARK, record.id.as_bytes())?;
+        store_durable(&self.core.store).await?;
         tracing::info!(path = %path.display(), "bootstrap admin access key written");
         Ok(())
     }
 
-    /// The configured lifetime limits.
-    pub fn limits(&self) -> MintLimits {
-        self.limits
+    /// The shared parts: configuration, store, policy engine, signing keys, model.
+    pub fn core(&self) -> &Core {
+        &self.core
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.core.config
+    }
+
+    /// The store (tests and tools read it; the API never does).
+    pub fn store(&self) -> &Store {
+        &self.core.store
+    }
+
+    /// The Cedar policy engine.
+    pub fn policy(&self) -> &PolicyEngine {
+        &self.core.policy
+    }
+
+    /// The permission vocabulary with implication.
+    pub fn model(&self) -> &PermissionModel {
+        &self.core.model
+    }
+
+    /// The signing and verification keys.
+    pub fn jwt(&self) -> &JwtKeys {
+        &self.core.jwt
     }
 
     /// The broker's clock, in unix seconds: read once per request, by the auth layer.
     pub fn now(&self) -> i64 {
-        now()
+        self.core.now()
     }
-
-    /// The configured bounds of the derivation rule (lifetimes and delegation depth).
-    pub fn rules(&self) -> Rules {
-        Rules {
-            limits: self.limits,
-            max_depth: self.config.max_delegation_depth,
-        }
-    }
-
-    // === authentication ===
-
-    /// Resolves a bearer value (access-key secret or access token) to the caller.
-    pub fn authenticate(&self, bearer: &str, now: i64) -> Result<Caller, Error> {
-        if secret::looks_like_secret(bearer) {
-            self.authenticate_key(bearer, now)
-        } else {
-            self.authenticate_token(bearer, now)
-        }
-    }
-
-    fn authenticate_key(&self, text: &str, now: i64) -> Result<Caller, Error> {
-        secret::check_format(text).map_err(|e| Error::Unauthenticated(e.to_string()))?;
-        let hash = secret::hash(&self.pepper, text);
-        let key = self
-            .store
-            .access_key_by_hash(&hash)?
-            .ok_or_else(|| unauthenticated("access key is unknown or was deleted"))?;
-        let current = secret::hashes_equal(&key.secret_hash, &hash);
-        let grace =
-            key.old_secret_expires_at > now && secret::hashes_equal(&key.old_secret_hash, &hash);
-        if !current && !grace {
-            return Err(unauthenticated("access key secret was reset"));
-        }
-        if key.expires_at > 0 && key.expires_at <= now {
-            return Err(unauthenticated("access key has expired"));
-        }
-        if !self.maker_alive(&key, now)? {
-            return Err(unauthenticated(
-                "access key was made by a token that has been revoked or has expired",
-            ));
-        }
-        let subject = self
-            .store
-            .subject(&key.owner)?
-            .ok_or_else(|| unauthenticated("the owner of this access key no longer exists"))?;
-        self.usage.saw(&key, now);
-        // The old secret during its grace holds the key's reach only until the grace ends.
-        let old_secret = !current;
-        let end = match (old_secret, key.expires_at) {
-            (false, end) => end,
-            (true, 0) => key.old_secret_expires_at,
-            (true, end) => end.min(key.old_secret_expires_at),
-        };
-        Ok(Caller {
-            subject,
-            kind: CredentialKind::AccessKey,
-            depth: key.depth,
-            derived_key: !key.derived_from.is_empty(),
-            old_secret,
-            authenticated_at: now,
-            grant: grant_from_record(key.grant.as_ref(), end),
-            root_key: key.id.clone(),
-            key_policy: KeyPolicy::of(&key),
-            key_version: key.updated_at,
-            credential_id: key.id,
-        })
-    }
-
-    /// A token this broker signed, verified once and then served from a bounded cache keyed
-    /// by the token's SHA-256 (never its text). The revoked index and the exact expiry are
-    /// checked on every call, so a cached token dies at its revocation and at its `exp`.
-    pub fn verified(&self, token: &str, now: i64) -> Result<Arc<VerifiedToken>, Error> {
-        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let verified = match self.token_cache.get(&key) {
-            Some(v) => v,
-            None => {
-                let audiences: Vec<&str> = self.audiences.iter().map(String::as_str).collect();
-                let claims = self
-                    .jwt
-                    .verify(token, &audiences)
-                    .map_err(|e| Error::Unauthenticated(format!("access token refused: {e}")))?;
-                let record = self
-                    .store
-                    .token(&claims.jti)?
-                    .ok_or_else(|| unauthenticated("access token is unknown to this broker"))?;
-                if record.revoked_at != 0 {
-                    return Err(unauthenticated("access token has been revoked"));
-                }
-                let subject = self.store.subject(&record.subject)?.ok_or_else(|| {
-                    unauthenticated("the subject of this access token no longer exists")
-                })?;
-                let v = Arc::new(VerifiedToken {
-                    claims,
-                    record,
-                    subject,
-                });
-                self.token_cache.insert(key, Arc::clone(&v));
-                v
-            }
-        };
-        if self.store.is_revoked(&verified.claims.jti) {
-            return Err(unauthenticated("access token has been revoked"));
-        }
-        // The broker is its own clock: the stored expiry is exact, the JWT leeway is for
-        // verifiers elsewhere.
-        if verified.record.expires_at <= now {
-            return Err(unauthenticated("access token has expired"));
-        }
-        Ok(verified)
-    }
-
-    fn authenticate_token(&self, token: &str, now: i64) -> Result<Caller, Error> {
-        let verified = self.verified(token, now)?;
-        if verified.claims.aud != self.config.audience {
-            return Err(unauthenticated(
-                "access token refused: its audience is not this broker",
-            ));
-        }
-        let record = &verified.record;
-        // The chain's root key: gone or expired means the token is dead too, and its own
-        // policies narrow every request made with the token.
-        let root_key = root_key_of(record);
-        let root = self.store.access_key(root_key)?.ok_or_else(|| {
-            unauthenticated("the access key this token descends from was deleted")
-        })?;
-        if root.expires_at > 0 && root.expires_at <= now {
-            return Err(unauthenticated(
-                "the access key this token descends from has expired",
-            ));
-        }
-        if !self.maker_alive(&root, now)? {
-            return Err(unauthenticated(
-                "the access key this token descends from was made by a token that is no longer live",
-            ));
-        }
-        Ok(Caller {
-            subject: verified.subject.clone(),
-            kind: CredentialKind::AccessToken,
-            depth: record.depth,
-            grant: grant_from_record(record.grant.as_ref(), record.expires_at),
-            root_key: root_key.to_owned(),
-            key_policy: KeyPolicy::of(&root),
-            key_version: root.updated_at,
-            credential_id: verified.claims.jti.clone(),
-            derived_key: false,
-            old_secret: record.mint_only,
-            authenticated_at: now,
-        })
-    }
-
-    /// Whether the token that made `key` (if a token made it) is still live: a key made by a
-    /// token dies at the token's revocation (memory index) and at its end, even if the key's
-    /// own expiry was later changed (the token's record is read; once swept, it is gone).
-    pub fn maker_alive(&self, key: &AccessKeyRecord, now: i64) -> Result<bool, Error> {
-        let Some(jti) = key.derived_from.last() else {
-            return Ok(true);
-        };
-        if self.store.is_revoked(jti) {
-            return Ok(false);
-        }
-        Ok(self
-            .store
-            .token(jti)?
-            .is_some_and(|t| t.revoked_at == 0 && t.expires_at > now))
-    }
-
-    // === derivation ===
-
-    /// The derivation rule applied to `caller` (see [`crate::domain::derive`]): every
-    /// credential-yielding call asks here, with what it would yield.
-    pub fn derive(&self, caller: &Caller, ask: &Ask, now: i64) -> Result<Reach, Error> {
-        let caller_reach = caller.reach();
-        match derive::derive(&caller_reach, ask, now, &self.rules(), &self.model) {
-            // INVARIANT: `derive` never returns a reach beyond its caller; checked again
-            // because everything the broker yields depends on it.
-            Ok(reach) if within(&reach, &caller_reach, &self.model) => Ok(reach),
-            Ok(_) => Err(Error::Exceeds(Exceeded::default())),
-            Err(exceeded) => Err(exceeded_error(exceeded)),
-        }
-    }
-
-    // === minting ===
-
-    /// Validates a mint request and applies the attenuation rule; the result is what policy
-    /// is asked about and what [`Broker::mint`] signs.
-    pub fn plan_mint(
-        &self,
-        caller: &Caller,
-        project_ids: &[String],
-        permissions: &[String],
-        expires_in_hours: Option<f64>,
-        audience: &str,
-        now: i64,
-    ) -> Result<MintPlan, Error> {
-        let mut request: MintRequest = validate::mint_request(
-            project_ids,
-            permissions,
-            expires_in_hours,
-            self.config.max_grant_items,
-            self.limits.max_lifetime_secs,
-            &self.model,
-        )
-        .map_err(Error::InvalidArgument)?;
-        let audience = if audience.is_empty() {
-            self.config.audience.clone()
-        } else if self.audiences.iter().any(|a| a == audience) {
-            audience.to_owned()
-        } else {
-            return Err(Error::invalid(
-                "audience",
-                format!(
-                    "audience {} is not configured: use one of `{}`",
-                    quote(audience),
-                    self.audiences.join("`, `")
-                ),
-            ));
-        };
-        // An explicit "*" from a caller that holds every project is the same as inheriting.
-        if matches!(request.projects, Some(Projects::All)) && caller.grant.projects == Projects::All
-        {
-            request.projects = None;
-        }
-        let reach = self.derive(
-            caller,
-            &Ask {
-                kind: Yield::Token,
-                projects: request.projects,
-                permissions: request.permissions,
-                end: End::Lifetime(request.lifetime_secs),
-                restrictions: None,
-            },
-            now,
-        )?;
-        let depth = reach.depth.unwrap_or(0);
-        let grant = reach.grant;
-        let lifetime_secs = grant.not_after.map(|end| end - now).unwrap_or(0);
-        Ok(MintPlan {
-            grant,
-            lifetime_secs,
-            audience,
-            depth,
-        })
-    }
-
-    /// Signs and stores an authorized token; answers only once the record is durable.
-    pub async fn mint(&self, authorized: Authorized<MintPlan>) -> Result<Minted, Error> {
-        let (caller, plan, now) = authorized.into_parts();
-        let caller = &caller;
-        // INVARIANT: only grants that attenuate the caller's are ever signed.
-        if !attenuates(&plan.grant, &caller.grant, &self.model) {
-            return Err(Error::Exceeds(Exceeded::default()));
-        }
-        let jti = uuid::Uuid::new_v4().simple().to_string();
-        // The plan's end is authoritative: it was checked against the authoriser's, even if
-        // the plan was made a moment earlier (by the auth layer).
-        let expires_at = plan.grant.not_after.unwrap_or(now + plan.lifetime_secs);
-        let claims = Claims {
-            iss: self.config.issuer.clone(),
-            sub: caller.subject.id.clone(),
-            aud: plan.audience.clone(),
-            iat: now,
-            nbf: now,
-            exp: expires_at,
-            jti: jti.clone(),
-            prj: plan.grant.projects.to_ids(),
-            perm: plan.grant.permissions.iter().cloned().collect(),
-            par: caller.credential_id.clone(),
-            dep: plan.depth,
-        };
-        let token = self.jwt.sign(&claims)?;
-        let record = TokenRecord {
-            subject: claims.sub.clone(),
-            grant: Some(grant_record(&plan.grant)),
-            parent: caller.credential_id.clone(),
-            // Depth 0: the parent is the root key (see `root_key_of`).
-            root_key: if plan.depth == 0 {
-                String::new()
-            } else {
-                caller.root_key.clone()
-            },
-            depth: plan.depth,
-            issued_at: now,
-            expires_at,
-            revoked_at: 0,
-            audience: plan.audience,
-            mint_only: caller.old_secret,
-        };
-        match self.store.insert_token(&jti, &record, caller.key_version)? {
-            MintOutcome::Stored => {}
-            MintOutcome::ParentGone => {
-                return Err(unauthenticated(
-                    "the authorising credential was revoked or changed while minting: retry",
-                ));
-            }
-        }
-        self.store.durable().await?;
-        Ok(Minted { token, claims })
-    }
-
-    // === introspection and revocation ===
-
-    /// Returns the claims of an active token, or `None` for anything inactive.
-    pub fn introspect(&self, token: &str, now: i64) -> Result<Option<Arc<VerifiedToken>>, Error> {
-        match self.verified(token, now) {
-            Ok(v) => Ok(Some(v)),
-            Err(Error::Unauthenticated(_)) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// The jti a revocation request names: the `jti` field, or the jti of a token this
-    /// broker signed (expired tokens may still be revoked, so only the signature is checked).
-    pub fn revocation_target(&self, token: &str, jti: &str) -> Result<String, Error> {
-        match (token.is_empty(), jti.is_empty()) {
-            (true, true) => Err(Error::invalid("token", "give `token` or `jti`")),
-            (false, false) => Err(Error::invalid("jti", "give `token` or `jti`, not both")),
-            (true, false) => Ok(jti.to_owned()),
-            (false, true) => self
-                .jwt
-                .signed_jti(token)
-                .map_err(|e| Error::invalid("token", format!("not a token of this broker: {e}"))),
-        }
-    }
-
-    /// Revokes an authorized token (by jti) and its descendants; durable before it returns.
-    pub async fn revoke(&self, authorized: Authorized<String>) -> Result<u32, Error> {
-        let (_, jti, now) = authorized.into_parts();
-        let jti = jti.as_str();
-        if self.store.token(jti)?.is_none() {
-            return Err(Error::NotFound(format!(
-                "token {} does not exist",
-                quote(jti)
-            )));
-        }
-        let revoked = self.store.revoke_token(jti, now)?;
-        self.store.durable().await?;
-        Ok(revoked)
-    }
-
-    // === subjects ===
-
-    /// Stores an authorized new subject (refusing it now if it was invalid).
-    pub async fn create_subject(
-        &self,
-        authorized: Authorized<Result<SubjectRecord, Error>>,
-    ) -> Result<SubjectRecord, Error> {
-        let (_, record, _) = authorized.into_parts();
-        let record = record?;
-        if !self.store.create_subject(&record)? {
-            return Err(Error::AlreadyExists(format!(
-                "subject {} already exists",
-                quote(&record.id)
-            )));
-        }
-        self.store.durable().await?;
-        Ok(record)
-    }
-
-    /// The subject an authorized GetSubject found; NOT_FOUND when unknown.
-    pub fn get_subject(
-        &self,
-        authorized: Authorized<Found<SubjectRecord>>,
-    ) -> Result<SubjectRecord, Error> {
-        authorized.into_parts().1.or_not_found("subject")
-    }
-
-    /// One page of subjects, ordered by id, and the cursor of the next page (empty at the
-    /// end). The cursor is the last id shown; ids are public to admins, so it is not sealed.
-    pub fn list_subjects(
-        &self,
-        authorized: Authorized<crate::pb::v1::ListSubjectsRequest>,
-    ) -> Result<(Vec<SubjectRecord>, String), Error> {
-        let (_, req, _) = authorized.into_parts();
-        let size = page_size(req.page_size)?;
-        let after = (!req.page_token.is_empty()).then_some(req.page_token.as_str());
-        let mut records = self.store.list_subjects(after, size + 1)?;
-        let next = if records.len() > size {
-            records.truncate(size);
-            records.last().map(|r| r.id.clone()).unwrap_or_default()
-        } else {
-            String::new()
-        };
-        Ok((records, next))
-    }
-
-    /// Validates the fields of a subject without storing it (also used by the auth layer to
-    /// describe the resource of CreateSubject).
-    pub fn subject_record(
-        &self,
-        id: &str,
-        kind: i32,
-        project_ids: &[String],
-        permissions: &[String],
-        now: i64,
-    ) -> Result<SubjectRecord, Error> {
-        let mut violations = Vec::new();
-        if !validate::is_subject_id(id) {
-            violations.push(FieldViolation::new(
-                "subject_id",
-                format!(
-                    "subject id {} is malformed: use `[a-z0-9][a-z0-9._@-]{{0,127}}`",
-                    quote(id)
-                ),
-            ));
-        }
-        if kind != KIND_USER && kind != KIND_SERVICE {
-            violations.push(FieldViolation::new("kind", "set `kind` to USER or SERVICE"));
-        }
-        let max = self.config.max_grant_items;
-        let projects = validate::projects("project_ids", project_ids, max, &mut violations);
-        let perms = validate::permissions(
-            "permissions",
-            permissions,
-            max,
-            &self.model,
-            &mut violations,
-        );
-        if project_ids.is_empty() {
-            violations.push(FieldViolation::new(
-                "project_ids",
-                "give at least one project id or `*`",
-            ));
-        }
-        if permissions.is_empty() {
-            violations.push(FieldViolation::new(
-                "permissions",
-                "give at least one permission",
-            ));
-        }
-        if !violations.is_empty() {
-            return Err(Error::InvalidArgument(violations));
-        }
-        Ok(SubjectRecord {
-            id: id.to_owned(),
-            kind,
-            grant: Some(GrantRecord {
-                projects: projects.map(|p| p.to_ids()).unwrap_or_default(),
-                permissions: perms.map(|p| p.into_iter().collect()).unwrap_or_default(),
-            }),
-            created_at: now,
-        })
-    }
-
-    /// Deletes an authorized subject, its keys and every token minted from them.
-    pub async fn delete_subject(
-        &self,
-        authorized: Authorized<String>,
-    ) -> Result<(u32, u32), Error> {
-        let (_, id, now) = authorized.into_parts();
-        let id = id.as_str();
-        if id == ADMIN_SUBJECT {
-            return Err(Error::PermissionDenied {
-                reason: "BOOTSTRAP_SUBJECT",
-                message: "the bootstrap subject `admin` cannot be deleted".to_owned(),
-            });
-        }
-        let outcome = self
-            .store
-            .delete_subject(id, now)?
-            .ok_or_else(|| Error::NotFound(format!("subject {} does not exist", quote(id))))?;
-        self.store.durable().await?;
-        Ok(outcome)
-    }
-}
-
-/// How often expired token records are swept.
-const SWEEP_PERIOD: std::time::Duration = std::time::Duration::from_secs(60);
-/// Records are kept this long past their expiry (beyond the JWT leeway) before sweeping.
-const SWEEP_GRACE_SECS: i64 = 60;
-
-/// Removes expired token records in the background until the broker is dropped.
-fn spawn_sweeper(broker: std::sync::Weak<Broker>) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(SWEEP_PERIOD);
-        loop {
-            tick.tick().await;
-            let Some(broker) = broker.upgrade() else {
-                return;
-            };
-            let cutoff = now() - broker.config.leeway.as_secs() as i64 - SWEEP_GRACE_SECS;
-            let store = broker.store.clone();
-            drop(broker);
-            match tokio::task::spawn_blocking(move || store.sweep_expired_tokens(cutoff, 100_000))
-                .await
-            {
-                Ok(Ok(0)) => {}
-                Ok(Ok(n)) => tracing::info!(swept = n, "removed expired token records"),
-                Ok(Err(e)) => tracing::warn!(error = %e, "sweeping expired tokens failed"),
-                Err(e) => tracing::warn!(error = %e, "sweeper task failed"),
-            }
-        }
-    });
 }
 
 async fn store_durable(store: &Store) -> Result<(), StartError> {

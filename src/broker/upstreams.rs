@@ -2,11 +2,15 @@
 //! caller's grant as leases, and the durable revocation queue that revokes them at the vendor
 //! when their holder is revoked or expires (DESIGN §2 Upstream and Lease, §7).
 
-use std::{collections::BTreeMap, sync::Weak, time::Duration};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Weak},
+    time::Duration,
+};
 
 use prost::Message;
 
-use super::{Broker, Caller, CredentialKind, Found, grant_from_record, grant_record};
+use super::{Broker, Caller, CredentialKind, Found, core::Core, grant_from_record, grant_record};
 use crate::{
     authz::Authorized,
     domain::{
@@ -15,6 +19,7 @@ use crate::{
         validate::{self, FieldViolation, quote},
     },
     error::Error,
+    keys::MasterKey,
     pb::storage::{LeaseRecord, SealedCredential, UpstreamRecord},
     upstream::{self, Credential, IssueRequest, UpstreamAccount, Vendor, VendorError},
 };
@@ -127,7 +132,26 @@ fn unknown_upstream(name: &str) -> Error {
     Error::NotFound(format!("upstream {} does not exist", quote(name)))
 }
 
-impl Broker {
+/// Upstream vendor accounts (credentials sealed under the master key) and the leases of the
+/// vendor tokens issued from them.
+pub struct Upstreams {
+    core: Arc<Core>,
+    master: Arc<MasterKey>,
+    http: upstream::HttpClient,
+}
+
+impl std::fmt::Debug for Upstreams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstreams").finish_non_exhaustive()
+    }
+}
+
+impl Upstreams {
+    /// Upstreams over `core`, sealing with `master` and calling vendors through `http`.
+    pub(super) fn new(core: Arc<Core>, master: Arc<MasterKey>, http: upstream::HttpClient) -> Self {
+        Self { core, master, http }
+    }
+
     /// The shared client built at start-up; a clone shares its connection pool.
     fn http(&self) -> upstream::HttpClient {
         self.http.clone()
@@ -190,7 +214,7 @@ impl Broker {
                 "base_url",
                 "give the vendor's server root as a url of at most 2048 characters without spaces",
             ));
-        } else if let Err(why) = upstream::check_base_url(base_url, &self.config.upstreams) {
+        } else if let Err(why) = upstream::check_base_url(base_url, &self.core.config.upstreams) {
             violations.push(FieldViolation::new("base_url", why));
         }
         let has_password = !credential.username.is_empty() && !credential.password.is_empty();
@@ -270,7 +294,7 @@ impl Broker {
         let Some(vendor) = vendor.filter(|_| violations.is_empty()) else {
             return Err(Error::InvalidArgument(violations));
         };
-        if self.store.upstream(name)?.is_some() {
+        if self.core.store.upstream(name)?.is_some() {
             return Err(Error::AlreadyExists(format!(
                 "upstream {} already exists",
                 quote(name)
@@ -302,13 +326,13 @@ impl Broker {
             update_time: now,
             status,
         };
-        if !self.store.create_upstream(&record)? {
+        if !self.core.store.create_upstream(&record)? {
             return Err(Error::AlreadyExists(format!(
                 "upstream {} already exists",
                 quote(name)
             )));
         }
-        self.store.durable().await?;
+        self.core.store.durable().await?;
         Ok(record)
     }
 
@@ -331,7 +355,7 @@ impl Broker {
         let (_, req, _) = authorized.into_parts();
         let size = super::page_size(req.page_size)?;
         let after = (!req.page_token.is_empty()).then_some(req.page_token.as_str());
-        let mut records = self.store.list_upstreams(after, size + 1)?;
+        let mut records = self.core.store.list_upstreams(after, size + 1)?;
         let next = if records.len() > size {
             records.truncate(size);
             records.last().map(|r| r.name.clone()).unwrap_or_default()
@@ -343,14 +367,15 @@ impl Broker {
 
     /// Looks an upstream up.
     fn upstream_record(&self, name: &str) -> Result<UpstreamRecord, Error> {
-        self.store
+        self.core
+            .store
             .upstream(name)?
             .ok_or_else(|| unknown_upstream(name))
     }
 
     /// How many leases of `name` are not yet revoked (counted in the upstream index).
     pub fn live_lease_count(&self, name: &str) -> Result<u32, Error> {
-        Ok(u32::try_from(self.store.open_lease_count(name)).unwrap_or(u32::MAX))
+        Ok(u32::try_from(self.core.store.open_lease_count(name)).unwrap_or(u32::MAX))
     }
 
     /// Rotates an upstream's credential and/or replaces its options, verifying at the vendor.
@@ -398,8 +423,8 @@ impl Broker {
         record.repo_host = repo_host;
         record.repo_user = repo_user;
         record.update_time = now;
-        self.store.put_upstream(&record)?;
-        self.store.durable().await?;
+        self.core.store.put_upstream(&record)?;
+        self.core.store.durable().await?;
         Ok(record)
     }
 
@@ -411,7 +436,7 @@ impl Broker {
         let record = self.upstream_record(name)?;
         let mut revoked = 0;
         let mut failed = 0;
-        for lease in self.store.open_leases_of(name)? {
+        for lease in self.core.store.open_leases_of(name)? {
             if self.revoke_lease_now(&record, lease, now).await? {
                 revoked += 1;
             } else {
@@ -419,14 +444,14 @@ impl Broker {
             }
         }
         if failed > 0 {
-            self.store.durable().await?;
+            self.core.store.durable().await?;
             return Err(Error::Unavailable(format!(
                 "{failed} lease(s) of upstream {} could not be revoked at the vendor; they stay queued and the upstream is kept: retry later",
                 quote(name)
             )));
         }
-        self.store.delete_upstream(name)?;
-        self.store.durable().await?;
+        self.core.store.delete_upstream(name)?;
+        self.core.store.durable().await?;
         Ok(revoked)
     }
 
@@ -447,15 +472,16 @@ impl Broker {
             project_ids,
             permissions,
             expires_in_hours,
-            self.config.max_grant_items,
-            self.limits.max_lifetime_secs,
-            &self.model,
+            self.core.config.max_grant_items,
+            self.core.limits().max_lifetime_secs,
+            &self.core.model,
         )
         .map_err(Error::InvalidArgument)?;
         let upstream = self.upstream_record(upstream_name)?;
         let vendor = vendor_of(upstream.vendor)
             .ok_or_else(|| Error::Internal(format!("upstream `{upstream_name}` has no vendor")))?;
         let grant = self
+            .core
             .derive(
                 caller,
                 &Ask {
@@ -481,7 +507,7 @@ impl Broker {
                 ),
             ));
         }
-        let table = self.config.vendor_permissions.get(vendor.as_str());
+        let table = self.core.config.vendor_permissions.get(vendor.as_str());
         let mut vendor_permissions = Vec::new();
         let mut violations = Vec::new();
         for (i, p) in grant.permissions.iter().enumerate() {
@@ -554,10 +580,10 @@ impl Broker {
         // mint is. A token holder needs no such check: a narrowing that leaves the token
         // alive leaves its leases within the key, and a revoked token's leases die with it.
         let key_version = (caller.kind == CredentialKind::AccessKey).then_some(caller.key_version);
-        if !self.store.insert_lease(&lease, key_version)? {
+        if !self.core.store.insert_lease(&lease, key_version)? {
             return Err(changed_while_issuing());
         }
-        self.store.durable().await?;
+        self.core.store.durable().await?;
 
         let request = IssueRequest {
             name: format!("token-broker-{id}"),
@@ -577,8 +603,8 @@ impl Broker {
                 // Our words only: the vendor's text may echo the credential in a form no
                 // scrubber knows, and the caller has it in the answer anyway.
                 lease.last_error = e.summary();
-                self.store.put_lease(&lease)?;
-                self.store.durable().await?;
+                self.core.store.put_lease(&lease)?;
+                self.core.store.durable().await?;
                 return Err(vendor_error(e));
             }
         };
@@ -597,15 +623,15 @@ impl Broker {
             }
             true
         };
-        let lease = match self.store.update_lease(&id, settle)? {
+        let lease = match self.core.store.update_lease(&id, settle)? {
             Some(stored) => stored,
             None => {
                 settle(&mut lease);
-                self.store.put_lease(&lease)?;
+                self.core.store.put_lease(&lease)?;
                 lease
             }
         };
-        self.store.durable().await?;
+        self.core.store.durable().await?;
         if lease.state != LEASE_LIVE {
             return Err(changed_while_issuing());
         }
@@ -630,7 +656,7 @@ impl Broker {
         }
         let upstream = self.upstream_record(&lease.upstream)?;
         let done = self.revoke_lease_now(&upstream, lease, now).await?;
-        self.store.durable().await?;
+        self.core.store.durable().await?;
         Ok(done)
     }
 
@@ -650,7 +676,7 @@ impl Broker {
                 lease.id
             );
             tracing::warn!(lease = %lease.id, upstream = %lease.upstream, "interrupted lease needs manual cleanup at the vendor");
-            self.store.put_lease(&lease)?;
+            self.core.store.put_lease(&lease)?;
             return Ok(true);
         }
         let outcome = if lease.revocable {
@@ -666,7 +692,7 @@ impl Broker {
                 lease.state = LEASE_REVOKED;
                 lease.revoked_at = now;
                 lease.last_error.clear();
-                self.store.put_lease(&lease)?;
+                self.core.store.put_lease(&lease)?;
                 tracing::info!(lease = %lease.id, upstream = %lease.upstream, "lease revoked at the vendor");
                 Ok(true)
             }
@@ -676,7 +702,7 @@ impl Broker {
                 lease.next_attempt_at = now + (1i64 << lease.attempts.min(6)).min(MAX_RETRY_SECS);
                 lease.last_error = e.summary();
                 tracing::warn!(lease = %lease.id, attempts = lease.attempts, error = %e, "vendor revocation failed; will retry");
-                self.store.put_lease(&lease)?;
+                self.core.store.put_lease(&lease)?;
                 Ok(false)
             }
         }
@@ -686,18 +712,18 @@ impl Broker {
     /// revoked or expired.
     fn holder_is_dead(&self, holder: &str, now: i64) -> Result<bool, Error> {
         if holder.starts_with("ak_") {
-            return Ok(match self.store.access_key(holder)? {
+            return Ok(match self.core.store.access_key(holder)? {
                 None => true,
                 // A key made by a token dies with it (see `AccessKeyRecord.derived_from`).
                 Some(k) => {
-                    (k.expires_at > 0 && k.expires_at <= now) || !self.maker_alive(&k, now)?
+                    (k.expires_at > 0 && k.expires_at <= now) || !self.core.maker_alive(&k, now)?
                 }
             });
         }
-        if self.store.is_revoked(holder) {
+        if self.core.store.is_revoked(holder) {
             return Ok(true);
         }
-        Ok(match self.store.token(holder)? {
+        Ok(match self.core.store.token(holder)? {
             None => true,
             Some(t) => t.revoked_at != 0 || t.expires_at <= now,
         })
@@ -707,18 +733,21 @@ impl Broker {
     /// one is flagged, and becomes pending when the vendor answers. Returns whether the lease
     /// changed (a pending or revoked lease is already on its way).
     fn request_revocation(&self, id: &str, now: i64) -> Result<bool, Error> {
-        let changed = self.store.update_lease(id, |lease| match lease.state {
-            LEASE_LIVE => {
-                lease.state = LEASE_PENDING;
-                lease.next_attempt_at = lease.next_attempt_at.min(now);
-                true
-            }
-            LEASE_ISSUING if !lease.revoke_requested => {
-                lease.revoke_requested = true;
-                true
-            }
-            _ => false,
-        })?;
+        let changed = self
+            .core
+            .store
+            .update_lease(id, |lease| match lease.state {
+                LEASE_LIVE => {
+                    lease.state = LEASE_PENDING;
+                    lease.next_attempt_at = lease.next_attempt_at.min(now);
+                    true
+                }
+                LEASE_ISSUING if !lease.revoke_requested => {
+                    lease.revoke_requested = true;
+                    true
+                }
+                _ => false,
+            })?;
         Ok(changed.is_some())
     }
 
@@ -735,10 +764,10 @@ impl Broker {
         now: i64,
     ) -> Result<u32, Error> {
         let mut queued = 0;
-        for lease in self.store.open_leases_under(root_key)? {
+        for lease in self.core.store.open_leases_under(root_key)? {
             let fits = lease.grant.as_ref().is_some_and(|held| {
                 let held = grant_from_record(Some(held), lease.expires_at);
-                attenuates(&held, grant, &self.model)
+                attenuates(&held, grant, &self.core.model)
             });
             if !fits && self.request_revocation(&lease.id, now)? {
                 queued += 1;
@@ -756,16 +785,16 @@ impl Broker {
     /// proportion to the open leases and the work due, never to every lease ever issued.
     /// Returns how many leases were revoked at the vendor.
     pub async fn process_leases(&self, now: i64) -> Result<u32, Error> {
-        for holder in self.store.open_lease_holders()? {
+        for holder in self.core.store.open_lease_holders()? {
             if self.holder_is_dead(&holder, now)? {
-                for lease in self.store.open_leases_held_by(&holder)? {
+                for lease in self.core.store.open_leases_held_by(&holder)? {
                     self.request_revocation(&lease.id, now)?;
                 }
             }
         }
         let mut revoked = 0;
-        for lease in self.store.due_leases(now, 1000)? {
-            match self.store.upstream(&lease.upstream)? {
+        for lease in self.core.store.due_leases(now, 1000)? {
+            match self.core.store.upstream(&lease.upstream)? {
                 Some(upstream) => {
                     if self.revoke_lease_now(&upstream, lease, now).await? {
                         revoked += 1;
@@ -776,18 +805,20 @@ impl Broker {
                     lease.state = LEASE_REVOKED;
                     lease.revoked_at = now;
                     lease.last_error = "upstream no longer exists".to_owned();
-                    self.store.put_lease(&lease)?;
+                    self.core.store.put_lease(&lease)?;
                 }
             }
         }
-        let retention = i64::try_from(self.config.lease_retention.as_secs()).unwrap_or(i64::MAX);
+        let retention =
+            i64::try_from(self.core.config.lease_retention.as_secs()).unwrap_or(i64::MAX);
         let removed = self
+            .core
             .store
             .remove_revoked_leases(now.saturating_sub(retention), 1000)?;
         if removed > 0 {
             tracing::debug!(removed, "revoked leases past their retention removed");
         }
-        self.store.durable().await?;
+        self.core.store.durable().await?;
         Ok(revoked)
     }
 }
@@ -822,7 +853,7 @@ pub fn spawn_lease_worker(broker: Weak<Broker>) {
             let Some(broker) = broker.upgrade() else {
                 return;
             };
-            if let Err(e) = broker.process_leases(super::now()).await {
+            if let Err(e) = broker.upstreams.process_leases(super::now()).await {
                 tracing::warn!(error = %e, "lease worker pass failed");
             }
         }

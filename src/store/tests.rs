@@ -413,7 +413,7 @@ async fn the_worker_pass_reads_no_closed_lease_and_removes_it_after_retention() 
     };
     let retention = config.lease_retention.as_secs() as i64;
     let broker = Broker::open(config, MasterKeySource::File).await.unwrap();
-    let store = &broker.store;
+    let store = broker.store();
     let admin_key = String::from_utf8(store.meta("bootstrap").unwrap().unwrap()).unwrap();
     // At or after the wall clock, so the background worker (driven by the wall clock) never
     // reaches this test's removal times.
@@ -441,7 +441,7 @@ async fn the_worker_pass_reads_no_closed_lease_and_removes_it_after_retention() 
         store.put_lease(l).unwrap();
     }
 
-    broker.process_leases(t + 1).await.unwrap();
+    broker.upstreams.process_leases(t + 1).await.unwrap();
     assert_eq!(
         store.lease("ls_dead").unwrap().unwrap().state,
         4,
@@ -450,7 +450,11 @@ async fn the_worker_pass_reads_no_closed_lease_and_removes_it_after_retention() 
     assert_eq!(store.lease("ls_alive").unwrap().unwrap().state, LEASE_LIVE);
     assert!(store.lease("ls_clean").unwrap().is_some());
 
-    broker.process_leases(t + retention - 1).await.unwrap();
+    broker
+        .upstreams
+        .process_leases(t + retention - 1)
+        .await
+        .unwrap();
     assert!(
         store.lease("ls_clean").unwrap().is_some(),
         "kept before retention"
@@ -463,7 +467,11 @@ async fn the_worker_pass_reads_no_closed_lease_and_removes_it_after_retention() 
     // 10 002 closed leases are due; a pass removes at most 1000.
     let mut passes = 0;
     while store.leases.len() > 2 {
-        broker.process_leases(t + retention).await.unwrap();
+        broker
+            .upstreams
+            .process_leases(t + retention)
+            .await
+            .unwrap();
         passes += 1;
         assert!(
             passes <= 11,

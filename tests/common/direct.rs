@@ -25,7 +25,8 @@ pub async fn create_key(
         service: new.service,
         expires_at: new.expires_at,
     };
-    b.create_access_key(authz::authorize(b, caller.clone(), request)?)
+    b.keys
+        .create_access_key(authz::authorize(b, caller.clone(), request)?)
         .await
 }
 
@@ -43,7 +44,9 @@ pub async fn mint(
         expires_in_hours,
         ..Default::default()
     };
-    b.mint(authz::authorize(b, caller.clone(), request)?).await
+    b.tokens
+        .mint(authz::authorize(b, caller.clone(), request)?)
+        .await
 }
 
 /// ResetAccessKey of key `id` as `caller`, with no grace for the old secret.
@@ -52,7 +55,8 @@ pub async fn reset_key(b: &Broker, caller: &Caller, id: &str) -> Result<KeyWithS
         id: id.to_owned(),
         ..Default::default()
     };
-    b.reset_access_key(authz::authorize(b, caller.clone(), request)?)
+    b.keys
+        .reset_access_key(authz::authorize(b, caller.clone(), request)?)
         .await
 }
 
@@ -71,7 +75,8 @@ pub async fn update_key(
             paths: paths.to_vec(),
         }),
     };
-    b.update_access_key(authz::authorize(b, caller.clone(), request)?)
+    b.keys
+        .update_access_key(authz::authorize(b, caller.clone(), request)?)
         .await
 }
 
@@ -90,7 +95,8 @@ pub async fn issue(
         permissions: permissions.to_vec(),
         expires_in_hours,
     };
-    b.issue_upstream_token(authz::authorize(b, caller.clone(), request)?)
+    b.upstreams
+        .issue_upstream_token(authz::authorize(b, caller.clone(), request)?)
         .await
 }
 
@@ -100,6 +106,7 @@ pub async fn revoke(b: &Broker, caller: &Caller, jti: &str) -> Result<u32, Error
         jti: jti.to_owned(),
         ..Default::default()
     };
-    b.revoke(authz::authorize(b, caller.clone(), request)?)
+    b.tokens
+        .revoke(authz::authorize(b, caller.clone(), request)?)
         .await
 }

@@ -1,0 +1,219 @@
+//! Authentication: a bearer credential (an access key's secret or an access token) becomes
+//! a [`Caller`], or is refused. Tokens are verified once and then served from a cache.
+
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use super::{
+    Caller, CredentialKind, KeyPolicy, VerifiedToken, core::Core, grant_from_record, now,
+    root_key_of, unauthenticated, usage::UsageBatch,
+};
+use crate::{error::Error, keys::secret};
+
+/// Most verified tokens remembered.
+const TOKEN_CACHE_CAPACITY: u64 = 100_000;
+
+/// Keeps each cached token until its own expiry.
+struct UntilExpiry;
+
+impl moka::Expiry<[u8; 32], Arc<VerifiedToken>> for UntilExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &[u8; 32],
+        value: &Arc<VerifiedToken>,
+        _created_at: std::time::Instant,
+    ) -> Option<std::time::Duration> {
+        Some(std::time::Duration::from_secs(
+            (value.record.expires_at - now()).max(0) as u64,
+        ))
+    }
+}
+
+/// Credentials → [`Caller`]: the access-key pepper, the verified-token cache and the batch
+/// of key usage times to write.
+pub struct Authn {
+    core: Arc<Core>,
+    pepper: [u8; 32],
+    usage: UsageBatch,
+    token_cache: moka::sync::Cache<[u8; 32], Arc<VerifiedToken>>,
+}
+
+impl std::fmt::Debug for Authn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authn")
+            .field("cached_tokens", &self.token_cache.entry_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Authn {
+    /// Authentication over `core`, hashing secrets with `pepper`.
+    pub(super) fn new(core: Arc<Core>, pepper: [u8; 32]) -> Self {
+        Self {
+            core,
+            pepper,
+            usage: UsageBatch::default(),
+            token_cache: moka::sync::Cache::builder()
+                .max_capacity(TOKEN_CACHE_CAPACITY)
+                .expire_after(UntilExpiry)
+                .build(),
+        }
+    }
+
+    /// Resolves a bearer value (access-key secret or access token) to the caller.
+    pub fn authenticate(&self, bearer: &str, now: i64) -> Result<Caller, Error> {
+        if secret::looks_like_secret(bearer) {
+            self.authenticate_key(bearer, now)
+        } else {
+            self.authenticate_token(bearer, now)
+        }
+    }
+
+    fn authenticate_key(&self, text: &str, now: i64) -> Result<Caller, Error> {
+        secret::check_format(text).map_err(|e| Error::Unauthenticated(e.to_string()))?;
+        let hash = secret::hash(&self.pepper, text);
+        let key = self
+            .core
+            .store
+            .access_key_by_hash(&hash)?
+            .ok_or_else(|| unauthenticated("access key is unknown or was deleted"))?;
+        let current = secret::hashes_equal(&key.secret_hash, &hash);
+        let grace =
+            key.old_secret_expires_at > now && secret::hashes_equal(&key.old_secret_hash, &hash);
+        if !current && !grace {
+            return Err(unauthenticated("access key secret was reset"));
+        }
+        if key.expires_at > 0 && key.expires_at <= now {
+            return Err(unauthenticated("access key has expired"));
+        }
+        if !self.core.maker_alive(&key, now)? {
+            return Err(unauthenticated(
+                "access key was made by a token that has been revoked or has expired",
+            ));
+        }
+        let subject = self
+            .core
+            .store
+            .subject(&key.owner)?
+            .ok_or_else(|| unauthenticated("the owner of this access key no longer exists"))?;
+        self.usage.saw(&key, now);
+        // The old secret during its grace holds the key's reach only until the grace ends.
+        let old_secret = !current;
+        let end = match (old_secret, key.expires_at) {
+            (false, end) => end,
+            (true, 0) => key.old_secret_expires_at,
+            (true, end) => end.min(key.old_secret_expires_at),
+        };
+        Ok(Caller {
+            subject,
+            kind: CredentialKind::AccessKey,
+            depth: key.depth,
+            derived_key: !key.derived_from.is_empty(),
+            old_secret,
+            authenticated_at: now,
+            grant: grant_from_record(key.grant.as_ref(), end),
+            root_key: key.id.clone(),
+            key_policy: KeyPolicy::of(&key),
+            key_version: key.updated_at,
+            credential_id: key.id,
+        })
+    }
+
+    /// A token this broker signed, verified once and then served from a bounded cache keyed
+    /// by the token's SHA-256 (never its text). The revoked index and the exact expiry are
+    /// checked on every call, so a cached token dies at its revocation and at its `exp`.
+    pub fn verified(&self, token: &str, now: i64) -> Result<Arc<VerifiedToken>, Error> {
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let verified = match self.token_cache.get(&key) {
+            Some(v) => v,
+            None => {
+                let audiences: Vec<&str> = self.core.audiences.iter().map(String::as_str).collect();
+                let claims =
+                    self.core.jwt.verify(token, &audiences).map_err(|e| {
+                        Error::Unauthenticated(format!("access token refused: {e}"))
+                    })?;
+                let record = self
+                    .core
+                    .store
+                    .token(&claims.jti)?
+                    .ok_or_else(|| unauthenticated("access token is unknown to this broker"))?;
+                if record.revoked_at != 0 {
+                    return Err(unauthenticated("access token has been revoked"));
+                }
+                let subject = self.core.store.subject(&record.subject)?.ok_or_else(|| {
+                    unauthenticated("the subject of this access token no longer exists")
+                })?;
+                let v = Arc::new(VerifiedToken {
+                    claims,
+                    record,
+                    subject,
+                });
+                self.token_cache.insert(key, Arc::clone(&v));
+                v
+            }
+        };
+        if self.core.store.is_revoked(&verified.claims.jti) {
+            return Err(unauthenticated("access token has been revoked"));
+        }
+        // The broker is its own clock: the stored expiry is exact, the JWT leeway is for
+        // verifiers elsewhere.
+        if verified.record.expires_at <= now {
+            return Err(unauthenticated("access token has expired"));
+        }
+        Ok(verified)
+    }
+
+    fn authenticate_token(&self, token: &str, now: i64) -> Result<Caller, Error> {
+        let verified = self.verified(token, now)?;
+        if verified.claims.aud != self.core.config.audience {
+            return Err(unauthenticated(
+                "access token refused: its audience is not this broker",
+            ));
+        }
+        let record = &verified.record;
+        // The chain's root key: gone or expired means the token is dead too, and its own
+        // policies narrow every request made with the token.
+        let root_key = root_key_of(record);
+        let root = self.core.store.access_key(root_key)?.ok_or_else(|| {
+            unauthenticated("the access key this token descends from was deleted")
+        })?;
+        if root.expires_at > 0 && root.expires_at <= now {
+            return Err(unauthenticated(
+                "the access key this token descends from has expired",
+            ));
+        }
+        if !self.core.maker_alive(&root, now)? {
+            return Err(unauthenticated(
+                "the access key this token descends from was made by a token that is no longer live",
+            ));
+        }
+        Ok(Caller {
+            subject: verified.subject.clone(),
+            kind: CredentialKind::AccessToken,
+            depth: record.depth,
+            grant: grant_from_record(record.grant.as_ref(), record.expires_at),
+            root_key: root_key.to_owned(),
+            key_policy: KeyPolicy::of(&root),
+            key_version: root.updated_at,
+            credential_id: verified.claims.jti.clone(),
+            derived_key: false,
+            old_secret: record.mint_only,
+            authenticated_at: now,
+        })
+    }
+
+    /// Returns the claims of an active token, or `None` for anything inactive.
+    pub fn introspect(&self, token: &str, now: i64) -> Result<Option<Arc<VerifiedToken>>, Error> {
+        match self.verified(token, now) {
+            Ok(v) => Ok(Some(v)),
+            Err(Error::Unauthenticated(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes the batched `last_used_at` times (at most one write per key per minute).
+    pub fn flush_usage(&self) {
+        self.usage.flush(&self.core.store);
+    }
+}

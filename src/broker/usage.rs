@@ -1,0 +1,64 @@
+//! Key usage: `last_used_at` noted on each authentication and written in batches, at most
+//! once per key per minute, so the hot path never waits for a write.
+
+use std::{
+    collections::HashMap,
+    sync::{Mutex, Weak},
+    time::Duration,
+};
+
+use super::Broker;
+use crate::{pb::storage::AccessKeyRecord, store::Store};
+
+/// A `last_used_at` is written at most this often per key.
+const USAGE_WRITE_EVERY: i64 = 60;
+/// How often batched usage times are written.
+const USAGE_FLUSH_PERIOD: Duration = Duration::from_secs(5);
+
+/// Usage times waiting to be written, by key id.
+#[derive(Debug, Default)]
+pub struct UsageBatch {
+    pending: Mutex<HashMap<String, i64>>,
+}
+
+impl UsageBatch {
+    /// Notes a use of `key` unless its stored time is less than a minute old, so the write
+    /// path sees at most one write per key per minute.
+    pub fn saw(&self, key: &AccessKeyRecord, now: i64) {
+        if now - key.last_used_at >= USAGE_WRITE_EVERY
+            && let Ok(mut pending) = self.pending.lock()
+        {
+            pending.insert(key.id.clone(), now);
+        }
+    }
+
+    fn take(&self) -> HashMap<String, i64> {
+        self.pending
+            .lock()
+            .map(|mut p| std::mem::take(&mut *p))
+            .unwrap_or_default()
+    }
+
+    /// Writes the usage times noted since the last call.
+    pub fn flush(&self, store: &Store) {
+        for (id, at) in self.take() {
+            if let Err(e) = store.touch_access_key(&id, at) {
+                tracing::warn!(key = %id, error = %e, "cannot record key usage");
+            }
+        }
+    }
+}
+
+/// Writes batched usage times every few seconds until the broker is dropped.
+pub fn spawn_usage_writer(broker: Weak<Broker>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(USAGE_FLUSH_PERIOD);
+        loop {
+            tick.tick().await;
+            let Some(broker) = broker.upgrade() else {
+                return;
+            };
+            broker.authn.flush_usage();
+        }
+    });
+}
