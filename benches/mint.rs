@@ -85,6 +85,20 @@ fn bench(c: &mut Criterion) {
             broker.tokens.mint(authorized(&caller)).await.unwrap()
         })
     });
+    // What one IntrospectToken costs in process: authenticating the caller's key, then
+    // `authorize` (the target verified from the cache, Cedar from its decision cache).
+    g.bench_function("introspect_end_to_end", |b| {
+        b.iter(|| {
+            let caller = broker.authn.authenticate(&admin, broker.now()).unwrap();
+            let request = token_broker::pb::v1::IntrospectTokenRequest {
+                token: token.clone(),
+            };
+            token_broker::authz::authorize(&broker, caller, request).unwrap()
+        })
+    });
+    g.bench_function("authenticate_key_only", |b| {
+        b.iter(|| broker.authn.authenticate(black_box(&admin), now).unwrap())
+    });
     g.finish();
 }
 
