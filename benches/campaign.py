@@ -1,19 +1,20 @@
 #!/usr/bin/env python3
 """The load campaign behind BENCHMARKS.md (Linux: reads /proc).
 
-    python3 benches/campaign.py TARGET RUNS DURATION [token-broker load flags]
+    python3 benches/campaign.py TARGET RUNS DURATION [token-broker-load flags]
     python3 benches/campaign.py mint-key 3 8s
     python3 benches/campaign.py introspect 2 6s --pool 150000
     python3 benches/campaign.py mint-key 1 8s --rate 6200 --concurrency 512
 
-Each run starts a fresh release server on /tmp/bench-data (build it first with
-`cargo build --release`), runs `token-broker load --json` once, and reports throughput,
+Each run starts a fresh release server on /tmp/bench-data (build both binaries first with
+`cargo build --release`), runs `token-broker-load --json` once, and reports throughput,
 latency and the server's CPU per call: utime + stime from /proc/<pid>/stat, sampled every
 100 ms, inside the load tool's measured window only. Prints the median over the runs and
 writes every report to /tmp/campaign-TARGET.json."""
 import json, os, shutil, socket, statistics, subprocess, sys, threading, time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "token-broker")
+LOAD = os.path.join(ROOT, "target", "release", "token-broker-load")
 DATA = "/tmp/bench-data"
 TICK = os.sysconf("SC_CLK_TCK")
 def ticks(pid):
@@ -39,10 +40,14 @@ def run(target, runs, dur, extra, conc=64, conns=4, rate=None):
     for i in range(runs):
         load = os.popen("cut -d' ' -f1 /proc/loadavg").read().strip()
         warmup = [] if "--warmup" in extra else ["--warmup", "2s"]
-        cmd = [BIN, "load", "--target", target, "--data-dir", DATA, "--duration", dur,
+        cmd = [LOAD, "--target", target, "--data-dir", DATA, "--duration", dur,
                "--concurrency", str(conc), "--connections", str(conns), "--json"] + warmup + extra
         if rate: cmd += ["--rate", str(rate)]
-        r = json.loads(subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT).stdout)
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        if done.returncode != 0:
+            srv.terminate(); stop = True
+            sys.exit(f"token-broker-load failed: {done.stderr.strip()}")
+        r = json.loads(done.stdout)
         ws, we = r["window_start_unix"], r["window_end_unix"]
         inside = [s for s in samples if ws <= s[0] <= we]
         cpu = (inside[-1][1] - inside[0][1]) / TICK if len(inside) > 2 else float("nan")
@@ -58,6 +63,9 @@ def run(target, runs, dur, extra, conc=64, conns=4, rate=None):
     srv.terminate(); srv.wait()
     return out, rss_idle
 if __name__ == "__main__":
+    for b in (BIN, LOAD):
+        if not os.access(b, os.X_OK):
+            sys.exit(f"{b} is missing: build both binaries first with `cargo build --release`")
     target = sys.argv[1]; runs = int(sys.argv[2]); dur = sys.argv[3]
     extra = sys.argv[4:]
     rate = None

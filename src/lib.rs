@@ -10,7 +10,9 @@
 //! - [`api`]: the gRPC services and the auth layer; errors become statuses here.
 //! - [`server`]: wiring of services, health and reflection on a listener.
 //! - [`config`], [`telemetry`], [`error`]: typed config, tracing, the crate error.
-//! - [`load`]: the `token-broker load` generator, a plain gRPC client of a running broker.
+//!
+//! The load generator is not part of the library: it is the `token-broker-load` binary
+//! (`src/bin/token-broker-load.rs`), a plain gRPC client that uses only [`pb::v1`].
 
 pub mod api;
 pub mod authz;
@@ -21,7 +23,6 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod keys;
-pub mod load;
 pub mod pb;
 pub mod policy;
 pub mod server;

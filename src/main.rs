@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 use token_broker::{
     broker::{Broker, MasterKeySource},
     config::{Config, MASTER_KEY_ENV},
-    load, server, telemetry,
+    server, telemetry,
 };
 
 #[derive(Parser)]
@@ -37,8 +37,13 @@ enum Command {
         #[arg(long)]
         policies: Option<PathBuf>,
     },
-    /// Drive a running broker with a bounded load and report throughput and latency.
-    Load(load::LoadOptions),
+    /// Moved: the load generator is now its own binary, `token-broker-load`.
+    #[command(disable_help_flag = true)]
+    Load {
+        /// Whatever was typed after `load`, accepted so that every old command line gets the hint.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<String>,
+    },
 }
 
 /// mimalloc instead of glibc's malloc: per-request allocation (h2 frames, Cedar values,
@@ -82,25 +87,13 @@ fn main() -> ExitCode {
                 Err(e) => fail(e.as_ref()),
             }
         }
-        Command::Load(options) => {
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => return fail(&e),
-            };
-            match runtime.block_on(load::run(&options)) {
-                Ok(report) if options.json => {
-                    println!("{}", report.to_json());
-                    ExitCode::SUCCESS
-                }
-                Ok(report) => {
-                    print!("{}", report.table());
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(&e),
-            }
+        Command::Load { args: _ } => {
+            // Not exec'd: the old spelling fails loudly, so scripts get fixed.
+            eprintln!(
+                "token-broker: `load` moved to its own binary: run `token-broker-load` with the \
+                 same flags (from a checkout: `cargo run --release --bin token-broker-load -- …`)"
+            );
+            ExitCode::from(2)
         }
     }
 }

@@ -11,11 +11,10 @@ mod common;
 
 use common::*;
 
-/// Runs `token-broker load --json` for `target` with 200 requests; returns the report.
+/// Runs `token-broker-load --json` for `target` with 200 requests; returns the report.
 async fn load(b: &Broker, target: &str, extra: &[&str]) -> serde_json::Value {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_token-broker"));
-    cmd.arg("load")
-        .args(["--target", target])
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_token-broker-load"));
+    cmd.args(["--target", target])
         .arg("--addr")
         .arg(format!("http://{}", b.addr))
         .arg("--data-dir")
@@ -76,13 +75,37 @@ async fn open_loop_paces_calls_at_the_rate_asked() {
 #[test]
 fn open_loop_refuses_a_meaningless_rate() {
     for bad in ["0", "-5", "fast", "NaN", "inf"] {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_token-broker"))
-            .args(["load", "--target", "health"])
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_token-broker-load"))
+            .args(["--target", "health"])
             .arg(format!("--rate={bad}"))
             .output()
             .unwrap();
         assert!(!output.status.success(), "rate {bad} accepted");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains("calls per second"), "{bad}: {stderr}");
+    }
+}
+
+/// The old spelling `token-broker load …` runs nothing: it names the new binary and exits 2,
+/// whatever flags follow (including `--help`).
+#[test]
+fn old_load_subcommand_points_to_the_new_binary() {
+    for args in [
+        &["load"][..],
+        &["load", "--target", "mint-key", "--duration", "1s"][..],
+        &["load", "--help"][..],
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_token-broker"))
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("`token-broker-load`")
+                && stderr.contains("cargo run --release --bin token-broker-load --"),
+            "{args:?}: {stderr}"
+        );
+        assert!(output.stdout.is_empty(), "{args:?}: ran something");
     }
 }

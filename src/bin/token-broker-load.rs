@@ -1,10 +1,11 @@
-//! The load generator behind `token-broker load`: drives one RPC path of a running broker
-//! through its public gRPC API and reports throughput, latency percentiles (HDR histogram)
-//! and errors by gRPC code.
+//! `token-broker-load`, the load generator: drives one RPC path of a running broker through
+//! its public gRPC API and reports throughput, latency percentiles (HDR histogram) and errors
+//! by gRPC code.
 //!
-//! **Architecture invariant:** this module is a client. It uses only the generated tonic
-//! clients and the bootstrap key file; it never links into server internals (`broker`,
-//! `store`, `policy`, `keys`), so what it measures is what any client would see.
+//! **Architecture invariant:** this binary is a client. From the `token_broker` library it
+//! uses only the generated gRPC types (`token_broker::pb::v1`), plus `tonic_health` and the
+//! bootstrap key file; it never links into server internals (`broker`, `store`, `policy`,
+//! `keys`), so what it measures is what any client would see.
 //!
 //! It is bounded: every run stops by itself after `--duration` or `--requests`, and every
 //! call has a timeout, so a stuck server cannot keep it running.
@@ -12,6 +13,7 @@
 use std::{
     collections::BTreeMap,
     path::PathBuf,
+    process::ExitCode,
     str::FromStr,
     sync::{
         Arc,
@@ -29,7 +31,7 @@ use tonic::{
 };
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
-use crate::pb::v1::{
+use token_broker::pb::v1::{
     CreateAccessKeyRequest, CreateAccessTokenRequest, CreateSubjectRequest, IntrospectTokenRequest,
     RevokeAccessTokenRequest, SubjectKind, access_key_service_client::AccessKeyServiceClient,
     subject_service_client::SubjectServiceClient, token_service_client::TokenServiceClient,
@@ -43,7 +45,7 @@ const MAX_TRACKED_US: u64 = 60_000_000;
 /// Which RPC path a run drives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Target {
+enum Target {
     /// `grpc.health.v1.Health/Check`: the transport floor every other path pays.
     Health,
     /// `CreateAccessToken` authenticated by an access key (HMAC + sled lookups).
@@ -59,60 +61,65 @@ pub enum Target {
     Revoke,
 }
 
-/// Command-line options of `token-broker load`.
-#[derive(Clone, Debug, clap::Args)]
-pub struct LoadOptions {
+/// Command-line options of `token-broker-load`.
+#[derive(Clone, Debug, clap::Parser)]
+#[command(
+    name = "token-broker-load",
+    version,
+    about = "Drive a running broker with a bounded load and report throughput and latency"
+)]
+struct LoadOptions {
     /// The RPC path to drive.
     #[arg(long, value_enum)]
-    pub target: Target,
+    target: Target,
     /// Broker address (keep it on loopback: the broker speaks plaintext).
     #[arg(long, default_value = "http://127.0.0.1:50051")]
-    pub addr: String,
+    addr: String,
     /// Data dir of the broker, to read `bootstrap-admin.key`.
     #[arg(long, default_value = "data")]
-    pub data_dir: PathBuf,
+    data_dir: PathBuf,
     /// The bootstrap admin key file (overrides `--data-dir`).
     #[arg(long)]
-    pub admin_key_file: Option<PathBuf>,
+    admin_key_file: Option<PathBuf>,
     /// Number of HTTP/2 connections (tonic channels); calls are spread round-robin.
     #[arg(long, default_value_t = 4)]
-    pub connections: usize,
+    connections: usize,
     /// Calls in flight in total.
     #[arg(long, default_value_t = 64)]
-    pub concurrency: usize,
+    concurrency: usize,
     /// How long to measure, e.g. `10s` (default 10s unless `--requests` is given).
     #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "requests")]
-    pub duration: Option<Duration>,
+    duration: Option<Duration>,
     /// Stop after this many measured calls instead of after a duration.
     #[arg(long)]
-    pub requests: Option<u64>,
+    requests: Option<u64>,
     /// Time spent calling before measuring starts (not counted).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
-    pub warmup: Duration,
+    warmup: Duration,
     /// Distinct tokens pre-minted for `introspect` and `revoke`.
     #[arg(long, default_value_t = 10_000)]
-    pub pool: usize,
+    pool: usize,
     /// With `introspect`: use one token for every call (same as `--target introspect-same`).
     #[arg(long)]
-    pub same_token: bool,
+    same_token: bool,
     /// Open loop: start calls at this many per second whatever the answers do (at most
     /// `--concurrency` in flight), and measure each call's latency from the moment it was
     /// due, so a stalled server shows as latency, not as fewer calls (no coordinated
     /// omission). Without it the loop is closed: each of `--concurrency` callers starts its
     /// next call when the last one answered.
     #[arg(long, value_parser = parse_rate)]
-    pub rate: Option<f64>,
+    rate: Option<f64>,
     /// Per-call timeout; a call that takes longer counts as DEADLINE_EXCEEDED.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
-    pub timeout: Duration,
+    timeout: Duration,
     /// Print the report as JSON instead of a table.
     #[arg(long)]
-    pub json: bool,
+    json: bool,
 }
 
 /// Why a load run could not start.
 #[derive(Debug, thiserror::Error)]
-pub enum LoadError {
+enum LoadError {
     /// The options do not make sense together.
     #[error("invalid options: {0}")]
     Options(String),
@@ -144,68 +151,68 @@ pub enum LoadError {
 
 /// Latency percentiles of the successful calls, in microseconds.
 #[derive(Clone, Debug, Default, Serialize)]
-pub struct Latency {
+struct Latency {
     /// Median.
-    pub p50: u64,
+    p50: u64,
     /// 90th percentile.
-    pub p90: u64,
+    p90: u64,
     /// 99th percentile.
-    pub p99: u64,
+    p99: u64,
     /// 99.9th percentile.
-    pub p999: u64,
+    p999: u64,
     /// Slowest call.
-    pub max: u64,
+    max: u64,
     /// Arithmetic mean.
-    pub mean: f64,
+    mean: f64,
 }
 
 /// The outcome of one run, printed as a table or as JSON.
 #[derive(Clone, Debug, Serialize)]
-pub struct Report {
+struct Report {
     /// The path driven.
-    pub target: Target,
+    target: Target,
     /// The broker address.
-    pub addr: String,
+    addr: String,
     /// Connections used.
-    pub connections: usize,
+    connections: usize,
     /// Calls in flight.
-    pub concurrency: usize,
+    concurrency: usize,
     /// The open-loop rate asked for (calls/s), when `--rate` was given.
-    pub target_rate: Option<f64>,
+    target_rate: Option<f64>,
     /// Length of the measured window in seconds.
-    pub elapsed_secs: f64,
+    elapsed_secs: f64,
     /// Successful measured calls.
-    pub successes: u64,
+    successes: u64,
     /// Failed measured calls, all codes together.
-    pub error_total: u64,
+    error_total: u64,
     /// Failed measured calls by gRPC code name (`INACTIVE` for an introspection that
     /// answered OK but not active, which the load tool never expects).
-    pub errors: BTreeMap<String, u64>,
+    errors: BTreeMap<String, u64>,
     /// Successful calls per second over the measured window.
-    pub requests_per_sec: f64,
+    requests_per_sec: f64,
     /// Latency of the successful calls.
-    pub latency_us: Latency,
+    latency_us: Latency,
     /// Tokens pre-minted before timing (pool size).
-    pub pre_minted: usize,
+    pre_minted: usize,
     /// Revocations that found the token already revoked (the pool wrapped around).
-    pub already_revoked: u64,
+    already_revoked: u64,
     /// Seconds spent on setup (subject, key, pool).
-    pub setup_secs: f64,
+    setup_secs: f64,
     /// Wall-clock start of the measured window (Unix seconds), to line the run up with
     /// outside samples such as the server's CPU time in `/proc/<pid>/stat`.
-    pub window_start_unix: f64,
+    window_start_unix: f64,
     /// Wall-clock end of the measured window (Unix seconds).
-    pub window_end_unix: f64,
+    window_end_unix: f64,
 }
 
 impl Report {
     /// The report as pretty JSON, for scripts and the integration test.
-    pub fn to_json(&self) -> String {
+    fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
     }
 
     /// The report as a human-readable table.
-    pub fn table(&self) -> String {
+    fn table(&self) -> String {
         let l = &self.latency_us;
         let ms = |us: u64| format!("{:.3} ms", us as f64 / 1000.0);
         let mut out = String::new();
@@ -255,7 +262,7 @@ impl Report {
 }
 
 /// The stable upper-case name of a gRPC code, as in the gRPC spec.
-pub fn code_name(code: Code) -> &'static str {
+fn code_name(code: Code) -> &'static str {
     match code {
         Code::Ok => "OK",
         Code::Cancelled => "CANCELLED",
@@ -275,6 +282,39 @@ pub fn code_name(code: Code) -> &'static str {
         Code::DataLoss => "DATA_LOSS",
         Code::Unauthenticated => "UNAUTHENTICATED",
     }
+}
+
+/// mimalloc, as in the server: the load tool shares the cores with the broker it measures,
+/// so its own allocation cost is kept as low as the server's (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Parses the flags, runs one bounded load and prints its report (table or JSON).
+fn main() -> ExitCode {
+    let options = <LoadOptions as clap::Parser>::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&e),
+    };
+    match runtime.block_on(run(&options)) {
+        Ok(report) if options.json => {
+            println!("{}", report.to_json());
+            ExitCode::SUCCESS
+        }
+        Ok(report) => {
+            print!("{}", report.table());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(error: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("token-broker-load: {error}");
+    ExitCode::FAILURE
 }
 
 // === setup ===
@@ -372,7 +412,7 @@ async fn setup(
             CreateAccessKeyRequest {
                 owner: subject_id.clone(),
                 name: "load".to_owned(),
-                description: "created by token-broker load".to_owned(),
+                description: "created by token-broker-load".to_owned(),
                 permissions: vec!["read".to_owned(), "write".to_owned()],
                 ..Default::default()
             },
@@ -569,7 +609,7 @@ async fn call(
 
 /// Runs the load described by `opts` and reports on the measured window. Always stops:
 /// after the duration (default 10 s) or the request count, each call bounded by the timeout.
-pub async fn run(opts: &LoadOptions) -> Result<Report, LoadError> {
+async fn run(opts: &LoadOptions) -> Result<Report, LoadError> {
     if opts.connections == 0 || opts.concurrency == 0 {
         return Err(LoadError::Options(
             "`--connections` and `--concurrency` must be at least 1".to_owned(),
