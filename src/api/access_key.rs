@@ -5,7 +5,7 @@ use tonic::{Request, Response, Status};
 
 use super::{Api, caller, status::to_status, timestamp};
 use crate::{
-    broker::{self, NewKey},
+    broker::NewKey,
     pb::{
         storage::AccessKeyRecord,
         v1::{
@@ -63,7 +63,7 @@ impl AccessKeyService for Api {
         let req = request.into_inner();
         let created = self
             .broker
-            .create_access_key(&caller, new_key(&req), broker::now())
+            .create_access_key(&caller, new_key(&req), self.broker.now())
             .await
             .map_err(to_status)?;
         tracing::info!(key = %created.record.id, owner = %created.record.owner, "created access key");
@@ -119,7 +119,7 @@ impl AccessKeyService for Api {
         let changes = req.key.unwrap_or_default();
         let (key, revoked) = self
             .broker
-            .update_access_key(&caller, &req.id, &paths, &changes, broker::now())
+            .update_access_key(&caller, &req.id, &paths, &changes, self.broker.now())
             .await
             .map_err(to_status)?;
         tracing::info!(key = %key.id, fields = ?paths, revoked, "updated access key");
@@ -134,7 +134,7 @@ impl AccessKeyService for Api {
         let id = request.into_inner().id;
         let revoked_tokens = self
             .broker
-            .delete_access_key(&caller, &id, broker::now())
+            .delete_access_key(&caller, &id, self.broker.now())
             .await
             .map_err(to_status)?;
         tracing::info!(key = %id, revoked_tokens, "deleted access key");
@@ -149,7 +149,12 @@ impl AccessKeyService for Api {
         let req = request.into_inner();
         let reset = self
             .broker
-            .reset_access_key(&caller, &req.id, req.old_secret_expires_at, broker::now())
+            .reset_access_key(
+                &caller,
+                &req.id,
+                req.old_secret_expires_at,
+                self.broker.now(),
+            )
             .await
             .map_err(to_status)?;
         tracing::info!(key = %reset.record.id, "reset access key");

@@ -288,7 +288,7 @@ async fn admit(
     request: http::Request<Body>,
 ) -> Result<http::Request<Body>, Error> {
     let span = tracing::Span::current();
-    let now = broker::now();
+    let now = broker.now();
     let caller = match bearer(request.headers()) {
         Ok(Some(value)) => Some(broker.authenticate(value, now)?),
         Ok(None) if rpc.is_public() => None,

@@ -4,7 +4,6 @@ use tonic::{Request, Response, Status};
 
 use super::{Api, status::to_status, timestamp};
 use crate::{
-    broker,
     domain::validate::quote,
     error::Error,
     pb::{
@@ -45,7 +44,7 @@ impl SubjectService for Api {
                 req.kind,
                 &req.project_ids,
                 &req.permissions,
-                broker::now(),
+                self.broker.now(),
             )
             .await
             .map_err(to_status)?;
@@ -113,7 +112,7 @@ impl SubjectService for Api {
         let id = request.into_inner().subject_id;
         let (deleted_keys, revoked_tokens) = self
             .broker
-            .delete_subject(&id, broker::now())
+            .delete_subject(&id, self.broker.now())
             .await
             .map_err(to_status)?;
         tracing::info!(deleted = %id, deleted_keys, revoked_tokens, "deleted subject");

@@ -4,7 +4,7 @@ use tonic::{Request, Response, Status};
 
 use super::{Api, caller, from_layer, status::to_status, timestamp};
 use crate::{
-    broker::{self, MintPlan},
+    broker::MintPlan,
     error::Error,
     pb::v1::{
         CreateAccessTokenRequest, CreateAccessTokenResponse, GetJwksRequest, GetJwksResponse,
@@ -22,7 +22,7 @@ impl TokenService for Api {
         let caller = caller(&request)?;
         // The auth layer validated and attenuated the mint to show policy what it would sign.
         let plan: MintPlan = from_layer(&request)?;
-        let now = broker::now();
+        let now = self.broker.now();
         let minted = self
             .broker
             .mint(&caller, plan, now)
@@ -48,7 +48,7 @@ impl TokenService for Api {
         let req = request.into_inner();
         let active = self
             .broker
-            .introspect(&req.token, broker::now())
+            .introspect(&req.token, self.broker.now())
             .map_err(to_status)?;
         let Some(verified) = active else {
             return Ok(Response::new(IntrospectTokenResponse::default()));
@@ -79,7 +79,7 @@ impl TokenService for Api {
             .map_err(to_status)?;
         let revoked_count = self
             .broker
-            .revoke(&jti, broker::now())
+            .revoke(&jti, self.broker.now())
             .await
             .map_err(to_status)?;
         tracing::info!(jti = %jti, revoked_count, "revoked access token");

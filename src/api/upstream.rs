@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 
 use super::{Api, caller, from_layer, status::to_status, timestamp};
 use crate::{
-    broker::{self, UpstreamPlan},
+    broker::UpstreamPlan,
     error::Error,
     pb::{
         storage::UpstreamRecord,
@@ -68,7 +68,7 @@ impl UpstreamService for Api {
                 &req.base_url,
                 credential(req.credential),
                 req.options.into_iter().collect::<BTreeMap<_, _>>(),
-                broker::now(),
+                self.broker.now(),
             )
             .await
             .map_err(to_status)?;
@@ -135,7 +135,7 @@ impl UpstreamService for Api {
                 &req.name,
                 req.credential.map(|c| credential(Some(c))),
                 req.options.into_iter().collect(),
-                broker::now(),
+                self.broker.now(),
             )
             .await
             .map_err(to_status)?;
@@ -150,7 +150,7 @@ impl UpstreamService for Api {
         let name = request.into_inner().name;
         let revoked_leases = self
             .broker
-            .delete_upstream(&name, broker::now())
+            .delete_upstream(&name, self.broker.now())
             .await
             .map_err(to_status)?;
         tracing::info!(upstream = %name, revoked_leases, "deleted upstream");
@@ -164,7 +164,7 @@ impl UpstreamService for Api {
         let caller = caller(&request)?;
         // The auth layer validated, attenuated and mapped the request for policy.
         let plan: UpstreamPlan = from_layer(&request)?;
-        let now = broker::now();
+        let now = self.broker.now();
         let issued = self
             .broker
             .issue_upstream_token(&caller, plan, now)
@@ -189,7 +189,7 @@ impl UpstreamService for Api {
         let lease_id = request.into_inner().lease_id;
         let revoked_at_vendor = self
             .broker
-            .revoke_upstream_token(&lease_id, broker::now())
+            .revoke_upstream_token(&lease_id, self.broker.now())
             .await
             .map_err(to_status)?;
         tracing::info!(lease = %lease_id, revoked_at_vendor, "revoked upstream token");

@@ -5,7 +5,6 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, RwLock, Weak},
-    time::Duration,
 };
 
 use cedar_policy::PolicySet;
@@ -40,8 +39,6 @@ pub const UPDATABLE: [&str; 7] = [
 
 /// A `last_used_at` is written at most this often per key.
 const USAGE_WRITE_EVERY: i64 = 60;
-/// How often batched usage times are written.
-const USAGE_FLUSH_PERIOD: Duration = Duration::from_secs(5);
 
 /// The fields of a new access key, as the caller gave them.
 #[derive(Clone, Debug, Default)]
@@ -123,7 +120,10 @@ impl UsageBatch {
 /// Writes batched usage times every few seconds until the broker is dropped.
 pub fn spawn_usage_writer(broker: Weak<Broker>) {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(USAGE_FLUSH_PERIOD);
+        let Some(period) = broker.upgrade().map(|b| b.config.usage_flush_period) else {
+            return;
+        };
+        let mut tick = tokio::time::interval(period);
         loop {
             tick.tick().await;
             let Some(broker) = broker.upgrade() else {
@@ -212,10 +212,15 @@ impl Caller {
 impl Broker {
     /// Writes the usage times noted since the last call.
     pub fn flush_usage(&self) {
+        let mut written = Vec::new();
         for (id, at) in self.usage.take() {
-            if let Err(e) = self.store.touch_access_key(&id, at) {
-                tracing::warn!(key = %id, error = %e, "cannot record key usage");
+            match self.store.touch_access_key(&id, at) {
+                Ok(()) => written.push(id),
+                Err(e) => tracing::warn!(key = %id, error = %e, "cannot record key usage"),
             }
+        }
+        if !written.is_empty() {
+            tracing::info!(keys = ?written, "key usage recorded");
         }
     }
 

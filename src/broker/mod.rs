@@ -15,10 +15,10 @@ use std::{
     io::Write,
     path::{Path, PathBuf},
     sync::Arc,
-    time::{SystemTime, UNIX_EPOCH},
 };
 
 use crate::{
+    clock::{Clock, SystemClock},
     config::Config,
     domain::{
         Ask, End, Exceeded, Grant, MintLimits, MintRequest, PermissionModel, Projects, Reach,
@@ -91,14 +91,6 @@ impl std::fmt::Debug for MasterKeySource {
             MasterKeySource::File => "MasterKeySource::File",
         })
     }
-}
-
-/// Seconds since the Unix epoch: the broker's one clock.
-pub fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// How the caller proved who it is.
@@ -203,8 +195,8 @@ pub fn root_key_of(record: &TokenRecord) -> &str {
 /// Most verified tokens remembered.
 const TOKEN_CACHE_CAPACITY: u64 = 100_000;
 
-/// Keeps each cached token until its own expiry.
-struct UntilExpiry;
+/// Keeps each cached token until its own expiry, as the broker's clock reads it.
+struct UntilExpiry(Arc<dyn Clock>);
 
 impl moka::Expiry<[u8; 32], Arc<VerifiedToken>> for UntilExpiry {
     fn expire_after_create(
@@ -214,7 +206,7 @@ impl moka::Expiry<[u8; 32], Arc<VerifiedToken>> for UntilExpiry {
         _created_at: std::time::Instant,
     ) -> Option<std::time::Duration> {
         Some(std::time::Duration::from_secs(
-            (value.record.expires_at - now()).max(0) as u64,
+            (value.record.expires_at - self.0.now()).max(0) as u64,
         ))
     }
 }
@@ -263,6 +255,8 @@ pub struct Broker {
     token_cache: moka::sync::Cache<[u8; 32], Arc<VerifiedToken>>,
     /// The one vendor HTTP client (pool, retries, destination rules), built at start-up.
     http: crate::upstream::HttpClient,
+    /// Where every expiry, grace, lease and sweep decision reads the time.
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -322,8 +316,18 @@ fn unauthenticated(message: &str) -> Error {
 
 impl Broker {
     /// Opens the store, loads policies and keys, and bootstraps the admin on first start.
-    /// Policies are validated before anything is written.
+    /// Policies are validated before anything is written. Runs on the system clock.
     pub async fn open(config: Config, master: MasterKeySource) -> Result<Arc<Self>, StartError> {
+        Self::open_with_clock(config, master, Arc::new(SystemClock)).await
+    }
+
+    /// [`Broker::open`] on a given clock, so tests (and the binary's debug-only test clock)
+    /// drive time instead of waiting for it.
+    pub async fn open_with_clock(
+        config: Config,
+        master: MasterKeySource,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Self>, StartError> {
         let policy = PolicyEngine::load(&config.policies)?
             .with_max_inline_policy_bytes(config.max_inline_policy_bytes);
         private_dir(&config.data_dir).map_err(|source| StartError::Io {
@@ -335,7 +339,7 @@ impl Broker {
             MasterKeySource::File => MasterKey::load_or_create(&config.master_key_path())?,
         };
         let store = Store::open(&config.data_dir)?;
-        let now = now();
+        let now = clock.now();
         let jwt = load_signing_keys(&store, &master, &config, now)?;
         let model = PermissionModel::new(&config.permissions, &config.implies);
         let broker = Arc::new(Self {
@@ -350,7 +354,7 @@ impl Broker {
             key_sets: keys::KeyPolicyCache::default(),
             token_cache: moka::sync::Cache::builder()
                 .max_capacity(TOKEN_CACHE_CAPACITY)
-                .expire_after(UntilExpiry)
+                .expire_after(UntilExpiry(Arc::clone(&clock)))
                 .build(),
             usage: keys::UsageBatch::default(),
             http: crate::upstream::HttpClient::new(
@@ -363,6 +367,7 @@ impl Broker {
             policy,
             jwt,
             model,
+            clock,
         });
         broker.bootstrap(now).await?;
         store_durable(&broker.store).await?;
@@ -411,6 +416,16 @@ impl Broker {
         store_durable(&self.store).await?;
         tracing::info!(path = %path.display(), "bootstrap admin access key written");
         Ok(())
+    }
+
+    /// Seconds since the Unix epoch on the broker's clock: the one "now" of every decision.
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    /// The broker's clock, for background work that outlives a request.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
     }
 
     /// The configured lifetime limits.
@@ -495,7 +510,7 @@ impl Broker {
                 let audiences: Vec<&str> = self.audiences.iter().map(String::as_str).collect();
                 let claims = self
                     .jwt
-                    .verify(token, &audiences)
+                    .verify(token, &audiences, now)
                     .map_err(|e| Error::Unauthenticated(format!("access token refused: {e}")))?;
                 let record = self
                     .store
@@ -861,7 +876,7 @@ fn spawn_sweeper(broker: std::sync::Weak<Broker>) {
             let Some(broker) = broker.upgrade() else {
                 return;
             };
-            let cutoff = now() - broker.config.leeway.as_secs() as i64 - SWEEP_GRACE_SECS;
+            let cutoff = broker.now() - broker.config.leeway.as_secs() as i64 - SWEEP_GRACE_SECS;
             let store = broker.store.clone();
             drop(broker);
             match tokio::task::spawn_blocking(move || store.sweep_expired_tokens(cutoff, 100_000))

@@ -525,6 +525,7 @@ impl Broker {
                 Projects::Some(p) => p.iter().cloned().collect(),
             },
             expires_at,
+            now: self.now(),
         };
         let connector = upstream::connector(vendor, self.http());
         let issued = match connector.issue(&account, &request).await {
@@ -779,7 +780,7 @@ pub fn spawn_lease_worker(broker: Weak<Broker>) {
             let Some(broker) = broker.upgrade() else {
                 return;
             };
-            if let Err(e) = broker.process_leases(super::now()).await {
+            if let Err(e) = broker.process_leases(broker.now()).await {
                 tracing::warn!(error = %e, "lease worker pass failed");
             }
         }

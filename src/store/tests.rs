@@ -417,7 +417,7 @@ async fn the_worker_pass_reads_no_closed_lease_and_removes_it_after_retention() 
     let admin_key = String::from_utf8(store.meta("bootstrap").unwrap().unwrap()).unwrap();
     // At or after the wall clock, so the background worker (driven by the wall clock) never
     // reaches this test's removal times.
-    let t = crate::broker::now();
+    let t = crate::clock::Clock::now(&crate::clock::SystemClock);
 
     for i in 0..10_000 {
         let mut l = lease(&format!("ls_closed{i:05}"), "ak_gone", 4);
