@@ -73,30 +73,29 @@ impl Clock for ManualClock {
     }
 }
 
-/// Wall-clock time plus an offset in whole seconds read from a file on every call, so tests can
-/// move the time of a spawned broker process. Only debug builds ever construct it.
+/// Time read from a file on every call, so tests can move the time of a spawned broker
+/// process: `N` is the wall clock plus `N` seconds, `@T` is exactly `T` (a stopped clock, for
+/// tests that must see a moment pass without time moving on). Only debug builds construct it.
 #[derive(Debug)]
 pub struct OffsetFileClock {
     path: PathBuf,
 }
 
 impl OffsetFileClock {
-    /// A clock shifted by the offset written in `path` (a missing or empty file reads as 0).
+    /// A clock set by what `path` holds (a missing or unreadable file reads as no offset).
     pub fn new(path: PathBuf) -> Self {
         Self { path }
-    }
-
-    fn offset(&self) -> i64 {
-        std::fs::read_to_string(&self.path)
-            .ok()
-            .and_then(|text| text.trim().parse::<i64>().ok())
-            .unwrap_or(0)
     }
 }
 
 impl Clock for OffsetFileClock {
     fn now(&self) -> i64 {
-        wall_now().saturating_add(self.offset())
+        let text = std::fs::read_to_string(&self.path).unwrap_or_default();
+        let text = text.trim();
+        match text.strip_prefix('@') {
+            Some(fixed) => fixed.parse().unwrap_or_else(|_| wall_now()),
+            None => wall_now().saturating_add(text.parse().unwrap_or(0)),
+        }
     }
 }
 
@@ -151,6 +150,8 @@ mod tests {
         assert!((before + 3600..=wall_now() + 3600).contains(&shifted));
         std::fs::write(&path, "junk").unwrap();
         assert!(clock.now() < before + 3600, "unreadable: no offset");
+        std::fs::write(&path, "@1000").unwrap();
+        assert_eq!(clock.now(), 1000, "a stopped clock");
     }
 
     #[test]
