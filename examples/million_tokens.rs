@@ -13,7 +13,7 @@
 use std::{path::PathBuf, time::Instant};
 
 use token_broker::{
-    broker::{Broker, MasterKeySource, grant_record, now},
+    broker::{Broker, MasterKeySource, grant_record},
     config::Config,
     domain::{Grant, Projects},
     pb::storage::TokenRecord,
@@ -55,7 +55,7 @@ async fn main() {
     if !admin_file.exists() {
         let broker = open(&dir).await;
         let admin = std::fs::read_to_string(&admin_file).unwrap();
-        let t = now();
+        let t = broker.now();
         let caller = broker.authn.authenticate(admin.trim(), t).unwrap();
         let grant = Grant {
             projects: Projects::from_ids(["load"]),
@@ -119,7 +119,7 @@ async fn main() {
     let broker = open(&dir).await;
     let opened = started.elapsed();
     let admin = std::fs::read_to_string(&admin_file).unwrap();
-    let t = now();
+    let t = broker.now();
     let caller = broker.authn.authenticate(admin.trim(), t).unwrap();
     let request = token_broker::pb::v1::CreateAccessTokenRequest {
         project_ids: vec!["load".to_owned()],

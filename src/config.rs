@@ -112,6 +112,10 @@ pub struct Config {
     /// How long a revoked lease is kept (for `GetLease`-style audits) before it is removed.
     #[serde(with = "humantime_serde")]
     pub lease_retention: Duration,
+    /// How often batched key-use times are written (`last_used_at`): a key use costs no write
+    /// on the request path; tests shorten it instead of waiting.
+    #[serde(with = "humantime_serde")]
+    pub usage_flush_period: Duration,
     /// Where vendor connectors may connect: https only and public addresses only, unless
     /// relaxed here for tests and laptops.
     pub upstreams: UpstreamSettings,
@@ -205,6 +209,7 @@ impl Default for Config {
             max_reset_grace: Duration::from_secs(30 * 24 * 3600),
             max_key_lifetime: Duration::from_secs(3650 * 24 * 3600),
             lease_retention: Duration::from_secs(7 * 24 * 3600),
+            usage_flush_period: Duration::from_secs(5),
             upstreams: UpstreamSettings::default(),
         }
     }
@@ -235,7 +240,7 @@ impl Config {
             let Some(key) = name.strip_prefix(ENV_PREFIX) else {
                 continue;
             };
-            if name == MASTER_KEY_ENV {
+            if name == MASTER_KEY_ENV || name == crate::clock::TEST_CLOCK_ENV {
                 continue;
             }
             let key = key.to_ascii_lowercase();
@@ -273,6 +278,9 @@ impl Config {
         let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
         if self.leeway > Duration::from_secs(30) {
             return invalid("leeway", "must be at most 30s".into());
+        }
+        if self.usage_flush_period.is_zero() {
+            return invalid("usage_flush_period", "must be longer than 0s".into());
         }
         if self.max_token_lifetime.as_secs() == 0 {
             return invalid("max_token_lifetime", "must be at least 1s".into());
@@ -412,6 +420,10 @@ mod tests {
                 "1h".to_owned(),
             ),
             ("TOKEN_BROKER_MASTER_KEY".to_owned(), "ignored".to_owned()),
+            (
+                "TOKEN_BROKER_TEST_CLOCK_FILE".to_owned(),
+                "not a config key".to_owned(),
+            ),
             ("OTHER".to_owned(), "x".to_owned()),
         ];
         let c = Config::load(None, env).unwrap();

@@ -19,6 +19,7 @@ use serde_json::json;
 
 use crate::{
     api::{self, auth},
+    clock::{Clock as _, SystemClock},
     keys::{
         jwt::{JwtKeys, JwtSettings, KeyMaterial, SigningAlgorithm},
         secret,
@@ -109,7 +110,7 @@ pub fn bearer(data: &[u8]) {
         assert!(secret::looks_like_secret(credential));
     }
     let keys = &jwt().0;
-    if let Ok(claims) = keys.verify(credential, &[AUDIENCE]) {
+    if let Ok(claims) = keys.verify(credential, &[AUDIENCE], SystemClock.now()) {
         assert_eq!(claims.iss, ISSUER);
         assert_eq!(claims.aud, AUDIENCE);
         // What verifies under an audience is the broker's own: its jti reads back.

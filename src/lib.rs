@@ -7,6 +7,7 @@
 //! - [`policy`]: Cedar schema and policies, loaded once; allow/deny per request.
 //! - [`store`]: sled trees, transactions, group commit.
 //! - [`broker`]: the application core tying the above together.
+//! - [`clock`]: where the broker's time comes from, so tests can drive it.
 //! - [`api`]: the gRPC services and the auth layer; errors become statuses here.
 //! - [`server`]: wiring of services, health and reflection on a listener.
 //! - [`config`], [`telemetry`], [`error`]: typed config, tracing, the crate error.
@@ -17,6 +18,7 @@
 pub mod api;
 pub mod authz;
 pub mod broker;
+pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod error;

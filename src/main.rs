@@ -5,6 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 use token_broker::{
     broker::{Broker, MasterKeySource},
+    clock::{self, TEST_CLOCK_ENV},
     config::{Config, MASTER_KEY_ENV},
     server, telemetry,
 };
@@ -74,6 +75,7 @@ fn main() -> ExitCode {
                 cfg.policies = v;
             }
             let master_env = std::env::var(MASTER_KEY_ENV).ok();
+            let test_clock = std::env::var(TEST_CLOCK_ENV).ok();
             telemetry::init(cfg.log_format == "json");
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -82,7 +84,7 @@ fn main() -> ExitCode {
                 Ok(rt) => rt,
                 Err(e) => return fail(&e),
             };
-            match runtime.block_on(serve(cfg, master_env)) {
+            match runtime.block_on(serve(cfg, master_env, test_clock)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e.as_ref()),
             }
@@ -98,7 +100,11 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(cfg: Config, master_env: Option<String>) -> Result<(), Box<dyn std::error::Error>> {
+async fn serve(
+    cfg: Config,
+    master_env: Option<String>,
+    test_clock: Option<String>,
+) -> Result<(), Box<dyn std::error::Error>> {
     let master = match master_env {
         Some(text) => MasterKeySource::Base64(text),
         None => MasterKeySource::File,
@@ -107,7 +113,8 @@ async fn serve(cfg: Config, master_env: Option<String>) -> Result<(), Box<dyn st
     // Everything the broker creates (sled's files, snapshots, key files) is the broker's
     // alone: 0600 files in a 0700 data dir, whatever umask the service manager left.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
-    let broker = Broker::open(cfg, master).await?;
+    // The system clock, unless a debug build is given a test clock (see `clock::from_env`).
+    let broker = Broker::open_with_clock(cfg, master, clock::from_env(test_clock)).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on `{listen}`: {e}"))?;

@@ -9,14 +9,15 @@
 
 mod common;
 
-use std::{collections::HashSet, time::Duration};
+use std::collections::HashSet;
 
 use common::{create_access_key as create, update_access_key as update, *};
 use prost_types::Timestamp;
 use tonic::Code;
 
+/// The time for tests that never move the broker's clock (the others use `b.now()`).
 fn now() -> i64 {
-    token_broker::broker::now()
+    wall_now()
 }
 
 fn new_key(name: &str, projects: &[&str], perms: &[&str]) -> pb::CreateAccessKeyRequest {
@@ -600,7 +601,7 @@ async fn reset_keeps_the_old_secret_until_the_grace_time() {
             pb::ResetAccessKeyRequest {
                 id: key.id.clone(),
                 old_secret_expires_at: Some(Timestamp {
-                    seconds: now() + 2,
+                    seconds: b.now() + 2,
                     nanos: 0,
                 }),
             },
@@ -617,7 +618,7 @@ async fn reset_keeps_the_old_secret_until_the_grace_time() {
     );
     mint(&b, &old, &[], &[], None).await.unwrap();
     mint(&b, &reset.secret, &[], &[], None).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(3100)).await;
+    b.advance_clock(3);
     let err = mint(&b, &old, &[], &[], None).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
     mint(&b, &reset.secret, &[], &[], None).await.unwrap();
@@ -845,13 +846,15 @@ async fn inline_policy_and_roles_only_narrow() {
 
 #[tokio::test]
 async fn expired_keys_and_their_tokens_stop_and_usage_is_recorded() {
-    let (b, _dir, _admin, alice) = start_with_alice(&[]).await;
+    // Key uses are written in batches; a short period instead of waiting for the default 5 s.
+    let (b, _dir, _admin, alice) =
+        start_with_alice(&[("TOKEN_BROKER_USAGE_FLUSH_PERIOD", "100ms")]).await;
     let key = create(
         &b,
         &alice,
         pb::CreateAccessKeyRequest {
             expires_at: Some(Timestamp {
-                seconds: now() + 2,
+                seconds: b.now() + 2,
                 nanos: 0,
             }),
             ..new_key("short", &[], &["read"])
@@ -861,7 +864,7 @@ async fn expired_keys_and_their_tokens_stop_and_usage_is_recorded() {
     .unwrap();
     let token = mint(&b, &key.secret, &[], &[], None).await.unwrap();
     assert!(
-        token.expires_at.unwrap().seconds <= now() + 2,
+        token.expires_at.unwrap().seconds <= b.now() + 2,
         "never outlives its key"
     );
     // An explicit lifetime beyond the key's expiry is refused.
@@ -873,30 +876,24 @@ async fn expired_keys_and_their_tokens_stop_and_usage_is_recorded() {
         Code::PermissionDenied
     );
 
-    // The key's use is recorded within a few seconds (batched).
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let got = b
-            .keys()
-            .await
-            .get_access_key(authed(
-                pb::GetAccessKeyRequest { id: key.id.clone() },
-                &alice,
-            ))
-            .await
-            .unwrap()
-            .into_inner();
-        if got.last_used_at.is_some() {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "last_used_at never written"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    // The key's use is recorded by the batch writer, which names the keys it wrote.
+    b.wait_for_log_line("the key's use recorded", |line| {
+        line.contains("key usage recorded") && line.contains(&key.id)
+    })
+    .await;
+    let got = b
+        .keys()
+        .await
+        .get_access_key(authed(
+            pb::GetAccessKeyRequest { id: key.id.clone() },
+            &alice,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(got.last_used_at.is_some(), "last_used_at written");
 
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    b.advance_clock(3);
     let err = mint(&b, &key.secret, &[], &[], None).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
     assert!(err.message().contains("expired"), "{}", err.message());

@@ -17,7 +17,7 @@ use prost_types::Timestamp;
 use tonic::Code;
 
 fn now() -> i64 {
-    token_broker::broker::now()
+    wall_now()
 }
 
 async fn reset(

@@ -156,7 +156,7 @@ async fn expired_token_is_unauthenticated() {
     // 0.0003 h rounds up to 2 s.
     let short = mint(&b, &admin, &[], &[], Some(0.0003)).await.unwrap();
     assert!(introspect(&b, &admin, &short.access_token).await.active);
-    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
+    b.advance_clock(3);
     let err = mint(&b, &short.access_token, &[], &[], None)
         .await
         .unwrap_err();

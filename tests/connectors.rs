@@ -11,7 +11,8 @@ mod common;
 
 use std::{
     collections::BTreeMap,
-    time::{Duration, Instant},
+    sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use common::fakes::{
@@ -22,7 +23,8 @@ use serde_json::json;
 use token_broker::{
     config::UpstreamSettings,
     upstream::{
-        Credential, HttpClient, IssueRequest, UpstreamAccount, Vendor, VendorError, connector,
+        Credential, HttpClient, IssueRequest, Pause, UpstreamAccount, Vendor, VendorError,
+        connector,
     },
 };
 
@@ -38,6 +40,17 @@ fn loopback() -> UpstreamSettings {
 
 fn http() -> HttpClient {
     HttpClient::new(3, Duration::from_millis(10), loopback()).unwrap()
+}
+
+/// A pause that records each wait the client asks for and returns at once.
+fn recorded_pauses() -> (Pause, Arc<Mutex<Vec<Duration>>>) {
+    let waits: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    let recorded = Arc::clone(&waits);
+    let pause: Pause = Arc::new(move |wait| {
+        recorded.lock().unwrap().push(wait);
+        Box::pin(async {})
+    });
+    (pause, waits)
 }
 
 fn now() -> i64 {
@@ -89,6 +102,7 @@ fn request(perms: &[&str], projects: &[&str], expires_at: i64) -> IssueRequest {
         vendor_permissions: perms.iter().map(|s| (*s).to_owned()).collect(),
         project_ids: projects.iter().map(|s| (*s).to_owned()).collect(),
         expires_at,
+        now: now(),
     }
 }
 
@@ -440,14 +454,15 @@ async fn launchdarkly_429_is_retried_after_retry_after() {
         ..FakeConfig::default()
     };
     let fake = FakeLaunchDarkly::start(cfg.clone()).await;
-    let ld = connector(Vendor::LaunchDarkly, http());
+    let (pauses, waits) = recorded_pauses();
+    let ld = connector(Vendor::LaunchDarkly, http().with_pause(pauses));
     let acct = account(Vendor::LaunchDarkly, &fake, keyed(&cfg), &[]);
-    let started = Instant::now();
     ld.issue(&acct, &request(&["reader"], &["web"], now() + 3600))
         .await
         .unwrap();
-    assert!(
-        started.elapsed() >= Duration::from_secs(1),
+    assert_eq!(
+        *waits.lock().unwrap(),
+        vec![Duration::from_secs(1)],
         "waited Retry-After"
     );
     let calls = fake.calls();
@@ -467,9 +482,12 @@ async fn launchdarkly_persistent_429_is_rate_limited_and_403_is_permission_denie
         ..FakeConfig::default()
     };
     let fake = FakeLaunchDarkly::start(cfg.clone()).await;
+    let (pauses, waits) = recorded_pauses();
     let ld = connector(
         Vendor::LaunchDarkly,
-        HttpClient::new(2, Duration::from_millis(10), loopback()).unwrap(),
+        HttpClient::new(2, Duration::from_millis(10), loopback())
+            .unwrap()
+            .with_pause(pauses),
     );
     let err = ld
         .verify(&account(Vendor::LaunchDarkly, &fake, keyed(&cfg), &[]))
@@ -481,6 +499,7 @@ async fn launchdarkly_persistent_429_is_rate_limited_and_403_is_permission_denie
         "{err:?}"
     );
     assert_eq!(fake.calls().len(), 2);
+    assert_eq!(*waits.lock().unwrap(), vec![Duration::from_secs(1)]);
 
     let cfg = FakeConfig {
         allowed_projects: vec!["web".into()],

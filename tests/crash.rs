@@ -9,12 +9,14 @@
 
 mod common;
 
-use std::{
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::sync::{Arc, Mutex};
 
 use common::*;
+use tokio::sync::Notify;
+
+/// Acknowledged mints to collect before the kill: enough to mean something, with calls still
+/// in flight when the kill lands.
+const MINTS_BEFORE_KILL: usize = 40;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_kill_9() {
@@ -27,13 +29,15 @@ async fn acknowledged_writes_survive_kill_9() {
     let minted: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
     let revoked: Arc<Mutex<Vec<String>>> = Arc::default();
     let in_doubt: Arc<Mutex<Vec<String>>> = Arc::default();
+    let acknowledged = Arc::new(Notify::new());
     let mut workers = Vec::new();
     for worker in 0..8 {
-        let (minted, revoked, in_doubt, key) = (
+        let (minted, revoked, in_doubt, key, acknowledged) = (
             Arc::clone(&minted),
             Arc::clone(&revoked),
             Arc::clone(&in_doubt),
             key.clone(),
+            Arc::clone(&acknowledged),
         );
         let mut tokens = b.tokens().await;
         workers.push(tokio::spawn(async move {
@@ -44,6 +48,7 @@ async fn acknowledged_writes_survive_kill_9() {
                 };
                 let t = response.into_inner();
                 minted.lock().unwrap().push((t.jti.clone(), t.access_token));
+                acknowledged.notify_waiters();
                 if (i + worker) % 3 == 0 {
                     let request = authed(
                         pb::RevokeAccessTokenRequest {
@@ -58,12 +63,16 @@ async fn acknowledged_writes_survive_kill_9() {
                         return;
                     }
                     revoked.lock().unwrap().push(t.jti);
+                    acknowledged.notify_waiters();
                 }
             }
         }));
     }
     // Let acknowledgements accumulate, then kill while calls are in flight.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    wait_until(&acknowledged, "acknowledged mints and revocations", || {
+        minted.lock().unwrap().len() >= MINTS_BEFORE_KILL && !revoked.lock().unwrap().is_empty()
+    })
+    .await;
     b.kill9();
     for w in workers {
         w.await.unwrap();

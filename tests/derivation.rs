@@ -27,7 +27,7 @@ use proptest::{
 };
 use token_broker::{
     authz,
-    broker::{self, Broker, Caller, CredentialKind, MasterKeySource, NewKey},
+    broker::{Broker, Caller, CredentialKind, MasterKeySource, NewKey},
     config::{Config, UpstreamSettings},
     domain::Projects,
     pb::v1 as pb,
@@ -238,7 +238,7 @@ async fn world(dir: &Path) -> World {
     let secret = std::fs::read_to_string(dir.join("bootstrap-admin.key")).unwrap();
     let admin = broker
         .authn
-        .authenticate(secret.trim(), broker::now())
+        .authenticate(secret.trim(), broker.now())
         .unwrap();
     let request = pb::CreateUpstreamRequest {
         name: "dv".to_owned(),
@@ -266,7 +266,7 @@ async fn world(dir: &Path) -> World {
 /// than its subject, a chain that cannot go on), which says nothing about the property.
 async fn caller_of(w: &World, n: usize, c: &Case) -> Option<(Caller, String)> {
     let b = &w.broker;
-    let now = broker::now();
+    let now = b.now();
     let subject = format!("s{n}");
     let request = pb::CreateSubjectRequest {
         subject_id: subject.clone(),
@@ -331,7 +331,7 @@ async fn caller_of(w: &World, n: usize, c: &Case) -> Option<(Caller, String)> {
 /// Runs the case's operation; `Some` is what the caller obtained when the call succeeded.
 async fn run(w: &World, n: usize, c: &Case, caller: &Caller, root: &str) -> Option<Obtained> {
     let b = &w.broker;
-    let now = broker::now();
+    let now = b.now();
     let mut req_projects = projects(c.req_projects);
     let mut req_perms = perms(c.req_perms);
     let (mut inline, mut roles) = restriction(c.req_restriction);
@@ -543,7 +543,7 @@ async fn a_token_made_key_ends_with_its_token_even_when_extended() {
     let dir = tempfile::tempdir().unwrap();
     let w = world(dir.path()).await;
     let b = &w.broker;
-    let now = broker::now();
+    let now = b.now();
     let minted = direct::mint(b, &w.admin, &[], &["read".to_owned()], Some(1.0))
         .await
         .unwrap();

@@ -11,8 +11,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{fakes::*, *};
 use prost_types::FieldMask;
 
@@ -99,11 +97,7 @@ async fn issue(b: &Broker, credential: &str, perms: &[&str]) -> String {
 
 /// Waits until `token` is dead at the vendor; the lease worker runs every 500 ms.
 async fn until_revoked_at_vendor(fake: &FakeServer, token: &str, what: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while fake.is_token_valid(token) {
-        assert!(tokio::time::Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    fake.wait_until(what, |f| !f.is_token_valid(token)).await;
 }
 
 /// The number of open leases of `ld`, as GetUpstream reports it.

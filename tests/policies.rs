@@ -87,23 +87,24 @@ fn start_fails(policies: &Path) -> String {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(!status.success());
-            let mut stderr = String::new();
-            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-            // Nothing was written: policies are checked before the store is opened.
-            assert!(!data.path().join("db").exists());
-            assert!(!data.path().join("master.key").exists());
-            return stderr;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "server started on a bad policy"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // Waited for on a thread, so a server that keeps running fails the test after 30 s.
+    let pid = child.id().to_string();
+    let (done, exited) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        let status = child.wait().unwrap();
+        let _ = done.send((status, stderr));
+    });
+    let Ok((status, stderr)) = exited.recv_timeout(Duration::from_secs(30)) else {
+        let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        panic!("server started on a bad policy");
+    };
+    assert!(!status.success());
+    // Nothing was written: policies are checked before the store is opened.
+    assert!(!data.path().join("db").exists());
+    assert!(!data.path().join("master.key").exists());
+    stderr
 }
 
 #[test]

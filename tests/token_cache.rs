@@ -1,5 +1,6 @@
 //! The verified-token cache and the in-memory revoked index, in process: a token cached as
-//! valid a moment ago is refused at once after its revocation, and at its expiry.
+//! valid a moment ago is refused at once after its revocation, and at its expiry. The broker
+//! runs on a manual clock: time moves when the test says so.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -13,26 +14,36 @@ use common::direct;
 use std::{path::Path, sync::Arc, time::Duration};
 
 use token_broker::{
-    broker::{self, Broker, MasterKeySource},
+    broker::{Broker, MasterKeySource},
+    clock::{Clock, ManualClock},
     config::Config,
 };
 
-async fn open(dir: &Path) -> Arc<Broker> {
-    let config = Config {
+fn config(dir: &Path) -> Config {
+    Config {
         data_dir: dir.to_owned(),
         policies: Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
         ..Config::default()
-    };
-    Broker::open(config, MasterKeySource::File).await.unwrap()
+    }
+}
+
+async fn open(dir: &Path, clock: &ManualClock) -> Arc<Broker> {
+    let clock: Arc<dyn Clock> = Arc::new(clock.clone());
+    Broker::open_with_clock(config(dir), MasterKeySource::File, clock)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
 async fn cached_tokens_die_at_revocation_and_expiry() {
     let dir = tempfile::tempdir().unwrap();
-    let b = open(dir.path()).await;
+    let clock = ManualClock::starting_now();
+    let b = open(dir.path(), &clock).await;
     let admin_secret = std::fs::read_to_string(dir.path().join("bootstrap-admin.key")).unwrap();
-    let now = broker::now();
-    let admin = b.authn.authenticate(admin_secret.trim(), now).unwrap();
+    let admin = b
+        .authn
+        .authenticate(admin_secret.trim(), clock.now())
+        .unwrap();
 
     let read = ["read".to_owned()];
     let mint = |hours: Option<f64>| direct::mint(&b, &admin, &[], &read, hours);
@@ -40,17 +51,17 @@ async fn cached_tokens_die_at_revocation_and_expiry() {
     // Verified once, then served from the cache (the same shared value comes back).
     let first = b
         .authn
-        .introspect(&long.token, broker::now())
+        .introspect(&long.token, clock.now())
         .unwrap()
         .unwrap();
     let second = b
         .authn
-        .introspect(&long.token, broker::now())
+        .introspect(&long.token, clock.now())
         .unwrap()
         .unwrap();
     assert!(Arc::ptr_eq(&first, &second), "second lookup is a cache hit");
     // A token minted from the cached one works too.
-    let caller = b.authn.authenticate(&long.token, broker::now()).unwrap();
+    let caller = b.authn.authenticate(&long.token, clock.now()).unwrap();
     assert_eq!(caller.credential_id, long.claims.jti);
 
     assert_eq!(
@@ -59,41 +70,47 @@ async fn cached_tokens_die_at_revocation_and_expiry() {
     );
     assert!(
         b.authn
-            .introspect(&long.token, broker::now())
+            .introspect(&long.token, clock.now())
             .unwrap()
             .is_none()
     );
-    assert!(b.authn.authenticate(&long.token, broker::now()).is_err());
+    assert!(b.authn.authenticate(&long.token, clock.now()).is_err());
 
     // About one second of life: cached as valid, then refused at its exp.
     let short = mint(Some(0.0002)).await.unwrap();
     assert!(
         b.authn
-            .introspect(&short.token, broker::now())
+            .introspect(&short.token, clock.now())
             .unwrap()
             .is_some()
     );
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    clock.set(short.claims.exp - 1);
     assert!(
         b.authn
-            .introspect(&short.token, broker::now())
+            .introspect(&short.token, clock.now())
+            .unwrap()
+            .is_some(),
+        "live until its exp"
+    );
+    clock.set(short.claims.exp);
+    assert!(
+        b.authn
+            .introspect(&short.token, clock.now())
             .unwrap()
             .is_none()
     );
-    let err = b
-        .authn
-        .authenticate(&short.token, broker::now())
-        .unwrap_err();
+    let err = b.authn.authenticate(&short.token, clock.now()).unwrap_err();
     assert!(err.to_string().contains("expired"), "{err}");
 }
 
 #[tokio::test]
 async fn revocations_are_remembered_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::starting_now();
     let (token, jti) = {
-        let b = open(dir.path()).await;
+        let b = open(dir.path(), &clock).await;
         let secret = std::fs::read_to_string(dir.path().join("bootstrap-admin.key")).unwrap();
-        let admin = b.authn.authenticate(secret.trim(), broker::now()).unwrap();
+        let admin = b.authn.authenticate(secret.trim(), clock.now()).unwrap();
         let minted = direct::mint(&b, &admin, &[], &[], None).await.unwrap();
         direct::revoke(&b, &admin, &minted.claims.jti)
             .await
@@ -101,22 +118,16 @@ async fn revocations_are_remembered_across_restarts() {
         (minted.token, minted.claims.jti)
     };
     // The first broker's background tasks release sled's lock once they see it gone.
-    let mut reopened = None;
-    for _ in 0..100 {
-        let config = Config {
-            data_dir: dir.path().to_owned(),
-            policies: Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
-            ..Config::default()
-        };
-        match Broker::open(config, MasterKeySource::File).await {
-            Ok(b) => {
-                reopened = Some(b);
-                break;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let b = loop {
+        match Broker::open(config(dir.path()), MasterKeySource::File).await {
+            Ok(b) => break b,
+            Err(e) => {
+                assert!(tokio::time::Instant::now() < deadline, "not reopened: {e}");
+                tokio::task::yield_now().await;
             }
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }
-    }
-    let b = reopened.expect("reopened");
+    };
     assert!(b.store().is_revoked(&jti), "loaded from the revoked tree");
-    assert!(b.authn.introspect(&token, broker::now()).unwrap().is_none());
+    assert!(b.authn.introspect(&token, clock.now()).unwrap().is_none());
 }

@@ -9,8 +9,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{fakes::*, *};
 use tonic::Code;
 
@@ -126,13 +124,9 @@ async fn revoke_token(b: &Broker, cred: &str, jti: &str) {
         .unwrap();
 }
 
-/// Waits until `check` holds, polling; fails after `secs`.
-async fn eventually(secs: u64, what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+/// Waits until the lease worker has revoked `token` at the vendor; fails after [`WAIT`].
+async fn until_revoked(fake: &FakeServer, token: &str, what: &str) {
+    fake.wait_until(what, |f| !f.is_token_valid(token)).await;
 }
 
 async fn start_fake(vendor: pb::Vendor) -> FakeServer {
@@ -196,11 +190,10 @@ async fn end_to_end(
 
     revoke_token(&b, &admin, &broker_token.jti).await;
     if vendor != pb::Vendor::Develocity {
-        let token = issued.token.clone();
-        eventually(
-            10,
+        until_revoked(
+            &fake,
+            &issued.token,
             "vendor token revoked after the broker token",
-            async || !fake.is_token_valid(&token),
         )
         .await;
         assert_ne!(use_at_vendor(vendor, &fake, &issued.token).await, 200);
@@ -468,8 +461,8 @@ async fn expiry_revokes_at_the_vendor() {
     )
     .await
     .unwrap();
-    // A broker token of about 3 s; the lease cannot outlive it.
-    let short = mint(&b, &admin, &["alpha"], &["read"], Some(0.0008))
+    // A broker token of 36 s; the lease cannot outlive it. The test moves the clock there.
+    let short = mint(&b, &admin, &["alpha"], &["read"], Some(0.01))
         .await
         .unwrap();
     let issued = issue(&b, &short.access_token, "ld", &["alpha"], &["read"], None)
@@ -478,14 +471,37 @@ async fn expiry_revokes_at_the_vendor() {
     let expires = issued.expires_at.unwrap().seconds;
     assert!(expires <= short.expires_at.unwrap().seconds);
     assert!(fake.is_token_valid(&issued.token));
-    let token = issued.token.clone();
-    eventually(
-        10,
+    // Leases whose holders the test revokes: each one seen revoked at the vendor proves a
+    // worker pass ran.
+    let mut sentinels = Vec::new();
+    for _ in 0..2 {
+        let holder = mint(&b, &admin, &["alpha"], &["read"], Some(1.0))
+            .await
+            .unwrap();
+        let lease = issue(&b, &holder.access_token, "ld", &["alpha"], &["read"], None)
+            .await
+            .unwrap();
+        sentinels.push((holder.jti, lease.token));
+    }
+    // Stopped one second before the end: a whole worker pass (the one that revoked the first
+    // sentinel, finished before the second is revoked) leaves the lease alone.
+    b.stop_clock_at(expires - 1);
+    for (jti, token) in &sentinels {
+        revoke_token(&b, &admin, jti).await;
+        until_revoked(&fake, token, "a sentinel lease revoked by a worker pass").await;
+    }
+    assert!(
+        fake.is_token_valid(&issued.token),
+        "not revoked before it ends"
+    );
+    b.advance_clock(1);
+    until_revoked(
+        &fake,
+        &issued.token,
         "lease revoked within a few seconds of expiry",
-        async || !fake.is_token_valid(&token),
     )
     .await;
-    let now = token_broker::broker::now();
+    let now = b.now();
     assert!(
         now >= expires && now <= expires + 5,
         "revoked at {now}, lease ended {expires}"
@@ -516,26 +532,32 @@ async fn queued_revocations_survive_outage_and_kill_9() {
         let lease = issue(&b, &t.access_token, "ld", &["alpha"], &["read"], None)
             .await
             .unwrap();
-        issued.push((t.jti, lease.token));
+        issued.push((t.jti, lease.token, lease.lease_id));
     }
     fake.stop().await;
-    for (jti, _) in &issued {
+    for (jti, _, _) in &issued {
         revoke_token(&b, &admin, jti).await;
     }
-    // Give the worker time to try (and fail) against the vendor that is down.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The worker tries (and fails) each revocation against the vendor that is down.
+    for (_, _, lease) in &issued {
+        b.wait_for_log_line("a failed revocation attempt", |line| {
+            line.contains("vendor revocation failed") && line.contains(lease.as_str())
+        })
+        .await;
+    }
     b.kill9();
-    for (_, token) in &issued {
+    for (_, token, _) in &issued {
         assert!(fake.is_token_valid(token), "nothing reached the vendor yet");
     }
     let b = Broker::start_in(data.path(), &shipped_policies(), &FAST_RETRY).await;
     fake.restart().await;
-    for (_, token) in &issued {
-        let token = token.clone();
-        eventually(
-            90,
+    // Past any retry backoff (at most a minute), so the queued revocations are due at once.
+    b.advance_clock(120);
+    for (_, token, _) in &issued {
+        until_revoked(
+            &fake,
+            token,
             "queued revocation reached the vendor after restart",
-            async || !fake.is_token_valid(&token),
         )
         .await;
     }

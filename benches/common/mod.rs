@@ -33,9 +33,10 @@ pub fn shipped_policies() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies")
 }
 
-/// Seconds since the epoch, as the broker's clock.
+/// Seconds since the epoch, as the broker's default clock reads it.
 pub fn now() -> i64 {
-    token_broker::broker::now()
+    use token_broker::clock::Clock as _;
+    token_broker::clock::SystemClock.now()
 }
 
 /// The default permission model (`admin` ⊇ `write` ⊇ `read`).

@@ -6,16 +6,16 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use super::{
-    Caller, CredentialKind, KeyPolicy, VerifiedToken, core::Core, grant_from_record, now,
-    root_key_of, unauthenticated, usage::UsageBatch,
+    Caller, CredentialKind, KeyPolicy, VerifiedToken, core::Core, grant_from_record, root_key_of,
+    unauthenticated, usage::UsageBatch,
 };
-use crate::{error::Error, keys::secret};
+use crate::{clock::Clock, error::Error, keys::secret};
 
 /// Most verified tokens remembered.
 const TOKEN_CACHE_CAPACITY: u64 = 100_000;
 
-/// Keeps each cached token until its own expiry.
-struct UntilExpiry;
+/// Keeps each cached token until its own expiry, as the broker's clock reads it.
+struct UntilExpiry(Arc<dyn Clock>);
 
 impl moka::Expiry<[u8; 32], Arc<VerifiedToken>> for UntilExpiry {
     fn expire_after_create(
@@ -25,7 +25,7 @@ impl moka::Expiry<[u8; 32], Arc<VerifiedToken>> for UntilExpiry {
         _created_at: std::time::Instant,
     ) -> Option<std::time::Duration> {
         Some(std::time::Duration::from_secs(
-            (value.record.expires_at - now()).max(0) as u64,
+            (value.record.expires_at - self.0.now()).max(0) as u64,
         ))
     }
 }
@@ -51,13 +51,13 @@ impl Authn {
     /// Authentication over `core`, hashing secrets with `pepper`.
     pub(super) fn new(core: Arc<Core>, pepper: [u8; 32]) -> Self {
         Self {
+            token_cache: moka::sync::Cache::builder()
+                .max_capacity(TOKEN_CACHE_CAPACITY)
+                .expire_after(UntilExpiry(Arc::clone(&core.clock)))
+                .build(),
             core,
             pepper,
             usage: UsageBatch::default(),
-            token_cache: moka::sync::Cache::builder()
-                .max_capacity(TOKEN_CACHE_CAPACITY)
-                .expire_after(UntilExpiry)
-                .build(),
         }
     }
 
@@ -130,7 +130,7 @@ impl Authn {
             None => {
                 let audiences: Vec<&str> = self.core.audiences.iter().map(String::as_str).collect();
                 let claims =
-                    self.core.jwt.verify(token, &audiences).map_err(|e| {
+                    self.core.jwt.verify(token, &audiences, now).map_err(|e| {
                         Error::Unauthenticated(format!("access token refused: {e}"))
                     })?;
                 let record = self

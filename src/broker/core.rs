@@ -1,7 +1,10 @@
 //! What every concern of the core shares: configuration, the store, the policy engine, the
 //! signing keys, the permission model, the clock, and the one derivation rule.
 
+use std::sync::Arc;
+
 use crate::{
+    clock::Clock,
     config::Config,
     domain::{
         Ask, Exceeded, MintLimits, PermissionModel, Reach, Rules,
@@ -17,7 +20,6 @@ use crate::{
 use super::{Caller, exceeded_error};
 
 /// The parts every concern shares; each concern holds it behind an `Arc`.
-#[derive(Debug)]
 pub struct Core {
     /// The validated configuration.
     pub config: Config,
@@ -31,9 +33,25 @@ pub struct Core {
     pub model: PermissionModel,
     pub(super) limits: MintLimits,
     pub(super) audiences: Vec<String>,
+    /// Where every expiry, grace, lease and sweep decision reads the time.
+    pub(super) clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("data_dir", &self.config.data_dir)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Core {
+    /// The broker's clock, for background work that outlives a request.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
     /// The configured lifetime limits.
     pub fn limits(&self) -> MintLimits {
         self.limits
@@ -41,7 +59,7 @@ impl Core {
 
     /// The broker's clock, in unix seconds: read once per request, by the auth layer.
     pub fn now(&self) -> i64 {
-        super::now()
+        self.clock.now()
     }
 
     /// The configured bounds of the derivation rule (lifetimes and delegation depth).

@@ -23,10 +23,10 @@ use std::{
     io::Write,
     path::{Path, PathBuf},
     sync::Arc,
-    time::{SystemTime, UNIX_EPOCH},
 };
 
 use crate::{
+    clock::{Clock, SystemClock},
     config::Config,
     domain::{
         Exceeded, Grant, MintLimits, PermissionModel, Projects, Reach, Restrictions,
@@ -94,14 +94,6 @@ impl std::fmt::Debug for MasterKeySource {
             MasterKeySource::File => "MasterKeySource::File",
         })
     }
-}
-
-/// Seconds since the Unix epoch: the broker's one clock.
-pub fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// How the caller proved who it is.
@@ -317,8 +309,18 @@ fn unauthenticated(message: &str) -> Error {
 
 impl Broker {
     /// Opens the store, loads policies and keys, and bootstraps the admin on first start.
-    /// Policies are validated before anything is written.
+    /// Policies are validated before anything is written. Runs on the system clock.
     pub async fn open(config: Config, master: MasterKeySource) -> Result<Arc<Self>, StartError> {
+        Self::open_with_clock(config, master, Arc::new(SystemClock)).await
+    }
+
+    /// [`Broker::open`] on a given clock, so tests (and the binary's debug-only test clock)
+    /// drive time instead of waiting for it.
+    pub async fn open_with_clock(
+        config: Config,
+        master: MasterKeySource,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Self>, StartError> {
         let policy = PolicyEngine::load(&config.policies)?
             .with_max_inline_policy_bytes(config.max_inline_policy_bytes);
         private_dir(&config.data_dir).map_err(|source| StartError::Io {
@@ -330,7 +332,7 @@ impl Broker {
             MasterKeySource::File => MasterKey::load_or_create(&config.master_key_path())?,
         };
         let store = Store::open(&config.data_dir)?;
-        let now = now();
+        let now = clock.now();
         let jwt = load_signing_keys(&store, &master, &config, now)?;
         let model = PermissionModel::new(&config.permissions, &config.implies);
         let http = crate::upstream::HttpClient::new(
@@ -351,6 +353,7 @@ impl Broker {
             policy,
             jwt,
             model,
+            clock,
         });
         let upstreams = Arc::new(Upstreams::new(Arc::clone(&core), Arc::new(master), http));
         let broker = Arc::new(Self {
@@ -442,9 +445,15 @@ impl Broker {
         &self.core.jwt
     }
 
-    /// The broker's clock, in unix seconds: read once per request, by the auth layer.
+    /// Seconds since the Unix epoch on the broker's clock: the one "now" of every decision
+    /// (read once per request, by the auth layer).
     pub fn now(&self) -> i64 {
         self.core.now()
+    }
+
+    /// The broker's clock, for background work that outlives a request.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        self.core.clock()
     }
 }
 

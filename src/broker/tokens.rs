@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{Broker, Caller, core::Core, grant_record, now, unauthenticated};
+use super::{Broker, Caller, core::Core, grant_record, unauthenticated};
 use crate::{
     authz::Authorized,
     domain::{
@@ -216,7 +216,8 @@ pub(super) fn spawn_sweeper(broker: std::sync::Weak<Broker>) {
             let Some(broker) = broker.upgrade() else {
                 return;
             };
-            let cutoff = now() - broker.core().config.leeway.as_secs() as i64 - SWEEP_GRACE_SECS;
+            let cutoff =
+                broker.now() - broker.core().config.leeway.as_secs() as i64 - SWEEP_GRACE_SECS;
             let store = broker.core().store.clone();
             drop(broker);
             match tokio::task::spawn_blocking(move || store.sweep_expired_tokens(cutoff, 100_000))

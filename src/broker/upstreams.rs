@@ -593,6 +593,7 @@ impl Upstreams {
                 Projects::Some(p) => p.iter().cloned().collect(),
             },
             expires_at,
+            now,
         };
         let connector = upstream::connector(vendor, self.http());
         let issued = match connector.issue(&account, &request).await {
@@ -853,7 +854,7 @@ pub fn spawn_lease_worker(broker: Weak<Broker>) {
             let Some(broker) = broker.upgrade() else {
                 return;
             };
-            if let Err(e) = broker.upstreams.process_leases(super::now()).await {
+            if let Err(e) = broker.upstreams.process_leases(broker.now()).await {
                 tracing::warn!(error = %e, "lease worker pass failed");
             }
         }

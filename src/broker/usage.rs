@@ -4,7 +4,6 @@
 use std::{
     collections::HashMap,
     sync::{Mutex, Weak},
-    time::Duration,
 };
 
 use super::Broker;
@@ -12,8 +11,6 @@ use crate::{pb::storage::AccessKeyRecord, store::Store};
 
 /// A `last_used_at` is written at most this often per key.
 const USAGE_WRITE_EVERY: i64 = 60;
-/// How often batched usage times are written.
-const USAGE_FLUSH_PERIOD: Duration = Duration::from_secs(5);
 
 /// Usage times waiting to be written, by key id.
 #[derive(Debug, Default)]
@@ -41,10 +38,15 @@ impl UsageBatch {
 
     /// Writes the usage times noted since the last call.
     pub fn flush(&self, store: &Store) {
+        let mut written = Vec::new();
         for (id, at) in self.take() {
-            if let Err(e) = store.touch_access_key(&id, at) {
-                tracing::warn!(key = %id, error = %e, "cannot record key usage");
+            match store.touch_access_key(&id, at) {
+                Ok(()) => written.push(id),
+                Err(e) => tracing::warn!(key = %id, error = %e, "cannot record key usage"),
             }
+        }
+        if !written.is_empty() {
+            tracing::info!(keys = ?written, "key usage recorded");
         }
     }
 }
@@ -52,7 +54,10 @@ impl UsageBatch {
 /// Writes batched usage times every few seconds until the broker is dropped.
 pub fn spawn_usage_writer(broker: Weak<Broker>) {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(USAGE_FLUSH_PERIOD);
+        let Some(period) = broker.upgrade().map(|b| b.config().usage_flush_period) else {
+            return;
+        };
+        let mut tick = tokio::time::interval(period);
         loop {
             tick.tick().await;
             let Some(broker) = broker.upgrade() else {

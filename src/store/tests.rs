@@ -127,15 +127,16 @@ async fn state_survives_reopen() {
         store.durable().await.unwrap();
     }
     // The group-commit task of the first handle releases sled's lock once it sees the close.
-    let mut reopened = Store::open(dir.path());
-    for _ in 0..100 {
-        if reopened.is_ok() {
-            break;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let store = loop {
+        match Store::open(dir.path()) {
+            Ok(store) => break store,
+            Err(e) => {
+                assert!(tokio::time::Instant::now() < deadline, "not reopened: {e}");
+                tokio::task::yield_now().await;
+            }
         }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        reopened = Store::open(dir.path());
-    }
-    let store = reopened.unwrap();
+    };
     assert_eq!(store.subject("alice").unwrap().unwrap().id, "alice");
     let listed = store.list_subjects(None, 10).unwrap();
     assert_eq!(listed.len(), 1);
@@ -417,7 +418,7 @@ async fn the_worker_pass_reads_no_closed_lease_and_removes_it_after_retention() 
     let admin_key = String::from_utf8(store.meta("bootstrap").unwrap().unwrap()).unwrap();
     // At or after the wall clock, so the background worker (driven by the wall clock) never
     // reaches this test's removal times.
-    let t = crate::broker::now();
+    let t = crate::clock::Clock::now(&crate::clock::SystemClock);
 
     for i in 0..10_000 {
         let mut l = lease(&format!("ls_closed{i:05}"), "ak_gone", 4);

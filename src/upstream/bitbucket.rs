@@ -83,7 +83,7 @@ impl Connector for Bitbucket {
         request: &IssueRequest,
     ) -> Result<IssuedToken, VendorError> {
         only_unscoped(VENDOR, "project", &request.project_ids)?;
-        let left = seconds_left(VENDOR, request.expires_at)?;
+        let left = seconds_left(VENDOR, request)?;
         let expiry_days = ((left + DAY - 1) / DAY).max(1);
         let body = json!({
             "name": request.name,
@@ -101,7 +101,7 @@ impl Connector for Bitbucket {
         let vendor_expires_at = created
             .expiry_date
             .map(|ms| ms.div_euclid(1000))
-            .or(Some(super::now_unix().saturating_add(expiry_days * DAY)));
+            .or(Some(request.now.saturating_add(expiry_days * DAY)));
         Ok(IssuedToken {
             token: created.token,
             vendor_token_id,

@@ -72,7 +72,7 @@ impl Connector for Develocity {
         account: &UpstreamAccount,
         request: &IssueRequest,
     ) -> Result<IssuedToken, VendorError> {
-        let left = seconds_left(VENDOR, request.expires_at)?;
+        let left = seconds_left(VENDOR, request)?;
         if let Some(bad) = request
             .project_ids
             .iter()

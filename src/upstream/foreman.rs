@@ -79,7 +79,7 @@ impl Connector for Foreman {
     ) -> Result<IssuedToken, VendorError> {
         only_unscoped(VENDOR, "permission", &request.vendor_permissions)?;
         only_unscoped(VENDOR, "project", &request.project_ids)?;
-        seconds_left(VENDOR, request.expires_at)?;
+        seconds_left(VENDOR, request)?;
         let body = json!({
             "personal_access_token": {
                 "name": request.name,

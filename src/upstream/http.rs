@@ -10,7 +10,7 @@
 //! said: a caller must not learn from the message whether a port is closed, refused, reset,
 //! not speaking HTTP or silent. The cause goes to the log.
 
-use std::time::Duration;
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use reqwest::{Method, StatusCode, Url, header::RETRY_AFTER};
@@ -38,6 +38,10 @@ pub(crate) const MAX_BODY_BYTES: usize = 1024 * 1024;
 #[error("cannot build the upstream http client: {0}")]
 pub struct ClientBuildError(String);
 
+/// How the client waits between two attempts: tokio's timer unless a test replaces it (see
+/// [`HttpClient::with_pause`]), so retry tests check the wait without spending it.
+pub type Pause = Arc<dyn Fn(Duration) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
 /// One pooled HTTP client with the retry policy and the destination rules, built once at
 /// start-up and shared (cloned) by every connector, so vendor connections are reused.
 #[derive(Clone)]
@@ -46,6 +50,7 @@ pub struct HttpClient {
     max_attempts: u32,
     base_backoff: Duration,
     rules: UpstreamSettings,
+    pause: Option<Pause>,
 }
 
 impl std::fmt::Debug for HttpClient {
@@ -141,7 +146,23 @@ impl HttpClient {
             max_attempts: max_attempts.max(1),
             base_backoff,
             rules,
+            pause: None,
         })
+    }
+
+    /// The same client waiting between attempts with `pause` instead of tokio's timer: a
+    /// test records the waits (`Retry-After`, backoff) and returns at once.
+    pub fn with_pause(mut self, pause: Pause) -> Self {
+        self.pause = Some(pause);
+        self
+    }
+
+    /// Waits `wait` before the next attempt.
+    async fn pause(&self, wait: Duration) {
+        match &self.pause {
+            Some(pause) => pause(wait).await,
+            None => tokio::time::sleep(wait).await,
+        }
     }
 
     /// Starts a request; the connector adds auth, body and query, then calls [`Self::send`].
@@ -207,7 +228,7 @@ impl HttpClient {
                     }
                     let retry = e.is_connect() || (idempotent && e.is_timeout());
                     if retry && !last {
-                        tokio::time::sleep(self.backoff(attempt)).await;
+                        self.pause(self.backoff(attempt)).await;
                         attempt += 1;
                         continue;
                     }
@@ -249,7 +270,7 @@ impl HttpClient {
                     None => Some(self.backoff(attempt)),
                 };
                 if let Some(wait) = wait {
-                    tokio::time::sleep(wait).await;
+                    self.pause(wait).await;
                     attempt += 1;
                     continue;
                 }

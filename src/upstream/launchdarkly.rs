@@ -120,7 +120,7 @@ impl Connector for LaunchDarkly {
         account: &UpstreamAccount,
         request: &IssueRequest,
     ) -> Result<IssuedToken, VendorError> {
-        super::seconds_left(VENDOR, request.expires_at)?;
+        super::seconds_left(VENDOR, request)?;
         let body = json!({
             "name": request.name,
             "inlineRole": [{

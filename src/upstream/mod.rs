@@ -22,7 +22,7 @@ mod launchdarkly;
 mod scrub;
 
 pub use destination::{check_base_url, non_public};
-pub use http::{ClientBuildError, HttpClient};
+pub use http::{ClientBuildError, HttpClient, Pause};
 use scrub::Scrubber;
 
 /// The vendors the broker can mint native tokens at, so a stored upstream names its connector.
@@ -111,6 +111,9 @@ pub struct IssueRequest {
     pub project_ids: Vec<String>,
     /// Unix seconds: the exact end of the lease.
     pub expires_at: i64,
+    /// Unix seconds on the broker's clock when the request was made: what the remaining
+    /// lifetime is counted from, so a connector never reads the wall clock itself.
+    pub now: i64,
 }
 
 /// A native token minted at the vendor; `Debug` redacts the token itself.
@@ -383,16 +386,10 @@ pub fn connector(vendor: Vendor, http: HttpClient) -> Box<dyn Connector> {
 
 // === shared helpers for the vendor modules ===
 
-/// Current time in unix seconds; a clock before 1970 reads as 0.
-pub(crate) fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
-/// Seconds left until `expires_at`, refusing a lease that has already ended.
-pub(crate) fn seconds_left(vendor: Vendor, expires_at: i64) -> Result<i64, VendorError> {
-    let left = expires_at.saturating_sub(now_unix());
+/// Seconds left of the request's lease at its `now`, refusing a lease that has already ended.
+pub(crate) fn seconds_left(vendor: Vendor, request: &IssueRequest) -> Result<i64, VendorError> {
+    let expires_at = request.expires_at;
+    let left = expires_at.saturating_sub(request.now);
     if left <= 0 {
         return Err(VendorError::local(
             vendor,

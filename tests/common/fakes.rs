@@ -33,7 +33,10 @@ use axum::{
 };
 use base64::Engine as _;
 use serde_json::{Value, json};
-use tokio::{sync::oneshot, task::JoinHandle};
+use tokio::{
+    sync::{Notify, oneshot},
+    task::JoinHandle,
+};
 
 /// Broker environment that allows the fakes' `http://127.0.0.1` destinations.
 pub const LOOPBACK_VENDORS: (&str, &str) = (
@@ -165,6 +168,8 @@ struct Shared {
     down: AtomicBool,
     next_id: AtomicU64,
     limited: AtomicUsize,
+    /// Fires after every request the fake handled, so tests wait for a change without polling.
+    handled: Notify,
 }
 
 /// A running fake vendor; stops when dropped.
@@ -232,6 +237,7 @@ impl FakeServer {
             down: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             limited: AtomicUsize::new(0),
+            handled: Notify::new(),
         });
         let mut server = FakeServer {
             shared,
@@ -299,6 +305,12 @@ impl FakeServer {
             Kind::GitHost => token == self.shared.config.password,
             _ => self.shared.live_token(token).is_some(),
         }
+    }
+
+    /// Waits until `check` holds, checking again after every request the fake handles;
+    /// fails after [`super::WAIT`].
+    pub async fn wait_until(&self, what: &str, check: impl Fn(&FakeServer) -> bool) {
+        super::wait_until(&self.shared.handled, what, || check(self)).await;
     }
 
     /// Closes the listener (connections drain); state is kept for [`Self::restart`].
@@ -394,6 +406,12 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let response = answer(&s, method, uri, headers, body);
+    s.handled.notify_waiters();
+    response
+}
+
+fn answer(s: &Shared, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let query = Query::<Vec<(String, String)>>::try_from_uri(&uri)
         .map(|q| q.0)
         .unwrap_or_default();
@@ -428,11 +446,11 @@ async fn handle(
         json,
     };
     match s.kind {
-        Kind::Bitbucket => bitbucket(&s, req),
-        Kind::LaunchDarkly => launchdarkly(&s, req),
-        Kind::Foreman => foreman(&s, req),
-        Kind::Develocity => develocity(&s, req),
-        Kind::GitHost => git_host(&s, req),
+        Kind::Bitbucket => bitbucket(s, req),
+        Kind::LaunchDarkly => launchdarkly(s, req),
+        Kind::Foreman => foreman(s, req),
+        Kind::Develocity => develocity(s, req),
+        Kind::GitHost => git_host(s, req),
     }
 }
 

@@ -1,5 +1,7 @@
 //! Test harness: starts the real `token-broker` binary on an ephemeral loopback port with a
-//! temp data dir, captures its logs, and hands out real tonic clients.
+//! temp data dir, captures its logs, and hands out real tonic clients. Every broker runs on a
+//! test clock (`TOKEN_BROKER_TEST_CLOCK_FILE`, honoured by debug builds only) that tests move
+//! with [`Broker::advance_clock`] instead of sleeping.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -16,7 +18,7 @@ use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{Arc, Mutex, mpsc},
-    time::Duration,
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use pb::{
@@ -25,17 +27,60 @@ use pb::{
     upstream_service_client::UpstreamServiceClient,
 };
 pub use token_broker::pb::v1 as pb;
-use tokio::time::Instant;
+use tokio::{sync::Notify, time::Instant};
 use tonic::{Request, transport::Channel};
+
+/// How long any wait for a background worker or a process may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(30);
 
 /// A running broker process.
 pub struct Broker {
-    child: Child,
+    child: Arc<Mutex<Child>>,
     pub addr: String,
     pub data_dir: PathBuf,
     pub policies: PathBuf,
     logs: Arc<Mutex<String>>,
+    /// Fires after every log line, so tests wait for a line instead of polling.
+    logged: Arc<Notify>,
+    /// The file the broker reads its clock from, and what the test wrote there.
+    clock_file: PathBuf,
+    time: Mutex<TestTime>,
+    _clock_dir: tempfile::TempDir,
     _temp: Option<tempfile::TempDir>,
+}
+
+/// The broker's test clock: the wall clock shifted, or stopped at a moment.
+#[derive(Clone, Copy, Debug)]
+enum TestTime {
+    Offset(i64),
+    Stopped(i64),
+}
+
+/// Unix seconds on the wall clock.
+pub fn wall_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .try_into()
+        .unwrap()
+}
+
+/// Waits until `check` holds, checking again each time `changed` fires; fails after [`WAIT`].
+pub async fn wait_until(changed: &Notify, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let notified = changed.notified();
+        tokio::pin!(notified);
+        // Registered before the check, so a change right after it is not missed.
+        notified.as_mut().enable();
+        if check() {
+            return;
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            panic!("waited {WAIT:?} for: {what}");
+        }
+    }
 }
 
 /// The shipped policy directory.
@@ -54,24 +99,85 @@ impl Broker {
 
     /// Starts a broker on `data_dir` with `policies`, plus extra environment variables.
     pub async fn start_in(data_dir: &Path, policies: &Path, env: &[(&str, &str)]) -> Self {
-        let (child, logs, ready) = spawn(data_dir, policies, env);
+        let clock_dir = tempfile::tempdir().unwrap();
+        let clock_file = clock_dir.path().join("clock-offset");
+        std::fs::write(&clock_file, "0").unwrap();
+        let (child, logs, logged, ready) = spawn(data_dir, policies, &clock_file, env);
         let addr = tokio::task::spawn_blocking(move || ready.recv_timeout(Duration::from_secs(60)))
             .await
             .unwrap()
             .unwrap_or_else(|_| panic!("broker did not report its address"));
         Self {
-            child,
+            child: Arc::new(Mutex::new(child)),
             addr,
             data_dir: data_dir.to_owned(),
             policies: policies.to_owned(),
             logs,
+            logged,
+            clock_file,
+            time: Mutex::new(TestTime::Offset(0)),
+            _clock_dir: clock_dir,
             _temp: None,
+        }
+    }
+
+    /// Moves the broker's clock forward by `secs`: every expiry, grace and lease decision
+    /// after this call sees the later time. A stopped clock stays stopped.
+    pub fn advance_clock(&self, secs: i64) {
+        let mut time = self.time.lock().unwrap();
+        *time = match *time {
+            TestTime::Offset(offset) => TestTime::Offset(offset + secs),
+            TestTime::Stopped(at) => TestTime::Stopped(at + secs),
+        };
+        self.write_clock(*time);
+    }
+
+    /// Stops the broker's clock at `at` (Unix seconds): it reads `at` until moved again, so a
+    /// test can watch a worker pass at one moment while real time goes on.
+    pub fn stop_clock_at(&self, at: i64) {
+        let mut time = self.time.lock().unwrap();
+        *time = TestTime::Stopped(at);
+        self.write_clock(*time);
+    }
+
+    fn write_clock(&self, time: TestTime) {
+        let text = match time {
+            TestTime::Offset(offset) => offset.to_string(),
+            TestTime::Stopped(at) => format!("@{at}"),
+        };
+        // Written whole, then renamed: the broker never reads a half-written file.
+        let next = self.clock_file.with_extension("next");
+        std::fs::write(&next, text).unwrap();
+        std::fs::rename(&next, &self.clock_file).unwrap();
+    }
+
+    /// Unix seconds on the broker's clock (the wall clock plus what the test advanced, or
+    /// where it stopped it).
+    pub fn now(&self) -> i64 {
+        match *self.time.lock().unwrap() {
+            TestTime::Offset(offset) => wall_now() + offset,
+            TestTime::Stopped(at) => at,
         }
     }
 
     /// Everything the broker logged so far.
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().clone()
+    }
+
+    /// Waits until one log line satisfies `matches`; fails after [`WAIT`].
+    pub async fn wait_for_log_line(&self, what: &str, matches: impl Fn(&str) -> bool) {
+        wait_until(&self.logged, what, || self.logs().lines().any(&matches)).await;
+    }
+
+    /// Waits until the logs hold `needle` at least `times` times; fails after [`WAIT`].
+    pub async fn wait_for_log(&self, needle: &str, times: usize) {
+        wait_until(
+            &self.logged,
+            &format!("{times} log line(s) with `{needle}`"),
+            || self.logs().matches(needle).count() >= times,
+        )
+        .await;
     }
 
     /// The bootstrap admin secret written on first start.
@@ -83,7 +189,9 @@ impl Broker {
     }
 
     pub async fn channel(&self) -> Channel {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // The broker listens before it reports its address, so the first attempt connects;
+        // the retry is for a loaded machine's refused connection.
+        let deadline = Instant::now() + WAIT;
         loop {
             match Channel::from_shared(format!("http://{}", self.addr))
                 .unwrap()
@@ -115,43 +223,49 @@ impl Broker {
 
     /// SIGKILL: no shutdown, no final flush.
     pub fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let mut child = self.child.lock().unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     /// SIGTERM and wait for a clean exit, without blocking the test's runtime (its client
     /// connections must be able to see the server's GOAWAY).
     pub async fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
+        let pid = self.child.lock().unwrap().id().to_string();
+        let _ = Command::new("kill").arg("-TERM").arg(&pid).status();
+        let child = Arc::clone(&self.child);
+        let waited = tokio::task::spawn_blocking(move || child.lock().unwrap().wait().unwrap());
+        match tokio::time::timeout(WAIT, waited).await {
+            Ok(status) => status.unwrap(),
+            Err(_) => {
+                // Unblocks the waiting thread (and so the lock) before failing.
+                let _ = Command::new("kill").arg("-KILL").arg(&pid).status();
+                panic!("broker did not stop within {WAIT:?} after SIGTERM");
             }
-            assert!(
-                Instant::now() < deadline,
-                "broker did not stop after SIGTERM"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Ok(mut child) = self.child.lock() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
 fn spawn(
     data_dir: &Path,
     policies: &Path,
+    clock_file: &Path,
     env: &[(&str, &str)],
-) -> (Child, Arc<Mutex<String>>, mpsc::Receiver<String>) {
+) -> (
+    Child,
+    Arc<Mutex<String>>,
+    Arc<Notify>,
+    mpsc::Receiver<String>,
+) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_token-broker"));
     cmd.arg("serve")
         .arg("--listen")
@@ -161,6 +275,7 @@ fn spawn(
         .arg("--policies")
         .arg(policies)
         .env("RUST_LOG", "info")
+        .env("TOKEN_BROKER_TEST_CLOCK_FILE", clock_file)
         .env_remove("TOKEN_BROKER_MASTER_KEY")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -170,12 +285,14 @@ fn spawn(
     }
     let mut child = cmd.spawn().unwrap();
     let logs = Arc::new(Mutex::new(String::new()));
+    let logged = Arc::new(Notify::new());
     let (tx, rx) = mpsc::channel();
     for stream in [
         Box::new(child.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>,
         Box::new(child.stdout.take().unwrap()),
     ] {
         let logs = Arc::clone(&logs);
+        let logged = Arc::clone(&logged);
         let tx = tx.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stream).lines().map_while(Result::ok) {
@@ -186,13 +303,16 @@ fn spawn(
                 {
                     let _ = tx.send(addr.split_whitespace().next().unwrap_or("").to_owned());
                 }
-                let mut l = logs.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
+                {
+                    let mut l = logs.lock().unwrap();
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+                logged.notify_waiters();
             }
         });
     }
-    (child, logs, rx)
+    (child, logs, logged, rx)
 }
 
 /// Every file below `dir`, for scans of the data dir for secrets.
@@ -299,11 +419,8 @@ pub async fn assert_serving(b: &mut Broker) {
     use tonic_health::pb::{
         HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
     };
-    assert!(
-        b.child.try_wait().unwrap().is_none(),
-        "the broker process died:\n{}",
-        b.logs()
-    );
+    let exited = b.child.lock().unwrap().try_wait().unwrap();
+    assert!(exited.is_none(), "the broker process died:\n{}", b.logs());
     let status = HealthClient::new(b.channel().await)
         .check(HealthCheckRequest::default())
         .await

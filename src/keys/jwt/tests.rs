@@ -99,7 +99,7 @@ fn without_claim(m: &KeyMaterial, key: &str) -> String {
 }
 
 fn verify(keys: &JwtKeys, token: &str) -> Result<Claims, VerifyError> {
-    keys.verify(token, &[AUD])
+    keys.verify(token, &[AUD], now())
 }
 
 mod keys;

@@ -62,7 +62,7 @@ fn verify_only_key_still_verifies_and_is_published() {
 }
 
 fn claims_of(token: &str, keys: &JwtKeys) -> Claims {
-    keys.verify(token, &[AUD]).unwrap()
+    keys.verify(token, &[AUD], now()).unwrap()
 }
 
 #[test]

@@ -144,8 +144,11 @@ fn wrong_issuer_and_audience_refused() {
         );
         let token = with_claim(&m, "aud", json!("svc-b"));
         assert_eq!(verify(&keys, &token), Err(VerifyError::WrongAudience));
-        assert!(keys.verify(&token, &["svc-c", "svc-b"]).is_ok());
-        assert_eq!(keys.verify(&token, &[]), Err(VerifyError::NoAudience));
+        assert!(keys.verify(&token, &["svc-c", "svc-b"], now()).is_ok());
+        assert_eq!(
+            keys.verify(&token, &[], now()),
+            Err(VerifyError::NoAudience)
+        );
     }
 }
 
@@ -251,4 +254,55 @@ fn echoed_input_is_bounded() {
         panic!("expected unknown kid");
     };
     assert!(shown.chars().count() <= MAX_SHOWN + 1);
+}
+
+#[test]
+fn time_claims_are_checked_against_the_given_clock() {
+    for (keys, m) in both() {
+        let t = now();
+        let token = keys.sign(&claims()).unwrap();
+        // Live for 300 s from `t` by the clock the broker passes, whatever the system says.
+        assert!(keys.verify(&token, &[AUD], t + 300 + LEEWAY_I).is_ok());
+        assert_eq!(
+            keys.verify(&token, &[AUD], t + 301 + LEEWAY_I),
+            Err(VerifyError::Expired)
+        );
+        assert_eq!(
+            keys.verify(&token, &[AUD], t - LEEWAY_I - 1),
+            Err(VerifyError::NotYetValid)
+        );
+        // Expired an hour ago by the system clock, live by a clock set back.
+        let old = with_claim(&m, "exp", json!(t - 3600));
+        assert_eq!(verify(&keys, &old), Err(VerifyError::Expired));
+        let mut p = payload();
+        p["nbf"] = json!(t - 3700);
+        p["exp"] = json!(t - 3600);
+        let old = craft(&m, &header(&m), &p);
+        assert!(keys.verify(&old, &[AUD], t - 3650).is_ok());
+    }
+}
+
+#[test]
+fn expiry_is_reported_before_issuer_and_audience() {
+    for (keys, m) in both() {
+        let t = now();
+        let mut p = payload();
+        p["exp"] = json!(t - LEEWAY_I - 5);
+        p["iss"] = json!("https://evil.test");
+        assert_eq!(
+            verify(&keys, &craft(&m, &header(&m), &p)),
+            Err(VerifyError::Expired)
+        );
+        p["iss"] = json!(ISSUER);
+        p["aud"] = json!("svc-z");
+        assert_eq!(
+            verify(&keys, &craft(&m, &header(&m), &p)),
+            Err(VerifyError::Expired)
+        );
+        p["exp"] = json!(t + 300);
+        assert_eq!(
+            verify(&keys, &craft(&m, &header(&m), &p)),
+            Err(VerifyError::WrongAudience)
+        );
+    }
 }
