@@ -115,15 +115,18 @@ impl PermissionModel {
 
     /// The permissions `granted` holds once implication is applied.
     pub fn expand<'a>(&self, granted: impl IntoIterator<Item = &'a String>) -> BTreeSet<String> {
-        granted
-            .into_iter()
-            .flat_map(|p| {
-                self.closure
-                    .get(p)
-                    .cloned()
-                    .unwrap_or_else(|| BTreeSet::from([p.clone()]))
-            })
-            .collect()
+        // Distinct names by reference first, so each is copied once (an admin's closure
+        // holds every permission, once per granted permission that implies it).
+        let mut names: BTreeSet<&str> = BTreeSet::new();
+        for p in granted {
+            match self.closure.get(p) {
+                Some(implied) => names.extend(implied.iter().map(String::as_str)),
+                None => {
+                    names.insert(p);
+                }
+            }
+        }
+        names.into_iter().map(str::to_owned).collect()
     }
 }
 
