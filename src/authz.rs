@@ -19,7 +19,7 @@ pub use entity::{
 };
 
 use crate::{
-    broker::{Broker, Caller},
+    broker::{AuthError, Broker, Caller},
     error::Error,
     policy::{Decision, EntityDesc, EntityKind},
 };
@@ -102,6 +102,18 @@ impl<P> Described<P> {
     }
 }
 
+/// A refusal of the policy gate: who may not do what and which policies decided, or a rule
+/// of the gate itself (an old secret acting beyond minting). `reason` is the stable
+/// machine-readable code the client sees.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Denied {
+    /// Stable reason for `google.rpc.ErrorInfo`.
+    pub reason: &'static str,
+    /// What was refused and why.
+    pub message: String,
+}
+
 /// A second action that must be permitted, and the refusal when it is not.
 #[derive(Debug)]
 pub struct Also {
@@ -174,13 +186,14 @@ pub fn authorize<R: Guarded>(
     // mint and introspect: it must not undo the reset (by resetting, changing or deleting
     // the key) nor act with the key's full authority until the grace ends.
     if caller.old_secret && !route.mint_only {
-        return Err(Error::PermissionDenied {
+        return Err(Denied {
             reason: "OLD_SECRET",
             message: format!(
                 "`{}` refused: this credential comes from a secret replaced by a reset, which during its grace may only mint and introspect tokens; use the new secret",
                 route.action
             ),
-        });
+        }
+        .into());
     }
     let described = request.describe(broker, &caller, now)?;
     let principal = subject_entity(&caller.subject, broker);
@@ -231,10 +244,11 @@ pub fn authorize<R: Guarded>(
         );
         if !decision.allowed {
             span.record("decision", "deny");
-            return Err(Error::PermissionDenied {
+            return Err(Denied {
                 reason: also.reason,
                 message: also.message,
-            });
+            }
+            .into());
         }
     }
     span.record("decision", "allow");
@@ -250,9 +264,10 @@ pub fn authorize<R: Guarded>(
 pub fn authorize_anonymous<R: Guarded>(broker: &Broker) -> Result<(), Error> {
     let route = R::ROUTE;
     if !route.public {
-        return Err(Error::Unauthenticated(
+        return Err(AuthError::Missing(
             "missing credential: send the metadata `authorization: Bearer <access key or access token>`".to_owned(),
-        ));
+        )
+        .into());
     }
     let principal = EntityDesc {
         kind: EntityKind::Anonymous,
@@ -311,8 +326,9 @@ fn denied(
             principal.display()
         ),
     };
-    Error::PermissionDenied {
+    Denied {
         reason: "POLICY_DENIED",
         message,
     }
+    .into()
 }

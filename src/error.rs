@@ -1,5 +1,7 @@
-//! The crate error: one variant per kind of failure a caller can act on. It becomes a
-//! `tonic::Status` in exactly one place, `api::status`.
+//! The crate error: the union of each concern's own error enum (authentication, the policy
+//! gate, tokens, access keys, subjects, upstreams, the auth layer's transport refusals) and
+//! the few kinds every concern raises. Variants name what happened, never a gRPC code: the
+//! code and the stable reason are chosen in exactly one place, `api::status`.
 
 use crate::domain::{Exceeded, validate::FieldViolation};
 
@@ -8,45 +10,34 @@ use crate::domain::{Exceeded, validate::FieldViolation};
 pub enum Error {
     /// The request is malformed; each field says what was wrong.
     #[error("invalid request: {}", describe(.0))]
-    InvalidArgument(Vec<FieldViolation>),
-    /// No usable credential.
-    #[error("{0}")]
-    Unauthenticated(String),
-    /// The request asks for more than the authorising credential holds.
+    Invalid(Vec<FieldViolation>),
+    /// The request asks for more than the authorising credential holds (the derivation rule).
     #[error("{0}")]
     Exceeds(Exceeded),
-    /// Refused by policy or by an ownership rule; `reason` is a stable machine-readable code.
-    #[error("{message}")]
-    PermissionDenied {
-        /// Stable reason for `google.rpc.ErrorInfo`.
-        reason: &'static str,
-        /// What was refused and why.
-        message: String,
-    },
-    /// The named thing does not exist.
+    /// The derivation rule refused only because the delegation chain is at its maximum depth.
     #[error("{0}")]
-    NotFound(String),
-    /// The thing to create exists already.
-    #[error("{0}")]
-    AlreadyExists(String),
-    /// The request is valid but the system is not in a state to serve it.
-    #[error("{0}")]
-    FailedPrecondition(String),
-    /// A dependency (a vendor) cannot be reached now; retrying later may succeed.
-    #[error("{0}")]
-    Unavailable(String),
-    /// A concurrent change won; the caller should re-read and retry.
-    #[error("{0}")]
-    Conflict(String),
-    /// A limit was reached.
-    #[error("{0}")]
-    ResourceExhausted(String),
-    /// The client asked for a transport feature the broker does not offer.
-    #[error("{0}")]
-    Unsupported(String),
-    /// The call ended before its request could be read.
-    #[error("{0}")]
-    Cancelled(String),
+    TooDeep(String),
+    /// The credential was missing or refused.
+    #[error(transparent)]
+    Auth(#[from] crate::broker::AuthError),
+    /// Policy (or a rule of the gate) refused the request.
+    #[error(transparent)]
+    Denied(#[from] crate::authz::Denied),
+    /// An access-token operation failed.
+    #[error(transparent)]
+    Token(#[from] crate::broker::TokenError),
+    /// An access-key operation failed.
+    #[error(transparent)]
+    AccessKey(#[from] crate::broker::AccessKeyError),
+    /// A subject operation failed.
+    #[error(transparent)]
+    Subject(#[from] crate::broker::SubjectError),
+    /// An upstream or lease operation failed, at the broker or at the vendor.
+    #[error(transparent)]
+    Upstream(#[from] crate::broker::UpstreamError),
+    /// The auth layer refused the request's transport (framing, size, compression, bearer).
+    #[error(transparent)]
+    Request(#[from] crate::api::auth::RequestError),
     /// An internal failure outside storage and keys; the cause is logged, never returned.
     #[error("internal failure")]
     Internal(String),
@@ -61,7 +52,7 @@ pub enum Error {
 impl Error {
     /// A single invalid field.
     pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
-        Error::InvalidArgument(vec![FieldViolation::new(field, description)])
+        Error::Invalid(vec![FieldViolation::new(field, description)])
     }
 }
 

@@ -276,7 +276,7 @@ pub fn request_decoding(data: &[u8]) {
             assert_eq!(message.len() + 5, body.len());
             // Either it decodes or it is refused as INVALID_ARGUMENT with a message.
             if let Err(e) = decode_as(route.action, message) {
-                assert!(matches!(e, crate::error::Error::InvalidArgument(_)), "{e}");
+                assert!(matches!(e, crate::error::Error::Invalid(_)), "{e}");
             }
         }
         Err(e) => assert!(!e.to_string().is_empty()),

@@ -23,7 +23,11 @@ use tower::{Layer, Service};
 use tracing::{Instrument, field::Empty};
 
 use super::status::to_status;
-use crate::{authz::Route, broker::Broker, error::Error};
+use crate::{
+    authz::Route,
+    broker::{AuthError, Broker},
+    error::Error,
+};
 
 /// The services served without a credential or policy: standard health checks and server
 /// reflection (both describe the server, neither touches a credential).
@@ -138,6 +142,27 @@ where
     }
 }
 
+/// Why the auth layer refused a request before any handler saw it: its transport, not its
+/// content.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// The `authorization` metadata is not `Bearer <credential>`.
+    #[error("{0}")]
+    MalformedBearer(String),
+    /// The body is larger than the configured limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The body is compressed, which the broker does not offer.
+    #[error("{0}")]
+    Compressed(String),
+    /// The body is not exactly one gRPC message; answered as an invalid request.
+    #[error("invalid request: : {0}")]
+    NotOneMessage(&'static str),
+    /// The body could not be read (the call ended first).
+    #[error("{0}")]
+    Unreadable(String),
+}
+
 /// Authenticates from the metadata and checks the body's framing (size, compression, one
 /// message) without decoding it; returns the request to pass on with the
 /// [`crate::broker::Caller`] in its
@@ -151,9 +176,10 @@ async fn admit(
         Some(value) => Some(broker.authn.authenticate(value, broker.now())?),
         None if route.public => None,
         None => {
-            return Err(Error::Unauthenticated(
+            return Err(AuthError::Missing(
                 "missing credential: send the metadata `authorization: Bearer <access key or access token>`".to_owned(),
-            ));
+            )
+            .into());
         }
     };
     if let Some(c) = &caller {
@@ -168,7 +194,7 @@ async fn admit(
             if e.is::<http_body_util::LengthLimitError>() {
                 too_large(limit)
             } else {
-                Error::Cancelled("the request body could not be read".to_owned())
+                RequestError::Unreadable("the request body could not be read".to_owned()).into()
             }
         })?
         .to_bytes();
@@ -187,9 +213,9 @@ pub fn bearer(headers: &http::HeaderMap) -> Result<Option<&str>, Error> {
         return Ok(None);
     };
     let malformed = || {
-        Error::Unauthenticated(
+        Error::from(RequestError::MalformedBearer(
             "the `authorization` metadata must be `Bearer <access key or access token>`".to_owned(),
-        )
+        ))
     };
     let value = value.to_str().map_err(|_| malformed())?;
     let (scheme, credential) = value.split_once(' ').unwrap_or((value, ""));
@@ -200,9 +226,10 @@ pub fn bearer(headers: &http::HeaderMap) -> Result<Option<&str>, Error> {
 }
 
 fn too_large(limit: usize) -> Error {
-    Error::ResourceExhausted(format!(
+    RequestError::TooLarge(format!(
         "request message is larger than the limit of {limit} bytes: send a smaller request"
     ))
+    .into()
 }
 
 /// The message of a unary gRPC request body: one uncompressed length-prefixed frame. Public
@@ -210,23 +237,24 @@ fn too_large(limit: usize) -> Error {
 pub fn grpc_message(body: &[u8], limit: usize) -> Result<&[u8], Error> {
     let mut header = body;
     if header.remaining() < 5 {
-        return Err(Error::invalid("", "the request holds no gRPC message"));
+        return Err(RequestError::NotOneMessage("the request holds no gRPC message").into());
     }
     let compressed = header.get_u8();
     let len = header.get_u32() as usize;
     if compressed != 0 {
-        return Err(Error::Unsupported(
+        return Err(RequestError::Compressed(
             "compressed requests are not supported: send them uncompressed".to_owned(),
-        ));
+        )
+        .into());
     }
     if len > limit {
         return Err(too_large(limit));
     }
     if header.len() != len {
-        return Err(Error::invalid(
-            "",
+        return Err(RequestError::NotOneMessage(
             "the request body is not exactly one gRPC message",
-        ));
+        )
+        .into());
     }
     Ok(header)
 }

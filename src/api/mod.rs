@@ -79,9 +79,9 @@ impl Api {
     fn authorize<R: Guarded>(&self, request: Request<R>) -> Result<Authorized<R::Plan>, Status> {
         let (_, mut extensions, message) = request.into_parts();
         let caller = extensions.remove::<Caller>().ok_or_else(|| {
-            status::to_status(crate::error::Error::Unauthenticated(
-                "missing credential".to_owned(),
-            ))
+            status::to_status(
+                crate::broker::AuthError::Missing("missing credential".to_owned()).into(),
+            )
         })?;
         authz::authorize(&self.broker, caller, message).map_err(status::to_status)
     }

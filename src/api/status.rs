@@ -6,23 +6,28 @@ use std::collections::HashMap;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::error::Error;
+use super::auth::RequestError;
+use crate::{
+    broker::{AccessKeyError, AuthError, SubjectError, TokenError, UpstreamError},
+    error::Error,
+    upstream::VendorError,
+};
 
 /// `google.rpc.ErrorInfo.domain` of every error the broker returns.
 pub const ERROR_DOMAIN: &str = "token-broker";
 
-/// Maps an error to its status. Storage and key failures are logged here with their cause
-/// and answered with a generic message.
+/// Maps an error to its status: the one place that chooses a gRPC code and a stable
+/// `ErrorInfo.reason` for each concern's errors. Storage and key failures are logged here
+/// with their cause and answered with a generic message.
 pub fn to_status(error: Error) -> Status {
     let mut details = ErrorDetails::new();
     let (code, reason) = match &error {
-        Error::InvalidArgument(violations) => {
+        Error::Invalid(violations) => {
             for v in violations {
                 details.add_bad_request_violation(v.field.clone(), v.description.clone());
             }
             (Code::InvalidArgument, "INVALID_ARGUMENT")
         }
-        Error::Unauthenticated(_) => (Code::Unauthenticated, "UNAUTHENTICATED"),
         Error::Exceeds(exceeded) => {
             let mut meta = HashMap::new();
             if !exceeded.projects.is_empty() {
@@ -50,15 +55,57 @@ pub fn to_status(error: Error) -> Status {
             details.set_error_info("GRANT_EXCEEDED", ERROR_DOMAIN, meta);
             return Status::with_error_details(Code::PermissionDenied, error.to_string(), details);
         }
-        Error::PermissionDenied { reason, .. } => (Code::PermissionDenied, *reason),
-        Error::NotFound(_) => (Code::NotFound, "NOT_FOUND"),
-        Error::AlreadyExists(_) => (Code::AlreadyExists, "ALREADY_EXISTS"),
-        Error::ResourceExhausted(_) => (Code::ResourceExhausted, "LIMIT_REACHED"),
-        Error::Conflict(_) => (Code::Aborted, "CONFLICT"),
-        Error::FailedPrecondition(_) => (Code::FailedPrecondition, "FAILED_PRECONDITION"),
-        Error::Unavailable(_) => (Code::Unavailable, "UNAVAILABLE"),
-        Error::Unsupported(_) => (Code::Unimplemented, "UNSUPPORTED"),
-        Error::Cancelled(_) => (Code::Cancelled, "CANCELLED"),
+        Error::TooDeep(_) => (Code::PermissionDenied, "DELEGATION_DEPTH_EXCEEDED"),
+        Error::Auth(AuthError::Missing(_) | AuthError::Refused(_)) => {
+            (Code::Unauthenticated, "UNAUTHENTICATED")
+        }
+        Error::Denied(denied) => (Code::PermissionDenied, denied.reason),
+        Error::Token(e) => match e {
+            TokenError::Unknown(_) => (Code::NotFound, "NOT_FOUND"),
+            TokenError::ParentChanged(_) => (Code::Unauthenticated, "UNAUTHENTICATED"),
+        },
+        Error::AccessKey(e) => match e {
+            AccessKeyError::Unknown(_) | AccessKeyError::OwnerUnknown(_) => {
+                (Code::NotFound, "NOT_FOUND")
+            }
+            AccessKeyError::LimitReached(_) => (Code::ResourceExhausted, "LIMIT_REACHED"),
+            AccessKeyError::Changed(_) => (Code::Aborted, "CONFLICT"),
+            AccessKeyError::RestrictedCredential(_) => {
+                (Code::PermissionDenied, "RESTRICTED_CREDENTIAL")
+            }
+            AccessKeyError::OldSecret(_) => (Code::PermissionDenied, "OLD_SECRET"),
+            AccessKeyError::CallerKeyGone(_) => (Code::Unauthenticated, "UNAUTHENTICATED"),
+        },
+        Error::Subject(e) => match e {
+            SubjectError::Unknown(_) => (Code::NotFound, "NOT_FOUND"),
+            SubjectError::Exists(_) => (Code::AlreadyExists, "ALREADY_EXISTS"),
+            SubjectError::Bootstrap(_) => (Code::PermissionDenied, "BOOTSTRAP_SUBJECT"),
+        },
+        Error::Upstream(e) => match e {
+            UpstreamError::UnknownUpstream(_) | UpstreamError::UnknownLease(_) => {
+                (Code::NotFound, "NOT_FOUND")
+            }
+            UpstreamError::Exists(_) => (Code::AlreadyExists, "ALREADY_EXISTS"),
+            UpstreamError::CredentialRejected(_) => {
+                (Code::FailedPrecondition, "FAILED_PRECONDITION")
+            }
+            UpstreamError::Vendor(vendor) => match vendor_code(vendor) {
+                Some(code_and_reason) => code_and_reason,
+                // The vendor found the request malformed: a field violation like ours.
+                None => return to_status(Error::invalid("", vendor.to_string())),
+            },
+            UpstreamError::RevocationsPending(_) => (Code::Unavailable, "UNAVAILABLE"),
+            UpstreamError::CallerChanged(_) => (Code::Unauthenticated, "UNAUTHENTICATED"),
+        },
+        Error::Request(e) => match e {
+            RequestError::MalformedBearer(_) => (Code::Unauthenticated, "UNAUTHENTICATED"),
+            RequestError::TooLarge(_) => (Code::ResourceExhausted, "LIMIT_REACHED"),
+            RequestError::Compressed(_) => (Code::Unimplemented, "UNSUPPORTED"),
+            RequestError::NotOneMessage(description) => {
+                return to_status(Error::invalid("", *description));
+            }
+            RequestError::Unreadable(_) => (Code::Cancelled, "CANCELLED"),
+        },
         Error::Internal(cause) => {
             tracing::error!(cause = %cause, "internal failure");
             (Code::Internal, "INTERNAL")
@@ -80,4 +127,23 @@ pub fn to_status(error: Error) -> Status {
         _ => error.to_string(),
     };
     Status::with_error_details(code, message, details)
+}
+
+/// The code and reason of a vendor failure (DESIGN §5), or `None` when the vendor found the
+/// request malformed (answered as an invalid request).
+fn vendor_code(e: &VendorError) -> Option<(Code, &'static str)> {
+    Some(match e {
+        // The stored credential is the broker's to rotate, not the caller's to fix.
+        VendorError::Unauthenticated { .. } | VendorError::Refused { .. } => {
+            (Code::FailedPrecondition, "FAILED_PRECONDITION")
+        }
+        VendorError::PermissionDenied { .. } => (Code::PermissionDenied, "VENDOR_DENIED"),
+        VendorError::NotFound { .. } => (Code::NotFound, "NOT_FOUND"),
+        VendorError::InvalidArgument { .. } => return None,
+        VendorError::Conflict { .. } => (Code::Aborted, "CONFLICT"),
+        VendorError::RateLimited { .. } => (Code::ResourceExhausted, "LIMIT_REACHED"),
+        VendorError::Unavailable { .. } | VendorError::Unreachable { .. } => {
+            (Code::Unavailable, "UNAVAILABLE")
+        }
+    })
 }

@@ -11,6 +11,17 @@ use super::{
 };
 use crate::{clock::Clock, error::Error, keys::secret};
 
+/// Why a request carries no usable credential; every variant answers UNAUTHENTICATED.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// No credential was sent to an RPC that needs one.
+    #[error("{0}")]
+    Missing(String),
+    /// The credential was refused (unknown, reset, expired, revoked, its owner gone, …).
+    #[error("{0}")]
+    Refused(String),
+}
+
 /// Most verified tokens remembered.
 const TOKEN_CACHE_CAPACITY: u64 = 100_000;
 
@@ -71,7 +82,7 @@ impl Authn {
     }
 
     fn authenticate_key(&self, text: &str, now: i64) -> Result<Caller, Error> {
-        secret::check_format(text).map_err(|e| Error::Unauthenticated(e.to_string()))?;
+        secret::check_format(text).map_err(|e| AuthError::Refused(e.to_string()))?;
         let hash = secret::hash(&self.pepper, text);
         let key = self
             .core
@@ -129,10 +140,11 @@ impl Authn {
             Some(v) => v,
             None => {
                 let audiences: Vec<&str> = self.core.audiences.iter().map(String::as_str).collect();
-                let claims =
-                    self.core.jwt.verify(token, &audiences, now).map_err(|e| {
-                        Error::Unauthenticated(format!("access token refused: {e}"))
-                    })?;
+                let claims = self
+                    .core
+                    .jwt
+                    .verify(token, &audiences, now)
+                    .map_err(|e| AuthError::Refused(format!("access token refused: {e}")))?;
                 let record = self
                     .core
                     .store
@@ -207,7 +219,7 @@ impl Authn {
     pub fn introspect(&self, token: &str, now: i64) -> Result<Option<Arc<VerifiedToken>>, Error> {
         match self.verified(token, now) {
             Ok(v) => Ok(Some(v)),
-            Err(Error::Unauthenticated(_)) => Ok(None),
+            Err(Error::Auth(_)) => Ok(None),
             Err(e) => Err(e),
         }
     }

@@ -98,6 +98,32 @@ pub struct KeyPage {
     pub total_size: usize,
 }
 
+/// Why an access-key operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessKeyError {
+    /// No access key has the id.
+    #[error("{0}")]
+    Unknown(String),
+    /// The subject that would own the key does not exist.
+    #[error("{0}")]
+    OwnerUnknown(String),
+    /// The owner already holds as many keys as allowed.
+    #[error("{0}")]
+    LimitReached(String),
+    /// The key changed between reading and writing it; read it again and retry.
+    #[error("{0}")]
+    Changed(String),
+    /// A credential with restrictions may manage only its own subject's keys.
+    #[error("{0}")]
+    RestrictedCredential(String),
+    /// A secret replaced by a reset may only mint during its grace, not manage keys.
+    #[error("{0}")]
+    OldSecret(String),
+    /// The access key the caller authenticated with was deleted meanwhile.
+    #[error("{0}")]
+    CallerKeyGone(String),
+}
+
 /// Built key policy sets by key id, valid while the key's `updated_at` is unchanged.
 #[derive(Debug, Default)]
 pub struct KeyPolicyCache {
@@ -136,7 +162,7 @@ fn key_text(prefix: &str, name: &str, description: &str, violations: &mut Vec<Fi
 }
 
 fn unknown_key(id: &str) -> Error {
-    Error::NotFound(format!("access key {} does not exist", quote(id)))
+    AccessKeyError::Unknown(format!("access key {} does not exist", quote(id))).into()
 }
 
 impl Caller {
@@ -155,25 +181,20 @@ impl Caller {
     /// owner may reach further.
     fn may_restrict_for(&self, owner: &str) -> Result<(), Error> {
         match &self.key_policy {
-            Some(k) if owner != self.subject.id => Err(Error::PermissionDenied {
-                reason: "RESTRICTED_CREDENTIAL",
-                message: format!(
-                    "access key {} has restrictions (an inline policy or roles), so its credentials manage keys of {} only, not of {}",
-                    quote(&k.key_id),
-                    quote(&self.subject.id),
-                    quote(owner)
-                ),
-            }),
+            Some(k) if owner != self.subject.id => Err(AccessKeyError::RestrictedCredential(format!(
+                "access key {} has restrictions (an inline policy or roles), so its credentials manage keys of {} only, not of {}",
+                quote(&k.key_id),
+                quote(&self.subject.id),
+                quote(owner)
+            ))
+            .into()),
             _ => Ok(()),
         }
     }
 
     fn may_manage_keys(&self) -> Result<(), Error> {
         if self.old_secret {
-            return Err(Error::PermissionDenied {
-                reason: "OLD_SECRET",
-                message: "this secret was replaced by a reset: during its grace it can mint tokens but not manage access keys; use the new secret".to_owned(),
-            });
+            return Err(AccessKeyError::OldSecret("this secret was replaced by a reset: during its grace it can mint tokens but not manage access keys; use the new secret".to_owned()).into());
         }
         Ok(())
     }
@@ -275,7 +296,7 @@ impl AccessKeys {
             new.owner
         };
         let owner = self.core.store.subject(owner_id)?.ok_or_else(|| {
-            Error::NotFound(format!("subject {} does not exist", quote(owner_id)))
+            AccessKeyError::OwnerUnknown(format!("subject {} does not exist", quote(owner_id)))
         })?;
         caller.may_restrict_for(owner_id)?;
         let reach = self.key_reach(caller, &owner, &new, now)?;
@@ -303,7 +324,7 @@ impl AccessKeys {
                 .access_key(&caller.credential_id)?
                 .map(|k| k.derived_from)
                 .ok_or_else(|| {
-                    Error::Unauthenticated(
+                    AccessKeyError::CallerKeyGone(
                         "the access key you authenticated with was deleted meanwhile".to_owned(),
                     )
                 })?,
@@ -315,17 +336,19 @@ impl AccessKeys {
         {
             KeyOutcome::Stored => {}
             KeyOutcome::LimitReached => {
-                return Err(Error::ResourceExhausted(format!(
+                return Err(AccessKeyError::LimitReached(format!(
                     "subject {} already has the maximum number of access keys ({}): delete one first",
                     quote(owner_id),
                     self.core.config.max_keys_per_owner
-                )));
+                ))
+                .into());
             }
             KeyOutcome::OwnerGone => {
-                return Err(Error::NotFound(format!(
+                return Err(AccessKeyError::OwnerUnknown(format!(
                     "subject {} does not exist",
                     quote(owner_id)
-                )));
+                ))
+                .into());
             }
         }
         self.core.store.durable().await?;
@@ -380,7 +403,7 @@ impl AccessKeys {
         );
         let restrictions = self.asked_restrictions(new.inline_policy, new.roles, &mut violations);
         if !violations.is_empty() {
-            return Err(Error::InvalidArgument(violations));
+            return Err(Error::Invalid(violations));
         }
         let owner_grant = grant_from_record(owner.grant.as_ref(), 0);
         // Omitted projects: the owner's, as far as the caller reaches them.
@@ -594,7 +617,7 @@ impl AccessKeys {
             _ => None,
         };
         let Some(query) = query.filter(|_| violations.is_empty()) else {
-            return Err(Error::InvalidArgument(violations));
+            return Err(Error::Invalid(violations));
         };
         let keys = if show_all {
             self.core.store.all_keys()?
@@ -653,7 +676,7 @@ impl AccessKeys {
             }
         }
         if !violations.is_empty() {
-            return Err(Error::InvalidArgument(violations));
+            return Err(Error::Invalid(violations));
         }
         caller.may_manage_keys()?;
         let has = |p: &str| paths.iter().any(|x| x == p);
@@ -747,7 +770,7 @@ impl AccessKeys {
             old_restrictions.clone()
         };
         if !violations.is_empty() {
-            return Err(Error::InvalidArgument(violations));
+            return Err(Error::Invalid(violations));
         }
         let grant = Grant {
             projects: projects.unwrap_or_else(|| Projects::Some(Default::default())),
@@ -825,7 +848,7 @@ impl AccessKeys {
             .store
             .replace_access_key(&old, &new, &misfits(&self.core.store)?, now)?
             .ok_or_else(|| {
-                Error::Conflict(format!(
+                AccessKeyError::Changed(format!(
                     "access key {} changed meanwhile: read it again and retry",
                     quote(id)
                 ))
@@ -886,7 +909,7 @@ impl AccessKeys {
             .unwrap_or(Some(0));
         let Some(old_secret_expires_at) = old_secret_expires_at.filter(|_| violations.is_empty())
         else {
-            return Err(Error::InvalidArgument(violations));
+            return Err(Error::Invalid(violations));
         };
         let old = self
             .core
@@ -924,10 +947,11 @@ impl AccessKeys {
             .replace_access_key(&old, &new, &[], now)?
             .is_none()
         {
-            return Err(Error::Conflict(format!(
+            return Err(AccessKeyError::Changed(format!(
                 "access key {} changed meanwhile: retry",
                 quote(id)
-            )));
+            ))
+            .into());
         }
         self.core.store.durable().await?;
         Ok(KeyWithSecret {

@@ -11,13 +11,15 @@ mod tokens;
 mod upstreams;
 mod usage;
 
-pub use authn::Authn;
+pub use authn::{AuthError, Authn};
 pub use core::Core;
-pub use keys::{AccessKeys, KeyPage, KeyWithSecret, NewKey, UPDATABLE};
+pub use keys::{AccessKeyError, AccessKeys, KeyPage, KeyWithSecret, NewKey, UPDATABLE};
 pub use list::KeyQuery;
-pub use subjects::Subjects;
-pub use tokens::{MintPlan, Minted, Tokens};
-pub use upstreams::{IssuedLease, UpstreamPlan, Upstreams, vendor_number, vendor_of};
+pub use subjects::{SubjectError, Subjects};
+pub use tokens::{MintPlan, Minted, TokenError, Tokens};
+pub use upstreams::{
+    IssuedLease, UpstreamError, UpstreamPlan, Upstreams, vendor_number, vendor_of,
+};
 
 use std::{
     io::Write,
@@ -253,12 +255,9 @@ fn exceeded_error(exceeded: Exceeded) -> Error {
                     ..Exceeded::default()
                 }) =>
         {
-            Error::PermissionDenied {
-                reason: "DELEGATION_DEPTH_EXCEEDED",
-                message: format!(
-                    "a token at depth {depth} may not delegate: the maximum delegation depth is {max}"
-                ),
-            }
+            Error::TooDeep(format!(
+                "a token at depth {depth} may not delegate: the maximum delegation depth is {max}"
+            ))
         }
         _ => Error::Exceeds(exceeded),
     }
@@ -280,10 +279,14 @@ impl<T> Found<T> {
         Self { id, record }
     }
 
-    /// The record, or NOT_FOUND naming `what` and the id.
-    pub fn or_not_found(self, what: &str) -> Result<T, Error> {
+    /// The record, or the concern's `unknown` error with a message naming `what` and the id.
+    pub fn or_not_found<E: Into<Error>>(
+        self,
+        what: &str,
+        unknown: impl FnOnce(String) -> E,
+    ) -> Result<T, Error> {
         self.record
-            .ok_or_else(|| Error::NotFound(format!("{what} {} does not exist", quote(&self.id))))
+            .ok_or_else(|| unknown(format!("{what} {} does not exist", quote(&self.id))).into())
     }
 }
 
@@ -304,7 +307,7 @@ pub fn page_size(asked: i32) -> Result<usize, Error> {
 }
 
 fn unauthenticated(message: &str) -> Error {
-    Error::Unauthenticated(message.to_owned())
+    AuthError::Refused(message.to_owned()).into()
 }
 
 impl Broker {

@@ -11,6 +11,20 @@ use crate::{
     pb::storage::{GrantRecord, SubjectRecord},
 };
 
+/// Why a subject operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SubjectError {
+    /// No subject has the id.
+    #[error("{0}")]
+    Unknown(String),
+    /// A subject with the id exists already.
+    #[error("{0}")]
+    Exists(String),
+    /// The bootstrap subject may not be deleted.
+    #[error("{0}")]
+    Bootstrap(String),
+}
+
 /// Subject records.
 #[derive(Debug)]
 pub struct Subjects {
@@ -31,10 +45,11 @@ impl Subjects {
         let (_, record, _) = authorized.into_parts();
         let record = record?;
         if !self.core.store.create_subject(&record)? {
-            return Err(Error::AlreadyExists(format!(
+            return Err(SubjectError::Exists(format!(
                 "subject {} already exists",
                 quote(&record.id)
-            )));
+            ))
+            .into());
         }
         self.core.store.durable().await?;
         Ok(record)
@@ -45,7 +60,10 @@ impl Subjects {
         &self,
         authorized: Authorized<Found<SubjectRecord>>,
     ) -> Result<SubjectRecord, Error> {
-        authorized.into_parts().1.or_not_found("subject")
+        authorized
+            .into_parts()
+            .1
+            .or_not_found("subject", SubjectError::Unknown)
     }
 
     /// One page of subjects, ordered by id, and the cursor of the next page (empty at the
@@ -112,7 +130,7 @@ impl Subjects {
             ));
         }
         if !violations.is_empty() {
-            return Err(Error::InvalidArgument(violations));
+            return Err(Error::Invalid(violations));
         }
         Ok(SubjectRecord {
             id: id.to_owned(),
@@ -133,16 +151,14 @@ impl Subjects {
         let (_, id, now) = authorized.into_parts();
         let id = id.as_str();
         if id == ADMIN_SUBJECT {
-            return Err(Error::PermissionDenied {
-                reason: "BOOTSTRAP_SUBJECT",
-                message: "the bootstrap subject `admin` cannot be deleted".to_owned(),
-            });
+            return Err(SubjectError::Bootstrap(
+                "the bootstrap subject `admin` cannot be deleted".to_owned(),
+            )
+            .into());
         }
-        let outcome = self
-            .core
-            .store
-            .delete_subject(id, now)?
-            .ok_or_else(|| Error::NotFound(format!("subject {} does not exist", quote(id))))?;
+        let outcome = self.core.store.delete_subject(id, now)?.ok_or_else(|| {
+            SubjectError::Unknown(format!("subject {} does not exist", quote(id)))
+        })?;
         self.core.store.durable().await?;
         Ok(outcome)
     }

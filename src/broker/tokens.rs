@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{Broker, Caller, core::Core, grant_record, unauthenticated};
+use super::{Broker, Caller, core::Core, grant_record};
 use crate::{
     authz::Authorized,
     domain::{
@@ -16,6 +16,17 @@ use crate::{
     pb::storage::TokenRecord,
     store::MintOutcome,
 };
+
+/// Why a token operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// The token to act on is not known to this broker.
+    #[error("{0}")]
+    Unknown(String),
+    /// The authorising credential was revoked or changed while the token was minted.
+    #[error("{0}")]
+    ParentChanged(String),
+}
 
 /// A mint that passed validation and attenuation, ready for policy and signing.
 #[derive(Clone, Debug)]
@@ -70,7 +81,7 @@ impl Tokens {
             self.core.limits().max_lifetime_secs,
             &self.core.model,
         )
-        .map_err(Error::InvalidArgument)?;
+        .map_err(Error::Invalid)?;
         let audience = if audience.is_empty() {
             self.core.config.audience.clone()
         } else if self.core.audiences.iter().any(|a| a == audience) {
@@ -162,9 +173,11 @@ impl Tokens {
         {
             MintOutcome::Stored => {}
             MintOutcome::ParentGone => {
-                return Err(unauthenticated(
-                    "the authorising credential was revoked or changed while minting: retry",
-                ));
+                return Err(TokenError::ParentChanged(
+                    "the authorising credential was revoked or changed while minting: retry"
+                        .to_owned(),
+                )
+                .into());
             }
         }
         self.core.store.durable().await?;
@@ -191,10 +204,7 @@ impl Tokens {
         let (_, jti, now) = authorized.into_parts();
         let jti = jti.as_str();
         if self.core.store.token(jti)?.is_none() {
-            return Err(Error::NotFound(format!(
-                "token {} does not exist",
-                quote(jti)
-            )));
+            return Err(TokenError::Unknown(format!("token {} does not exist", quote(jti))).into());
         }
         let revoked = self.core.store.revoke_token(jti, now)?;
         self.core.store.durable().await?;

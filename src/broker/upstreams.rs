@@ -92,29 +92,45 @@ pub struct IssuedLease {
     pub lease: LeaseRecord,
 }
 
-/// Maps a vendor error to the crate error (DESIGN §5); the message names the vendor and its
-/// status, and carries the vendor's text only scrubbed of the credential and cut short.
-fn vendor_error(e: VendorError) -> Error {
+/// Why an upstream or lease operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// No upstream has the name.
+    #[error("{0}")]
+    UnknownUpstream(String),
+    /// No lease has the id.
+    #[error("{0}")]
+    UnknownLease(String),
+    /// An upstream with the name exists already.
+    #[error("{0}")]
+    Exists(String),
+    /// The upstream's stored credential was rejected by its vendor; it must be rotated first.
+    #[error("{0}")]
+    CredentialRejected(String),
+    /// The vendor refused or failed the call (DESIGN §5 maps each kind).
+    #[error("{}", vendor_message(.0))]
+    Vendor(VendorError),
+    /// Some leases could not be revoked at the vendor, so the upstream was kept.
+    #[error("{0}")]
+    RevocationsPending(String),
+    /// The authorising credential was revoked or changed while the vendor token was issued.
+    #[error("{0}")]
+    CallerChanged(String),
+}
+
+/// What a vendor failure says to the caller: the vendor and its status, the vendor's text
+/// only scrubbed of the credential and cut short, and what to do when the fix is ours.
+fn vendor_message(e: &VendorError) -> String {
     let message = e.to_string();
     match e {
-        VendorError::Unauthenticated { .. } => Error::FailedPrecondition(format!(
+        VendorError::Unauthenticated { .. } => format!(
             "{message}: the upstream's credential was rejected; rotate it with UpdateUpstream"
-        )),
-        VendorError::PermissionDenied { .. } => Error::PermissionDenied {
-            reason: "VENDOR_DENIED",
-            message,
-        },
-        VendorError::NotFound { .. } => Error::NotFound(message),
-        VendorError::InvalidArgument { .. } => Error::invalid("", message),
-        VendorError::Conflict { .. } => Error::Conflict(message),
-        VendorError::RateLimited { .. } => Error::ResourceExhausted(message),
-        VendorError::Unavailable { .. } | VendorError::Unreachable { .. } => {
-            Error::Unavailable(message)
-        }
+        ),
         // Saved under rules that have since been tightened, or a host now resolving inward.
-        VendorError::Refused { .. } => Error::FailedPrecondition(format!(
-            "{message}; the upstream's base url must be changed or the rule relaxed"
-        )),
+        VendorError::Refused { .. } => {
+            format!("{message}; the upstream's base url must be changed or the rule relaxed")
+        }
+        _ => message,
     }
 }
 
@@ -129,7 +145,7 @@ fn is_upstream_name(name: &str) -> bool {
 }
 
 fn unknown_upstream(name: &str) -> Error {
-    Error::NotFound(format!("upstream {} does not exist", quote(name)))
+    UpstreamError::UnknownUpstream(format!("upstream {} does not exist", quote(name))).into()
 }
 
 /// Upstream vendor accounts (credentials sealed under the master key) and the leases of the
@@ -264,7 +280,7 @@ impl Upstreams {
             )),
             // A host name that resolved inward: the request's `base_url` is what is wrong.
             Err(e @ VendorError::Refused { .. }) => Err(Error::invalid("base_url", e.to_string())),
-            Err(e) => Err(vendor_error(e)),
+            Err(e) => Err(UpstreamError::Vendor(e).into()),
         }
     }
 
@@ -292,13 +308,12 @@ impl Upstreams {
         let vendor = vendor_of(vendor);
         self.check_account(vendor, base_url, &credential, &options, &mut violations);
         let Some(vendor) = vendor.filter(|_| violations.is_empty()) else {
-            return Err(Error::InvalidArgument(violations));
+            return Err(Error::Invalid(violations));
         };
         if self.core.store.upstream(name)?.is_some() {
-            return Err(Error::AlreadyExists(format!(
-                "upstream {} already exists",
-                quote(name)
-            )));
+            return Err(
+                UpstreamError::Exists(format!("upstream {} already exists", quote(name))).into(),
+            );
         }
         let base_url = base_url.trim_end_matches('/').to_owned();
         let account = UpstreamAccount {
@@ -327,10 +342,9 @@ impl Upstreams {
             status,
         };
         if !self.core.store.create_upstream(&record)? {
-            return Err(Error::AlreadyExists(format!(
-                "upstream {} already exists",
-                quote(name)
-            )));
+            return Err(
+                UpstreamError::Exists(format!("upstream {} already exists", quote(name))).into(),
+            );
         }
         self.core.store.durable().await?;
         Ok(record)
@@ -404,7 +418,7 @@ impl Upstreams {
             &mut violations,
         );
         if !violations.is_empty() {
-            return Err(Error::InvalidArgument(violations));
+            return Err(Error::Invalid(violations));
         }
         let (status, repo_host, repo_user) = self.verify_at_vendor(vendor, &account).await?;
         if let Some(c) = credential {
@@ -445,10 +459,11 @@ impl Upstreams {
         }
         if failed > 0 {
             self.core.store.durable().await?;
-            return Err(Error::Unavailable(format!(
+            return Err(UpstreamError::RevocationsPending(format!(
                 "{failed} lease(s) of upstream {} could not be revoked at the vendor; they stay queued and the upstream is kept: retry later",
                 quote(name)
-            )));
+            ))
+            .into());
         }
         self.core.store.delete_upstream(name)?;
         self.core.store.durable().await?;
@@ -476,7 +491,7 @@ impl Upstreams {
             self.core.limits().max_lifetime_secs,
             &self.core.model,
         )
-        .map_err(Error::InvalidArgument)?;
+        .map_err(Error::Invalid)?;
         let upstream = self.upstream_record(upstream_name)?;
         let vendor = vendor_of(upstream.vendor)
             .ok_or_else(|| Error::Internal(format!("upstream `{upstream_name}` has no vendor")))?;
@@ -530,7 +545,7 @@ impl Upstreams {
             }
         }
         if !violations.is_empty() {
-            return Err(Error::InvalidArgument(violations));
+            return Err(Error::Invalid(violations));
         }
         let lifetime_secs = grant.not_after.map(|end| end - now).unwrap_or(0);
         Ok(UpstreamPlan {
@@ -551,10 +566,11 @@ impl Upstreams {
         let (caller, plan, now) = authorized.into_parts();
         let caller = &caller;
         if plan.upstream.status != STATUS_NORMAL {
-            return Err(Error::FailedPrecondition(format!(
+            return Err(UpstreamError::CredentialRejected(format!(
                 "upstream {} has a credential the vendor rejected: rotate it with UpdateUpstream",
                 quote(&plan.upstream.name)
-            )));
+            ))
+            .into());
         }
         let (vendor, account) = self.account(&plan.upstream)?;
         let id = format!("ls_{}", uuid::Uuid::new_v4().simple());
@@ -606,7 +622,7 @@ impl Upstreams {
                 lease.last_error = e.summary();
                 self.core.store.put_lease(&lease)?;
                 self.core.store.durable().await?;
-                return Err(vendor_error(e));
+                return Err(UpstreamError::Vendor(e).into());
             }
         };
         // The stored lease may have changed during the call: a revocation asked for meanwhile
@@ -651,7 +667,7 @@ impl Upstreams {
         authorized: Authorized<Found<LeaseRecord>>,
     ) -> Result<bool, Error> {
         let (_, found, now) = authorized.into_parts();
-        let lease = found.or_not_found("lease")?;
+        let lease = found.or_not_found("lease", UpstreamError::UnknownLease)?;
         if lease.state == LEASE_REVOKED {
             return Ok(true);
         }
@@ -826,10 +842,11 @@ impl Upstreams {
 
 /// The refusal when the caller's credential changed while a vendor token was being issued.
 fn changed_while_issuing() -> Error {
-    Error::Unauthenticated(
+    UpstreamError::CallerChanged(
         "the authorising credential was revoked or changed while the vendor token was issued: retry"
             .to_owned(),
     )
+    .into()
 }
 
 /// The proto number of a vendor.
