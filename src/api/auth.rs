@@ -26,9 +26,7 @@ use tracing::{Instrument, field::Empty};
 
 use super::status::to_status;
 use crate::{
-    broker::{
-        self, Broker, Caller, CredentialKind, KIND_SERVICE, KIND_USER, MintPlan, UpstreamPlan,
-    },
+    broker::{self, Broker, Caller, CredentialKind, MintPlan, UpstreamPlan},
     domain::{Grant, PermissionModel, Projects},
     error::Error,
     pb::{storage::SubjectRecord, v1 as pb},
@@ -378,7 +376,8 @@ async fn admit(
     // A git password upstream hands out the stored password itself: that needs a policy
     // that explicitly permits `ReadUpstreamSecret` (the shipped policies do not).
     if rpc == Rpc::IssueUpstreamToken
-        && resource.attrs.get("vendor").and_then(Value::as_str) == Some("git_password")
+        && resource.attrs.get("vendor").and_then(Value::as_str)
+            == Some(crate::upstream::Vendor::GitPassword.as_str())
     {
         let decision =
             broker
@@ -582,10 +581,10 @@ fn describe(
                 )
                 .unwrap_or_else(|_| SubjectRecord {
                     id: req.subject_id.clone(),
-                    kind: if req.kind == KIND_SERVICE {
-                        KIND_SERVICE
+                    kind: if req.kind == pb::SubjectKind::Service as i32 {
+                        pb::SubjectKind::Service as i32
                     } else {
-                        KIND_USER
+                        pb::SubjectKind::User as i32
                     },
                     grant: None,
                     created_at: now,
@@ -763,7 +762,7 @@ fn upstream_entity(broker: &Broker, name: &str) -> Result<EntityDesc, Error> {
     let vendor = broker
         .store
         .upstream(name)?
-        .and_then(|u| crate::broker::vendor_of(u.vendor))
+        .and_then(|u| crate::upstream::Vendor::known(u.vendor))
         .map(|v| v.as_str().to_owned())
         .unwrap_or_default();
     Ok(EntityDesc {
@@ -828,7 +827,7 @@ fn token_desc(jti: &str, subject: &str, depth: u32) -> EntityDesc {
 pub fn subject_entity(record: &SubjectRecord, broker: &Broker) -> EntityDesc {
     let grant = broker::grant_from_record(record.grant.as_ref(), 0);
     EntityDesc {
-        kind: if record.kind == KIND_SERVICE {
+        kind: if record.kind == pb::SubjectKind::Service as i32 {
             EntityKind::Service
         } else {
             EntityKind::User
@@ -850,7 +849,7 @@ fn stored_subject_entity(broker: &Broker, id: &str) -> Result<EntityDesc, Error>
         None => subject_entity(
             &SubjectRecord {
                 id: id.to_owned(),
-                kind: KIND_USER,
+                kind: pb::SubjectKind::User as i32,
                 grant: Some(crate::pb::storage::GrantRecord {
                     projects: Vec::new(),
                     permissions: Vec::new(),

@@ -10,10 +10,7 @@ use std::{
 
 use cedar_policy::PolicySet;
 
-use super::{
-    Broker, Caller, CredentialKind, KIND_SERVICE, KeyPolicy, KeyQuery, grant_from_record,
-    grant_record,
-};
+use super::{Broker, Caller, CredentialKind, KeyPolicy, KeyQuery, grant_from_record, grant_record};
 use crate::{
     domain::{
         Ask, End, Grant, Projects, Reach, Restrictions, Yield,
@@ -22,7 +19,10 @@ use crate::{
     },
     error::Error,
     keys::secret::{self, Secret},
-    pb::storage::{AccessKeyRecord, GrantRecord, SubjectRecord},
+    pb::{
+        storage::{AccessKeyRecord, GrantRecord, SubjectRecord},
+        v1::SubjectKind,
+    },
     policy::{EntityDesc, EntityKind, KeyPolicyError},
     store::KeyOutcome,
 };
@@ -222,7 +222,7 @@ impl Broker {
     /// The Cedar entity of a subject, as principal of a key's linked roles.
     fn owner_entity(owner: &SubjectRecord) -> EntityDesc {
         EntityDesc {
-            kind: if owner.kind == KIND_SERVICE {
+            kind: if owner.kind == SubjectKind::Service as i32 {
                 EntityKind::Service
             } else {
                 EntityKind::User
@@ -290,7 +290,7 @@ impl Broker {
             owner_id,
             new,
             Some(grant_record(&reach.grant)),
-            owner.kind == KIND_SERVICE,
+            owner.kind == SubjectKind::Service as i32,
             now,
         );
         record.expires_at = reach.grant.not_after.unwrap_or(0);
@@ -363,7 +363,7 @@ impl Broker {
                 "give at least one permission",
             ));
         }
-        if new.service && owner.kind != KIND_SERVICE {
+        if new.service && owner.kind != SubjectKind::Service as i32 {
             violations.push(FieldViolation::new(
                 "service",
                 format!(

@@ -8,7 +8,7 @@ mod upstreams;
 
 pub use keys::{KeyPage, KeyWithSecret, NewKey, UPDATABLE};
 pub use list::KeyQuery;
-pub use upstreams::{IssuedLease, UpstreamPlan, vendor_number, vendor_of};
+pub use upstreams::{IssuedLease, UpstreamPlan};
 
 use sha2::{Digest, Sha256};
 use std::{
@@ -34,15 +34,14 @@ use crate::{
         jwt::{JwtKeys, JwtSettings, KeyMaterial, SigningAlgorithm},
         secret,
     },
-    pb::storage::{AccessKeyRecord, GrantRecord, SigningKeyRecord, SubjectRecord, TokenRecord},
+    pb::{
+        storage::{AccessKeyRecord, GrantRecord, SigningKeyRecord, SubjectRecord, TokenRecord},
+        v1::SubjectKind,
+    },
     policy::{PolicyEngine, PolicyError},
     store::{MintOutcome, Store, StoreError},
 };
 
-/// Subject kinds as stored (same numbers as `tokenbroker.v1.SubjectKind`).
-pub const KIND_USER: i32 = 1;
-/// See [`KIND_USER`].
-pub const KIND_SERVICE: i32 = 2;
 /// The subject created on first start.
 pub const ADMIN_SUBJECT: &str = "admin";
 /// File under the data dir that receives the bootstrap admin secret, once.
@@ -381,7 +380,7 @@ impl Broker {
         let all: Vec<String> = self.model.all().cloned().collect();
         let subject = SubjectRecord {
             id: ADMIN_SUBJECT.to_owned(),
-            kind: KIND_USER,
+            kind: SubjectKind::User as i32,
             grant: Some(GrantRecord {
                 projects: vec!["*".to_owned()],
                 permissions: all.clone(),
@@ -792,7 +791,10 @@ impl Broker {
                 ),
             ));
         }
-        if kind != KIND_USER && kind != KIND_SERVICE {
+        if !matches!(
+            SubjectKind::try_from(kind),
+            Ok(SubjectKind::User | SubjectKind::Service)
+        ) {
             violations.push(FieldViolation::new("kind", "set `kind` to USER or SERVICE"));
         }
         let max = self.config.max_grant_items;
