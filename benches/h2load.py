@@ -110,7 +110,7 @@ def main():
             server = subprocess.Popen(
                 [binary, "serve", "--data-dir", data, "--listen", f"127.0.0.1:{PORT}"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                env=dict(os.environ, RUST_LOG="info"))
+                env=dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info")))
             try:
                 wait_port()
                 secret = open(os.path.join(data, "bootstrap-admin.key")).read().strip()

@@ -13,6 +13,8 @@ use std::{
 
 use serde::Deserialize;
 
+use crate::upstream::Vendor;
+
 /// Environment variables with this prefix override config keys (`TOKEN_BROKER_LISTEN` → `listen`).
 pub const ENV_PREFIX: &str = "TOKEN_BROKER_";
 /// The master key may come from the environment instead of a file; it is not a config key.
@@ -132,15 +134,6 @@ pub struct UpstreamSettings {
     pub allow_private_addresses: bool,
 }
 
-/// The vendor names `vendor_permissions` accepts.
-pub const VENDORS: [&str; 5] = [
-    "bitbucket_server",
-    "launchdarkly",
-    "foreman",
-    "develocity",
-    "git_password",
-];
-
 fn default_vendor_permissions() -> BTreeMap<String, BTreeMap<String, Vec<String>>> {
     let table = |pairs: [(&str, &str); 3]| {
         pairs
@@ -150,7 +143,7 @@ fn default_vendor_permissions() -> BTreeMap<String, BTreeMap<String, Vec<String>
     };
     BTreeMap::from([
         (
-            "bitbucket_server".to_owned(),
+            Vendor::BitbucketServer.as_str().to_owned(),
             table([
                 ("read", "REPO_READ"),
                 ("write", "REPO_WRITE"),
@@ -158,21 +151,21 @@ fn default_vendor_permissions() -> BTreeMap<String, BTreeMap<String, Vec<String>
             ]),
         ),
         (
-            "launchdarkly".to_owned(),
+            Vendor::Launchdarkly.as_str().to_owned(),
             table([("read", "reader"), ("write", "writer"), ("admin", "admin")]),
         ),
         // A Foreman personal access token carries all of its user's rights and cannot be
         // narrowed, so only `admin` maps to it.
         (
-            "foreman".to_owned(),
+            Vendor::Foreman.as_str().to_owned(),
             BTreeMap::from([("admin".to_owned(), vec!["*".to_owned()])]),
         ),
         (
-            "develocity".to_owned(),
+            Vendor::Develocity.as_str().to_owned(),
             table([("read", "read"), ("write", "write"), ("admin", "admin")]),
         ),
         (
-            "git_password".to_owned(),
+            Vendor::GitPassword.as_str().to_owned(),
             table([("read", "read"), ("write", "write"), ("admin", "admin")]),
         ),
     ])
@@ -324,12 +317,15 @@ impl Config {
             );
         }
         for (vendor, table) in &self.vendor_permissions {
-            if !VENDORS.contains(&vendor.as_str()) {
+            if !Vendor::all().any(|v| v.as_str() == vendor) {
                 return invalid(
                     "vendor_permissions",
                     format!(
                         "vendor `{vendor}` is unknown: use one of `{}`",
-                        VENDORS.join("`, `")
+                        Vendor::all()
+                            .map(Vendor::as_str)
+                            .collect::<Vec<_>>()
+                            .join("`, `")
                     ),
                 );
             }

@@ -372,8 +372,8 @@ async fn a_vendor_that_is_down_is_unavailable_after_bounded_retries_and_recovers
 async fn launchdarkly_verify_sends_the_raw_key_and_rejects_a_wrong_one() {
     let cfg = FakeConfig::default();
     let fake = FakeLaunchDarkly::start(cfg.clone()).await;
-    let ld = connector(Vendor::LaunchDarkly, http());
-    ld.verify(&account(Vendor::LaunchDarkly, &fake, keyed(&cfg), &[]))
+    let ld = connector(Vendor::Launchdarkly, http());
+    ld.verify(&account(Vendor::Launchdarkly, &fake, keyed(&cfg), &[]))
         .await
         .unwrap();
     let call = fake.calls().pop().unwrap();
@@ -387,10 +387,10 @@ async fn launchdarkly_verify_sends_the_raw_key_and_rejects_a_wrong_one() {
     let mut wrong = keyed(&cfg);
     wrong.token = WRONG.into();
     let err = ld
-        .verify(&account(Vendor::LaunchDarkly, &fake, wrong, &[]))
+        .verify(&account(Vendor::Launchdarkly, &fake, wrong, &[]))
         .await
         .unwrap_err();
-    assert_unauthenticated(&err, Vendor::LaunchDarkly, "Invalid access token");
+    assert_unauthenticated(&err, Vendor::Launchdarkly, "Invalid access token");
     assert_secret_free(&err, &[WRONG, &cfg.token]);
 }
 
@@ -398,8 +398,8 @@ async fn launchdarkly_verify_sends_the_raw_key_and_rejects_a_wrong_one() {
 async fn launchdarkly_issues_an_inline_policy_for_the_projects_and_revokes_it() {
     let cfg = FakeConfig::default();
     let fake = FakeLaunchDarkly::start(cfg.clone()).await;
-    let ld = connector(Vendor::LaunchDarkly, http());
-    let acct = account(Vendor::LaunchDarkly, &fake, keyed(&cfg), &[]);
+    let ld = connector(Vendor::Launchdarkly, http());
+    let acct = account(Vendor::Launchdarkly, &fake, keyed(&cfg), &[]);
     let issued = ld
         .issue(&acct, &request(&["reader"], &["web", "api"], now() + 3600))
         .await
@@ -455,8 +455,8 @@ async fn launchdarkly_429_is_retried_after_retry_after() {
     };
     let fake = FakeLaunchDarkly::start(cfg.clone()).await;
     let (pauses, waits) = recorded_pauses();
-    let ld = connector(Vendor::LaunchDarkly, http().with_pause(pauses));
-    let acct = account(Vendor::LaunchDarkly, &fake, keyed(&cfg), &[]);
+    let ld = connector(Vendor::Launchdarkly, http().with_pause(pauses));
+    let acct = account(Vendor::Launchdarkly, &fake, keyed(&cfg), &[]);
     ld.issue(&acct, &request(&["reader"], &["web"], now() + 3600))
         .await
         .unwrap();
@@ -484,13 +484,13 @@ async fn launchdarkly_persistent_429_is_rate_limited_and_403_is_permission_denie
     let fake = FakeLaunchDarkly::start(cfg.clone()).await;
     let (pauses, waits) = recorded_pauses();
     let ld = connector(
-        Vendor::LaunchDarkly,
+        Vendor::Launchdarkly,
         HttpClient::new(2, Duration::from_millis(10), loopback())
             .unwrap()
             .with_pause(pauses),
     );
     let err = ld
-        .verify(&account(Vendor::LaunchDarkly, &fake, keyed(&cfg), &[]))
+        .verify(&account(Vendor::Launchdarkly, &fake, keyed(&cfg), &[]))
         .await
         .unwrap_err();
     assert!(
@@ -506,7 +506,7 @@ async fn launchdarkly_persistent_429_is_rate_limited_and_403_is_permission_denie
         ..FakeConfig::default()
     };
     let fake = FakeLaunchDarkly::start(cfg.clone()).await;
-    let acct = account(Vendor::LaunchDarkly, &fake, keyed(&cfg), &[]);
+    let acct = account(Vendor::Launchdarkly, &fake, keyed(&cfg), &[]);
     let err = ld
         .issue(&acct, &request(&["reader"], &["billing"], now() + 3600))
         .await
@@ -734,7 +734,7 @@ async fn the_default_rules_send_nothing_to_a_loopback_vendor() {
         allow_private_addresses: false,
     };
     let no_private = HttpClient::new(1, Duration::from_millis(10), insecure_only).unwrap();
-    let ld = account(Vendor::LaunchDarkly, &fake, keyed(&cfg), &[]);
+    let ld = account(Vendor::Launchdarkly, &fake, keyed(&cfg), &[]);
     let by_name = UpstreamAccount {
         base_url: format!("http://localhost:{}", fake.addr().port()),
         ..ld.clone()
@@ -744,7 +744,7 @@ async fn the_default_rules_send_nothing_to_a_loopback_vendor() {
         (no_private.clone(), &ld, "upstreams.allow_private_addresses"),
         (no_private, &by_name, "upstreams.allow_private_addresses"),
     ] {
-        let err = connector(Vendor::LaunchDarkly, client)
+        let err = connector(Vendor::Launchdarkly, client)
             .verify(acct)
             .await
             .unwrap_err();

@@ -5,13 +5,13 @@ use tonic::{Request, Response, Status};
 use super::{Api, status::to_status, timestamp};
 use crate::{
     authz::{self, Described, Guarded, Route},
-    broker::{Broker, Caller, Found, KIND_SERVICE, KIND_USER},
+    broker::{Broker, Caller, Found},
     error::Error,
     pb::{
         storage::SubjectRecord,
         v1::{
             CreateSubjectRequest, DeleteSubjectRequest, DeleteSubjectResponse, GetSubjectRequest,
-            ListSubjectsRequest, ListSubjectsResponse, Subject,
+            ListSubjectsRequest, ListSubjectsResponse, Subject, SubjectKind,
             subject_service_server::SubjectService,
         },
     },
@@ -53,10 +53,10 @@ impl Guarded for CreateSubjectRequest {
         // An invalid subject shows policy its id and kind only.
         let shown = plan.as_ref().cloned().unwrap_or_else(|_| SubjectRecord {
             id: self.subject_id.clone(),
-            kind: if self.kind == KIND_SERVICE {
-                KIND_SERVICE
+            kind: if self.kind == SubjectKind::Service as i32 {
+                SubjectKind::Service as i32
             } else {
-                KIND_USER
+                SubjectKind::User as i32
             },
             grant: None,
             created_at: now,

@@ -7,10 +7,11 @@ use std::collections::BTreeSet;
 use serde_json::{Value, json};
 
 use crate::{
-    broker::{self, Broker, Caller, CredentialKind, KIND_SERVICE, KIND_USER, MintPlan},
+    broker::{self, Broker, Caller, CredentialKind, MintPlan},
     domain::{Grant, PermissionModel, Projects},
     error::Error,
     pb::storage::{AccessKeyRecord, SubjectRecord, UpstreamRecord},
+    pb::v1::SubjectKind,
     policy::{EntityDesc, EntityKind},
 };
 
@@ -65,7 +66,7 @@ pub fn upstream_entity(broker: &Broker, name: &str) -> Result<EntityDesc, Error>
 /// An upstream as Cedar sees it, from a record already read.
 pub fn upstream_desc(name: &str, record: Option<&UpstreamRecord>) -> EntityDesc {
     let vendor = record
-        .and_then(|u| crate::broker::vendor_of(u.vendor))
+        .and_then(|u| crate::upstream::Vendor::known(u.vendor))
         .map(|v| v.as_str().to_owned())
         .unwrap_or_default();
     EntityDesc {
@@ -136,7 +137,7 @@ pub fn token_desc(jti: &str, subject: &str, depth: u32) -> EntityDesc {
 pub fn subject_entity(record: &SubjectRecord, broker: &Broker) -> EntityDesc {
     let grant = broker::grant_from_record(record.grant.as_ref(), 0);
     EntityDesc {
-        kind: if record.kind == KIND_SERVICE {
+        kind: if record.kind == SubjectKind::Service as i32 {
             EntityKind::Service
         } else {
             EntityKind::User
@@ -162,7 +163,7 @@ pub fn stored_subject_entity(
         None => subject_entity(
             &SubjectRecord {
                 id: id.to_owned(),
-                kind: KIND_USER,
+                kind: SubjectKind::User as i32,
                 grant: Some(crate::pb::storage::GrantRecord {
                     projects: Vec::new(),
                     permissions: Vec::new(),

@@ -10,8 +10,8 @@ use std::{
 use cedar_policy::PolicySet;
 
 use super::{
-    Caller, CredentialKind, Found, KIND_SERVICE, KeyPolicy, KeyQuery, core::Core,
-    grant_from_record, grant_record, upstreams::Upstreams,
+    Caller, CredentialKind, Found, KeyPolicy, KeyQuery, core::Core, grant_from_record,
+    grant_record, upstreams::Upstreams,
 };
 use crate::{
     authz::Authorized,
@@ -22,7 +22,10 @@ use crate::{
     },
     error::Error,
     keys::secret::{self, Secret},
-    pb::storage::{AccessKeyRecord, GrantRecord, SubjectRecord},
+    pb::{
+        storage::{AccessKeyRecord, GrantRecord, SubjectRecord},
+        v1::SubjectKind,
+    },
     policy::{EntityDesc, EntityKind, KeyPolicyError},
     store::KeyOutcome,
 };
@@ -237,7 +240,7 @@ impl AccessKeys {
     /// The Cedar entity of a subject, as principal of a key's linked roles.
     fn owner_entity(owner: &SubjectRecord) -> EntityDesc {
         EntityDesc {
-            kind: if owner.kind == KIND_SERVICE {
+            kind: if owner.kind == SubjectKind::Service as i32 {
                 EntityKind::Service
             } else {
                 EntityKind::User
@@ -306,7 +309,7 @@ impl AccessKeys {
             owner_id,
             new,
             Some(grant_record(&reach.grant)),
-            owner.kind == KIND_SERVICE,
+            owner.kind == SubjectKind::Service as i32,
             now,
         );
         record.expires_at = reach.grant.not_after.unwrap_or(0);
@@ -383,7 +386,7 @@ impl AccessKeys {
                 "give at least one permission",
             ));
         }
-        if new.service && owner.kind != KIND_SERVICE {
+        if new.service && owner.kind != SubjectKind::Service as i32 {
             violations.push(FieldViolation::new(
                 "service",
                 format!(

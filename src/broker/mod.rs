@@ -17,9 +17,7 @@ pub use keys::{AccessKeyError, AccessKeys, KeyPage, KeyWithSecret, NewKey, UPDAT
 pub use list::KeyQuery;
 pub use subjects::{SubjectError, Subjects};
 pub use tokens::{MintPlan, Minted, TokenError, Tokens};
-pub use upstreams::{
-    IssuedLease, UpstreamError, UpstreamPlan, Upstreams, vendor_number, vendor_of,
-};
+pub use upstreams::{IssuedLease, UpstreamError, UpstreamPlan, Upstreams};
 
 use std::{
     io::Write,
@@ -39,15 +37,14 @@ use crate::{
         KeyError, MasterKey,
         jwt::{JwtKeys, JwtSettings, KeyMaterial, SigningAlgorithm},
     },
-    pb::storage::{AccessKeyRecord, GrantRecord, SigningKeyRecord, SubjectRecord, TokenRecord},
+    pb::{
+        storage::{AccessKeyRecord, GrantRecord, SigningKeyRecord, SubjectRecord, TokenRecord},
+        v1::SubjectKind,
+    },
     policy::{PolicyEngine, PolicyError},
     store::{Store, StoreError},
 };
 
-/// Subject kinds as stored (same numbers as `tokenbroker.v1.SubjectKind`).
-pub const KIND_USER: i32 = 1;
-/// See [`KIND_USER`].
-pub const KIND_SERVICE: i32 = 2;
 /// The subject created on first start.
 pub const ADMIN_SUBJECT: &str = "admin";
 /// File under the data dir that receives the bootstrap admin secret, once.
@@ -384,7 +381,7 @@ impl Broker {
         let all: Vec<String> = self.core.model.all().cloned().collect();
         let subject = SubjectRecord {
             id: ADMIN_SUBJECT.to_owned(),
-            kind: KIND_USER,
+            kind: SubjectKind::User as i32,
             grant: Some(GrantRecord {
                 projects: vec!["*".to_owned()],
                 permissions: all.clone(),

@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use super::{ADMIN_SUBJECT, Found, KIND_SERVICE, KIND_USER, core::Core, page_size};
+use super::{ADMIN_SUBJECT, Found, core::Core, page_size};
+use crate::pb::v1::SubjectKind;
 use crate::{
     authz::Authorized,
     domain::validate::{self, FieldViolation, quote},
@@ -105,7 +106,7 @@ impl Subjects {
                 ),
             ));
         }
-        if kind != KIND_USER && kind != KIND_SERVICE {
+        if kind != SubjectKind::User as i32 && kind != SubjectKind::Service as i32 {
             violations.push(FieldViolation::new("kind", "set `kind` to USER or SERVICE"));
         }
         let max = self.core.config.max_grant_items;

@@ -20,7 +20,10 @@ use crate::{
     },
     error::Error,
     keys::MasterKey,
-    pb::storage::{LeaseRecord, SealedCredential, UpstreamRecord},
+    pb::{
+        storage::{LeaseRecord, SealedCredential, UpstreamRecord},
+        v1::UpstreamStatus,
+    },
     upstream::{self, Credential, IssueRequest, UpstreamAccount, Vendor, VendorError},
 };
 
@@ -33,11 +36,6 @@ pub const LEASE_PENDING: i32 = 3;
 /// See [`LEASE_ISSUING`].
 pub const LEASE_REVOKED: i32 = 4;
 
-/// Upstream statuses as stored (same numbers as `tokenbroker.v1.UpstreamStatus`).
-pub const STATUS_NORMAL: i32 = 1;
-/// See [`STATUS_NORMAL`].
-pub const STATUS_UNAUTHENTICATED: i32 = 3;
-
 /// A lease still issuing after this long means the broker stopped mid-call.
 const ISSUE_TIMEOUT_SECS: i64 = 120;
 /// Longest wait between revocation attempts.
@@ -45,18 +43,6 @@ const MAX_RETRY_SECS: i64 = 60;
 /// How often the lease worker looks for due work.
 const WORKER_PERIOD: Duration = Duration::from_millis(500);
 const CREDENTIAL_AAD: &str = "upstream-credential:";
-
-/// The vendor of a stored or requested number (`tokenbroker.v1.Vendor`).
-pub fn vendor_of(number: i32) -> Option<Vendor> {
-    Some(match number {
-        1 => Vendor::BitbucketServer,
-        2 => Vendor::LaunchDarkly,
-        3 => Vendor::Foreman,
-        4 => Vendor::Develocity,
-        5 => Vendor::GitPassword,
-        _ => return None,
-    })
-}
 
 /// A validated IssueUpstreamToken, ready for policy and the vendor call.
 #[derive(Clone, Debug)]
@@ -187,7 +173,7 @@ impl Upstreams {
 
     /// The account of a stored upstream, credential unsealed in memory only.
     fn account(&self, record: &UpstreamRecord) -> Result<(Vendor, UpstreamAccount), Error> {
-        let vendor = vendor_of(record.vendor)
+        let vendor = Vendor::known(record.vendor)
             .ok_or_else(|| Error::Internal(format!("upstream `{}` has no vendor", record.name)))?;
         let plain = self.master.open(
             &record.sealed_credential,
@@ -221,7 +207,13 @@ impl Upstreams {
         let Some(vendor) = vendor else {
             violations.push(FieldViolation::new(
                 "vendor",
-                "set `vendor` to one of VENDOR_BITBUCKET_SERVER, VENDOR_LAUNCHDARKLY, VENDOR_FOREMAN, VENDOR_DEVELOCITY, VENDOR_GIT_PASSWORD",
+                format!(
+                    "set `vendor` to one of {}",
+                    Vendor::all()
+                        .map(|v| v.as_str_name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             ));
             return;
         };
@@ -238,12 +230,14 @@ impl Upstreams {
         let needs = match vendor {
             Vendor::BitbucketServer => (!has_password && !has_token)
                 .then_some("give `username` and `password`, or a `token`"),
-            Vendor::LaunchDarkly | Vendor::Develocity => {
+            Vendor::Launchdarkly | Vendor::Develocity => {
                 (!has_token).then_some("give the vendor API `token`")
             }
             Vendor::Foreman | Vendor::GitPassword => {
                 (!has_password).then_some("give `username` and `password`")
             }
+            // INVARIANT: `Vendor::known` never yields it; refused above as not set.
+            Vendor::Unspecified => None,
         };
         if let Some(needs) = needs {
             violations.push(FieldViolation::new("credential", needs));
@@ -272,9 +266,9 @@ impl Upstreams {
     ) -> Result<(i32, String, String), Error> {
         let connector = upstream::connector(vendor, self.http());
         match connector.verify(account).await {
-            Ok(v) => Ok((STATUS_NORMAL, v.repo_host, v.repo_user)),
+            Ok(v) => Ok((UpstreamStatus::Normal as i32, v.repo_host, v.repo_user)),
             Err(VendorError::Unauthenticated { .. }) => Ok((
-                STATUS_UNAUTHENTICATED,
+                UpstreamStatus::Unauthenticated as i32,
                 account.base_url.clone(),
                 account.credential.username.clone(),
             )),
@@ -305,7 +299,7 @@ impl Upstreams {
                 ),
             ));
         }
-        let vendor = vendor_of(vendor);
+        let vendor = Vendor::known(vendor);
         self.check_account(vendor, base_url, &credential, &options, &mut violations);
         let Some(vendor) = vendor.filter(|_| violations.is_empty()) else {
             return Err(Error::Invalid(violations));
@@ -325,7 +319,7 @@ impl Upstreams {
         let (status, repo_host, repo_user) = self.verify_at_vendor(vendor, &account).await?;
         let record = UpstreamRecord {
             name: name.to_owned(),
-            vendor: vendor_number(vendor),
+            vendor: vendor as i32,
             base_url,
             sealed_credential: self.seal_credential(name, &credential)?,
             options: options.into_iter().collect(),
@@ -493,7 +487,7 @@ impl Upstreams {
         )
         .map_err(Error::Invalid)?;
         let upstream = self.upstream_record(upstream_name)?;
-        let vendor = vendor_of(upstream.vendor)
+        let vendor = Vendor::known(upstream.vendor)
             .ok_or_else(|| Error::Internal(format!("upstream `{upstream_name}` has no vendor")))?;
         let grant = self
             .core
@@ -565,7 +559,7 @@ impl Upstreams {
     ) -> Result<IssuedLease, Error> {
         let (caller, plan, now) = authorized.into_parts();
         let caller = &caller;
-        if plan.upstream.status != STATUS_NORMAL {
+        if plan.upstream.status != UpstreamStatus::Normal as i32 {
             return Err(UpstreamError::CredentialRejected(format!(
                 "upstream {} has a credential the vendor rejected: rotate it with UpdateUpstream",
                 quote(&plan.upstream.name)
@@ -847,17 +841,6 @@ fn changed_while_issuing() -> Error {
             .to_owned(),
     )
     .into()
-}
-
-/// The proto number of a vendor.
-pub fn vendor_number(vendor: Vendor) -> i32 {
-    match vendor {
-        Vendor::BitbucketServer => 1,
-        Vendor::LaunchDarkly => 2,
-        Vendor::Foreman => 3,
-        Vendor::Develocity => 4,
-        Vendor::GitPassword => 5,
-    }
 }
 
 /// Runs the lease worker until the broker is dropped: expiries and holder revocations reach

@@ -10,9 +10,10 @@ pub mod inline;
 
 use std::{
     collections::{HashMap, HashSet},
+    hash::{BuildHasher, Hash, Hasher, RandomState},
     path::{Path, PathBuf},
     str::FromStr,
-    sync::atomic::{AtomicU64, Ordering},
+    sync::RwLock,
 };
 
 use cedar_policy::{
@@ -148,9 +149,6 @@ const ALL_KINDS: [EntityKind; 8] = [
     EntityKind::Lease,
 ];
 
-// Each (principal kind, resource kind) shape has one bit of `ActionSlot::validated`.
-const _: () = assert!(ALL_KINDS.len() * ALL_KINDS.len() <= u64::BITS as usize);
-
 /// A JSON value as a Cedar value: strings, integers, booleans, sets and records.
 fn to_expr(value: &Value) -> Result<RestrictedExpression, String> {
     Ok(match value {
@@ -239,10 +237,15 @@ struct ActionSlot {
     entity: Option<Entity>,
     /// The policies that can apply to this action (see `load`).
     policies: PolicySet,
-    /// Bit `principal kind × 8 + resource kind` is set once a request of that shape passed
-    /// the schema check (see `try_authorize_in`).
-    validated: AtomicU64,
+    /// Fingerprints of the request shapes (see [`PolicyEngine::shape_of`]) that passed the
+    /// schema check for this action (see `try_authorize_in`).
+    validated: RwLock<HashSet<u64>>,
 }
+
+/// Shapes remembered per action. The auth layer builds a handful per action; past this many,
+/// a new shape is checked against the schema every time instead of remembered, so a caller
+/// who could vary shapes without bound could not grow memory without bound.
+const MAX_SHAPES_PER_ACTION: usize = 1024;
 
 /// The default of config `max_inline_policy_bytes`.
 const DEFAULT_MAX_INLINE_BYTES: usize = 16 * 1024;
@@ -274,6 +277,8 @@ pub struct PolicyEngine {
     actions: HashMap<String, ActionSlot>,
     /// Parsed type names, indexed by `EntityKind as usize`.
     types: Vec<EntityTypeName>,
+    /// Keys of the shape fingerprints, random per engine (see [`PolicyEngine::shape_of`]).
+    shape_keys: RandomState,
     /// Largest inline policy read, in bytes (config `max_inline_policy_bytes`).
     max_inline_bytes: usize,
     /// Bounds the inline policy parser threads running at once.
@@ -423,7 +428,7 @@ impl PolicyEngine {
                     uid: uid.clone(),
                     entity: action_entities.get(uid).cloned(),
                     policies: PolicySet::new(),
-                    validated: AtomicU64::new(0),
+                    validated: RwLock::new(HashSet::new()),
                 };
                 (uid.id().unescaped().to_owned(), slot)
             })
@@ -471,6 +476,7 @@ impl PolicyEngine {
             authorizer: Authorizer::new(),
             actions,
             types,
+            shape_keys: RandomState::new(),
             max_inline_bytes: DEFAULT_MAX_INLINE_BYTES,
             parsers: inline::Gate::default(),
         })
@@ -615,6 +621,21 @@ impl PolicyEngine {
             .unwrap_or_else(Decision::failed)
     }
 
+    /// The fingerprint of a request's shape for one action: the kinds of the principal and
+    /// resource, whether they are one entity, and the shapes of their attributes and of the
+    /// context (see [`feed_shape`]). Keyed per engine, so no caller can aim at a collision.
+    fn shape_of(&self, principal: &EntityDesc, resource: &EntityDesc, context: &Value) -> u64 {
+        let mut h = self.shape_keys.build_hasher();
+        let same = resource.kind == principal.kind && resource.id == principal.id;
+        h.write_u8(u8::from(same));
+        for d in [principal, resource] {
+            h.write_usize(d.kind as usize);
+            feed_shape(&d.attrs, &self.shape_keys, &mut h);
+        }
+        feed_shape(context, &self.shape_keys, &mut h);
+        h.finish()
+    }
+
     fn try_authorize_in(
         &self,
         policies: &PolicySet,
@@ -628,12 +649,17 @@ impl PolicyEngine {
             .get(action)
             .ok_or_else(|| format!("action `{action}` is not in the schema"))?;
         // The schema check of entities and request costs more than the evaluation itself
-        // (measured: about half of an authorization). What it checks is the shape: the types
-        // of the principal and resource and the attributes and context built for the action,
-        // which the auth layer builds the same way for every request of that shape. So each
-        // shape is checked against the schema until it has passed once, then trusted.
-        let shape = 1u64 << (principal.kind as usize * 8 + resource.kind as usize);
-        let schema = (slot.validated.load(Ordering::Relaxed) & shape == 0).then_some(&self.schema);
+        // (measured: about half of an authorization). What it checks depends only on the
+        // shape: the action, the kinds of the principal and resource, and the names and
+        // types of their attributes and of the context, never on the values. So each shape
+        // is checked against the schema until it has passed once, then trusted; a request
+        // that differs in any attribute name or type is a new shape and is checked.
+        let shape = self.shape_of(principal, resource, &context);
+        let trusted = slot
+            .validated
+            .read()
+            .is_ok_and(|shapes| shapes.contains(&shape));
+        let schema = (!trusted).then_some(&self.schema);
         // Values are converted directly, not through Cedar's JSON readers: those try every
         // value as an extension value first and format a serde error each time (measured:
         // ~85 % of an authorization).
@@ -663,8 +689,11 @@ impl PolicyEngine {
             schema,
         )
         .map_err(|e| e.to_string())?;
-        if schema.is_some() {
-            slot.validated.fetch_or(shape, Ordering::Relaxed);
+        if schema.is_some()
+            && let Ok(mut shapes) = slot.validated.write()
+            && shapes.len() < MAX_SHAPES_PER_ACTION
+        {
+            shapes.insert(shape);
         }
         let response = self.authorizer.is_authorized(&request, policies, &entities);
         Ok(Decision {
@@ -680,6 +709,62 @@ impl PolicyEngine {
                 .map(ToString::to_string)
                 .collect(),
         })
+    }
+}
+
+/// Feeds the shape of a JSON value to `h`: its type; for a record, its attribute names in
+/// order and their shapes; for a set, the shapes of its elements with each run of equal
+/// shapes fed once, so that a set's length is not part of its shape. The encoding is
+/// prefix-free (a tag per type, a count before fields, a flag before each set element, `str`
+/// hashing ends each name with 0xff), so two different shapes never feed the same bytes.
+fn feed_shape(value: &Value, keys: &RandomState, h: &mut impl Hasher) {
+    h.write_u8(type_tag(value));
+    match value {
+        Value::Array(items) => {
+            let mut last = None;
+            for item in items {
+                let shape = element_shape(item, keys);
+                if last != Some(shape) {
+                    h.write_u8(1);
+                    h.write_u64(shape);
+                    last = Some(shape);
+                }
+            }
+            h.write_u8(0);
+        }
+        Value::Object(fields) => {
+            h.write_usize(fields.len());
+            for (name, field) in fields {
+                name.hash(h);
+                feed_shape(field, keys, h);
+            }
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_) => {}
+    }
+}
+
+/// The shape of one set element: its type tag for a scalar (the common case, no hashing),
+/// else the fingerprint of its own shape.
+fn element_shape(value: &Value, keys: &RandomState) -> u64 {
+    match value {
+        Value::Array(_) | Value::Object(_) => {
+            let mut h = keys.build_hasher();
+            feed_shape(value, keys, &mut h);
+            h.finish()
+        }
+        scalar => u64::from(type_tag(scalar)),
+    }
+}
+
+/// One tag per JSON type.
+fn type_tag(value: &Value) -> u8 {
+    match value {
+        Value::Null => 0,
+        Value::Bool(_) => 1,
+        Value::Number(_) => 2,
+        Value::String(_) => 3,
+        Value::Array(_) => 4,
+        Value::Object(_) => 5,
     }
 }
 

@@ -231,3 +231,83 @@ fn decision_cache_keys_on_every_attribute() {
     let as_admin = engine.authorize("RevokeAccessToken", &user("alice"), &token("bob"), admin);
     assert!(as_admin.allowed, "{as_admin:?}");
 }
+
+/// Trust is per shape, not per kinds: once a well-formed request of some action and
+/// principal and resource kinds has passed, a request of the same kinds whose context gains
+/// an attribute, or whose attribute (top-level or nested, in the context or an entity)
+/// changes type, is still checked against the schema and refused, every time.
+#[test]
+fn a_new_shape_of_known_kinds_is_still_validated() {
+    let engine = shipped();
+    let auth = json!({ "credential": credential(false) });
+    let revoke = |resource: &EntityDesc, context: &serde_json::Value| {
+        engine.authorize_uncached(
+            "RevokeAccessToken",
+            &user("alice"),
+            resource,
+            context.clone(),
+        )
+    };
+    let passed = revoke(&token("alice"), &auth);
+    assert!(passed.allowed && passed.errors.is_empty(), "{passed:?}");
+
+    let mut gained = auth.clone();
+    gained["note"] = json!("not in the schema");
+    let mut retyped = auth.clone();
+    retyped["credential"]["depth"] = json!("deep");
+    let mut nested = auth.clone();
+    nested["credential"]["grant"]["projects"] = json!([1]);
+    let malformed = EntityDesc {
+        attrs: json!({ "subject": "alice", "depth": "deep" }),
+        ..token("alice")
+    };
+    let cases = [
+        ("context gains an attribute", token("alice"), gained),
+        ("context attribute changes type", token("alice"), retyped),
+        ("set element changes type", token("alice"), nested),
+        ("resource attribute changes type", malformed, auth.clone()),
+    ];
+    for _ in 0..2 {
+        for (what, resource, context) in &cases {
+            let decision = revoke(resource, context);
+            assert!(
+                !decision.allowed && !decision.errors.is_empty(),
+                "{what}: {decision:?}"
+            );
+        }
+        // The shape that passed is still trusted and still decided alike.
+        let again = revoke(&token("alice"), &auth);
+        assert_eq!(again, passed);
+    }
+}
+
+/// Every (principal kind, resource kind) pair is a shape of its own, however many kinds there
+/// are: the fingerprint does not pack kinds into a fixed number of bits.
+#[test]
+fn every_kind_pair_is_its_own_shape() {
+    let engine = shipped();
+    let entity = |kind: EntityKind, id: &str| EntityDesc {
+        kind,
+        id: id.to_owned(),
+        attrs: json!({ "name": id }),
+    };
+    let context = json!({ "credential": credential(false) });
+    let mut shapes = HashSet::new();
+    for p in ALL_KINDS {
+        for r in ALL_KINDS {
+            shapes.insert(engine.shape_of(&entity(p, "a"), &entity(r, "b"), &context));
+        }
+    }
+    assert_eq!(shapes.len(), ALL_KINDS.len() * ALL_KINDS.len());
+    // Values are not part of a shape; names and types are.
+    let a = engine.shape_of(&user("alice"), &token("alice"), &context);
+    assert_eq!(a, engine.shape_of(&user("bob"), &token("bob"), &context));
+    let longer = EntityDesc {
+        attrs: json!({ "name": "carol", "projects": ["alpha", "beta", "gamma"], "permissions": [] }),
+        ..user("carol")
+    };
+    assert_ne!(a, engine.shape_of(&longer, &token("alice"), &context));
+    let mut more = user("alice");
+    more.attrs["projects"] = json!(["alpha", "beta", "gamma"]);
+    assert_eq!(a, engine.shape_of(&more, &token("alice"), &context));
+}

@@ -13,7 +13,7 @@ use super::{
     http::{HttpClient, join_url},
 };
 
-const VENDOR: Vendor = Vendor::LaunchDarkly;
+const VENDOR: Vendor = Vendor::Launchdarkly;
 
 /// Connector for LaunchDarkly.
 pub(super) struct LaunchDarkly {

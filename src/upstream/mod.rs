@@ -6,7 +6,8 @@
 //! revokes what it issued. Vendor failures come back as a [`VendorError`] whose kind follows the
 //! HTTP status, so the broker can map them to gRPC codes the same way as its own errors.
 //!
-//! Architecture invariant: nothing here knows Cedar or protobuf, and no credential or token ever
+//! Architecture invariant: nothing here knows Cedar or protobuf messages (the one generated type
+//! is the API's [`Vendor`] enum, so the vendor list exists once), and no credential or token ever
 //! reaches an error message or a `Debug` output. Vendor text reaches a message only scrubbed
 //! and cut short, and [`VendorError::summary`] gives the words that may be stored: ours only.
 
@@ -25,27 +26,31 @@ pub use destination::{check_base_url, non_public};
 pub use http::{ClientBuildError, HttpClient, Pause};
 use scrub::Scrubber;
 
-/// The vendors the broker can mint native tokens at, so a stored upstream names its connector.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Vendor {
-    /// Bitbucket Server / Data Center personal access tokens.
-    BitbucketServer,
-    /// LaunchDarkly API access tokens.
-    LaunchDarkly,
-    /// Foreman personal access tokens.
-    Foreman,
-    /// Develocity short-lived access tokens.
-    Develocity,
-    /// A Git host password handed out under policy (ServiceStage style), for hosts without scoped tokens.
-    GitPassword,
-}
+/// The vendors the broker can mint native tokens at, so a stored upstream names its connector:
+/// the API's `tokenbroker.v1.Vendor`, the one list of vendors.
+pub use crate::pb::v1::Vendor;
 
 impl Vendor {
+    /// The vendor of a stored or requested number; `None` for UNSPECIFIED and for a number
+    /// this build does not know.
+    pub fn known(number: i32) -> Option<Self> {
+        Vendor::try_from(number)
+            .ok()
+            .filter(|v| *v != Vendor::Unspecified)
+    }
+
+    /// Every vendor, in proto order (proto enum numbers are never reused, and start at 1
+    /// without gaps after UNSPECIFIED, which `vendor_numbers_have_no_gaps` checks).
+    pub fn all() -> impl Iterator<Item = Self> {
+        (1..).map_while(Vendor::known)
+    }
+
     /// The stable lowercase name used in configuration, storage and messages.
     pub fn as_str(self) -> &'static str {
         match self {
+            Vendor::Unspecified => "unspecified",
             Vendor::BitbucketServer => "bitbucket_server",
-            Vendor::LaunchDarkly => "launchdarkly",
+            Vendor::Launchdarkly => "launchdarkly",
             Vendor::Foreman => "foreman",
             Vendor::Develocity => "develocity",
             Vendor::GitPassword => "git_password",
@@ -374,13 +379,47 @@ pub trait Connector: Send + Sync {
 }
 
 /// The connector for `vendor`, sharing `http` (and so its connection pool and retry policy).
+/// UNSPECIFIED names no vendor ([`Vendor::known`] never yields it): its connector refuses
+/// every call before sending.
 pub fn connector(vendor: Vendor, http: HttpClient) -> Box<dyn Connector> {
     match vendor {
+        Vendor::Unspecified => Box::new(Unspecified),
         Vendor::BitbucketServer => Box::new(bitbucket::Bitbucket::new(http)),
-        Vendor::LaunchDarkly => Box::new(launchdarkly::LaunchDarkly::new(http)),
+        Vendor::Launchdarkly => Box::new(launchdarkly::LaunchDarkly::new(http)),
         Vendor::Foreman => Box::new(foreman::Foreman::new(http)),
         Vendor::Develocity => Box::new(develocity::Develocity::new(http)),
         Vendor::GitPassword => Box::new(git_password::GitPassword::new(http)),
+    }
+}
+
+/// The connector of [`Vendor::Unspecified`]: refuses every call, naming what is missing.
+struct Unspecified;
+
+impl Unspecified {
+    fn refusal() -> VendorError {
+        VendorError::local(
+            Vendor::Unspecified,
+            "the upstream names no vendor: set `vendor` to a known vendor",
+        )
+    }
+}
+
+#[tonic::async_trait]
+impl Connector for Unspecified {
+    async fn verify(&self, _: &UpstreamAccount) -> Result<VerifiedAccount, VendorError> {
+        Err(Self::refusal())
+    }
+
+    async fn issue(
+        &self,
+        _: &UpstreamAccount,
+        _: &IssueRequest,
+    ) -> Result<IssuedToken, VendorError> {
+        Err(Self::refusal())
+    }
+
+    async fn revoke(&self, _: &UpstreamAccount, _: &str) -> Result<(), VendorError> {
+        Err(Self::refusal())
     }
 }
 
@@ -457,6 +496,19 @@ mod tests {
         assert!(text.contains("bob") && text.contains("\"7\""));
     }
 
+    /// `Vendor::all` stops at the first unknown number, so a gap would hide later vendors.
+    #[test]
+    fn vendor_numbers_have_no_gaps() {
+        let all: Vec<Vendor> = Vendor::all().collect();
+        let numbered: Vec<Vendor> = (1..1000).filter_map(Vendor::known).collect();
+        assert_eq!(all, numbered);
+        assert!(all.len() >= 5, "{all:?}");
+        assert_eq!(Vendor::known(0), None);
+        for v in all {
+            assert_eq!(Vendor::known(v as i32), Some(v));
+        }
+    }
+
     #[test]
     fn display_names_vendor_and_status() {
         let err = VendorError::Unauthenticated {
@@ -486,7 +538,7 @@ mod tests {
     #[test]
     fn summary_never_carries_vendor_text() {
         let echo = "echoed: Basic YWRtaW46c2VjcmV0";
-        let vendor = Vendor::LaunchDarkly;
+        let vendor = Vendor::Launchdarkly;
         let errors = [
             VendorError::Unauthenticated {
                 vendor,
