@@ -91,6 +91,17 @@ pub struct Described<P> {
 }
 
 impl<P> Described<P> {
+    /// The usual description: `resource`, the `{ credential }` context of `caller`, `plan`.
+    pub fn authenticated(
+        broker: &Broker,
+        caller: &Caller,
+        now: i64,
+        resource: EntityDesc,
+        plan: P,
+    ) -> Self {
+        Self::new(resource, authenticated_context(broker, caller, now), plan)
+    }
+
     /// A description with no second action.
     pub fn new(resource: EntityDesc, context: Value, plan: P) -> Self {
         Self {

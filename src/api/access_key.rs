@@ -100,8 +100,9 @@ impl Guarded for ListAccessKeysRequest {
         } else {
             authz::stored_subject_entity(broker, &self.owner)?.0
         };
-        let context = authz::authenticated_context(broker, caller, now);
-        Ok(Described::new(resource, context, self))
+        Ok(Described::authenticated(
+            broker, caller, now, resource, self,
+        ))
     }
 }
 
@@ -120,10 +121,11 @@ impl Guarded for GetAccessKeyRequest {
         now: i64,
     ) -> Result<Described<Self::Plan>, Error> {
         let (resource, record) = authz::key_entity(broker, caller, &self.id)?;
-        let context = authz::authenticated_context(broker, caller, now);
-        Ok(Described::new(
+        Ok(Described::authenticated(
+            broker,
+            caller,
+            now,
             resource,
-            context,
             Found::new(self.id, record),
         ))
     }
@@ -144,8 +146,9 @@ impl Guarded for UpdateAccessKeyRequest {
         now: i64,
     ) -> Result<Described<Self>, Error> {
         let (resource, _) = authz::key_entity(broker, caller, &self.id)?;
-        let context = authz::authenticated_context(broker, caller, now);
-        Ok(Described::new(resource, context, self))
+        Ok(Described::authenticated(
+            broker, caller, now, resource, self,
+        ))
     }
 }
 
@@ -165,8 +168,9 @@ impl Guarded for DeleteAccessKeyRequest {
         now: i64,
     ) -> Result<Described<String>, Error> {
         let (resource, _) = authz::key_entity(broker, caller, &self.id)?;
-        let context = authz::authenticated_context(broker, caller, now);
-        Ok(Described::new(resource, context, self.id))
+        Ok(Described::authenticated(
+            broker, caller, now, resource, self.id,
+        ))
     }
 }
 
@@ -185,8 +189,9 @@ impl Guarded for ResetAccessKeyRequest {
         now: i64,
     ) -> Result<Described<Self>, Error> {
         let (resource, _) = authz::key_entity(broker, caller, &self.id)?;
-        let context = authz::authenticated_context(broker, caller, now);
-        Ok(Described::new(resource, context, self))
+        Ok(Described::authenticated(
+            broker, caller, now, resource, self,
+        ))
     }
 }
 

@@ -62,8 +62,9 @@ impl Guarded for CreateSubjectRequest {
             created_at: now,
         });
         let resource = authz::subject_entity(&shown, broker);
-        let context = authz::authenticated_context(broker, caller, now);
-        Ok(Described::new(resource, context, plan))
+        Ok(Described::authenticated(
+            broker, caller, now, resource, plan,
+        ))
     }
 }
 
@@ -78,10 +79,11 @@ impl Guarded for GetSubjectRequest {
         now: i64,
     ) -> Result<Described<Self::Plan>, Error> {
         let (resource, record) = authz::stored_subject_entity(broker, &self.subject_id)?;
-        let context = authz::authenticated_context(broker, caller, now);
-        Ok(Described::new(
+        Ok(Described::authenticated(
+            broker,
+            caller,
+            now,
             resource,
-            context,
             Found::new(self.subject_id, record),
         ))
     }
@@ -120,8 +122,13 @@ impl Guarded for DeleteSubjectRequest {
         now: i64,
     ) -> Result<Described<String>, Error> {
         let (resource, _) = authz::stored_subject_entity(broker, &self.subject_id)?;
-        let context = authz::authenticated_context(broker, caller, now);
-        Ok(Described::new(resource, context, self.subject_id))
+        Ok(Described::authenticated(
+            broker,
+            caller,
+            now,
+            resource,
+            self.subject_id,
+        ))
     }
 }
 

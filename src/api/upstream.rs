@@ -65,10 +65,11 @@ impl Guarded for GetUpstreamRequest {
     ) -> Result<Described<Self::Plan>, Error> {
         let record = broker.store().upstream(&self.name)?;
         let resource = authz::upstream_desc(&self.name, record.as_ref());
-        let context = authz::authenticated_context(broker, caller, now);
-        Ok(Described::new(
+        Ok(Described::authenticated(
+            broker,
+            caller,
+            now,
             resource,
-            context,
             Found::new(self.name, record),
         ))
     }
@@ -202,10 +203,11 @@ impl Guarded for RevokeUpstreamTokenRequest {
             id: self.lease_id.clone(),
             attrs: json!({ "subject": subject, "upstream": upstream }),
         };
-        let context = authz::authenticated_context(broker, caller, now);
-        Ok(Described::new(
+        Ok(Described::authenticated(
+            broker,
+            caller,
+            now,
             resource,
-            context,
             Found::new(self.lease_id, lease),
         ))
     }
