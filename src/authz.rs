@@ -206,52 +206,56 @@ pub fn authorize<R: Guarded>(
         }
         .into());
     }
-    let described = request.describe(broker, &caller, now)?;
+    let Described {
+        resource,
+        context,
+        plan,
+        also,
+    } = request.describe(broker, &caller, now)?;
     let principal = subject_entity(&caller.subject, broker);
     let span = tracing::Span::current();
-    let decision = broker.policy().authorize(
-        route.action,
-        &principal,
-        &described.resource,
-        described.context.clone(),
-    );
+    // Each decision takes the context by value; it is copied only when a later one needs it
+    // (most calls have no key policy and no second action: no copy on the hot path).
+    let mut later = (caller.key_policy.is_some() || also.is_some()).then(|| context.clone());
+    let decision = broker
+        .policy()
+        .authorize(route.action, &principal, &resource, context);
     if !decision.allowed {
         span.record("decision", "deny");
-        return Err(denied(
-            route,
-            &principal,
-            &described.resource,
-            &decision,
-            None,
-        ));
+        return Err(denied(route, &principal, &resource, &decision, None));
     }
     // The root key's own policies (inline policy and roles) must allow too: they only narrow.
     if let Some(key_policy) = &caller.key_policy {
         let set = broker.keys.key_policy_set(key_policy, &caller.subject)?;
+        let context = if also.is_some() {
+            later.clone()
+        } else {
+            later.take()
+        };
         let decision = broker.policy().authorize_in(
             &set,
             route.action,
             &principal,
-            &described.resource,
-            described.context.clone(),
+            &resource,
+            context.unwrap_or_default(),
         );
         if !decision.allowed {
             span.record("decision", "deny");
             return Err(denied(
                 route,
                 &principal,
-                &described.resource,
+                &resource,
                 &decision,
                 Some(&key_policy.key_id),
             ));
         }
     }
-    if let Some(also) = described.also {
+    if let Some(also) = also {
         let decision = broker.policy().authorize(
             also.action,
             &principal,
-            &described.resource,
-            described.context,
+            &resource,
+            later.unwrap_or_default(),
         );
         if !decision.allowed {
             span.record("decision", "deny");
@@ -263,11 +267,7 @@ pub fn authorize<R: Guarded>(
         }
     }
     span.record("decision", "allow");
-    Ok(Authorized {
-        caller,
-        plan: described.plan,
-        now,
-    })
+    Ok(Authorized { caller, plan, now })
 }
 
 /// Decides a public RPC called without a credential: the anonymous principal on the broker,

@@ -20,6 +20,7 @@ use crate::{
         },
     },
     policy::{EntityDesc, EntityKind},
+    upstream::Vendor,
 };
 
 /// The upstream named by a request, as the resource, and the authenticated context.
@@ -160,7 +161,7 @@ impl Guarded for IssueUpstreamTokenRequest {
         context["lifetime_seconds"] = plan.lifetime_secs.into();
         context["vendor_permissions"] = json!(plan.vendor_permissions);
         let resource = authz::upstream_desc(&self.upstream, Some(&plan.upstream));
-        let also = (plan.vendor.as_str() == "git_password").then(|| Also {
+        let also = (plan.vendor == Vendor::GitPassword).then(|| Also {
             action: "ReadUpstreamSecret",
             reason: "SECRET_READ_DENIED",
             message: format!(
