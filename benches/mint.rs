@@ -59,7 +59,7 @@ fn bench(c: &mut Criterion) {
             assert!(
                 broker
                     .policy()
-                    .authorize_uncached("CreateAccessToken", &p, &r, ctx)
+                    .authorize_uncached("CreateAccessToken", &p, &r, &ctx)
                     .allowed
             );
         })

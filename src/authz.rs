@@ -10,18 +10,16 @@
 
 mod entity;
 
-use serde_json::{Value, json};
-
 pub use entity::{
-    authenticated_context, credential_entity, grant_json, key_entity, mint_context,
-    stored_subject_entity, subject_entity, token_desc, token_entity, upstream_desc,
-    upstream_entity,
+    CredentialView, authenticated_context, credential_entity, grant_attrs, key_entity,
+    mint_context, stored_subject_entity, subject_desc, subject_entity, token_desc, token_entity,
+    upstream_desc, upstream_entity,
 };
 
 use crate::{
     broker::{AuthError, Broker, Caller},
     error::Error,
-    policy::{Decision, EntityDesc, EntityKind},
+    policy::{Attr, Decision, EntityDesc, EntityKind, Record},
 };
 
 /// How the server routes and guards one RPC: its path, its Cedar action and the few flags
@@ -38,6 +36,10 @@ pub struct Route {
     pub mint_only: bool,
     /// Acts on someone's access keys: a denial says who may not act on behalf of whom.
     pub manages_keys: bool,
+    /// Called for every request a resource server serves (introspection): its successful
+    /// calls log their `rpc finished` line at debug, not info, so that the log is not one
+    /// line per upstream request. Refusals and failures still log at info.
+    pub hot: bool,
 }
 
 impl Route {
@@ -49,6 +51,7 @@ impl Route {
             public: false,
             mint_only: false,
             manages_keys: false,
+            hot: false,
         }
     }
 
@@ -68,6 +71,11 @@ impl Route {
         }
     }
 
+    /// The same route, with its successful calls logged at debug (see [`Route::hot`]).
+    pub const fn hot(self) -> Self {
+        Self { hot: true, ..self }
+    }
+
     /// The same route, acting on access keys.
     pub const fn manages_keys(self) -> Self {
         Self {
@@ -83,7 +91,7 @@ pub struct Described<P> {
     /// The resource acted on.
     pub resource: EntityDesc,
     /// The context record (always has `credential`; some actions add fields).
-    pub context: Value,
+    pub context: Record,
     /// The work the handler does once policy allowed.
     pub plan: P,
     /// A second action the global policies must also permit (e.g. `ReadUpstreamSecret`).
@@ -103,7 +111,7 @@ impl<P> Described<P> {
     }
 
     /// A description with no second action.
-    pub fn new(resource: EntityDesc, context: Value, plan: P) -> Self {
+    pub fn new(resource: EntityDesc, context: Record, plan: P) -> Self {
         Self {
             resource,
             context,
@@ -212,38 +220,27 @@ pub fn authorize<R: Guarded>(
         plan,
         also,
     } = request.describe(broker, &caller, now)?;
-    let principal = subject_entity(&caller.subject, broker);
+    let principal = &caller.view.principal;
     let span = tracing::Span::current();
-    // Each decision takes the context by value; it is copied only when a later one needs it
-    // (most calls have no key policy and no second action: no copy on the hot path).
-    let mut later = (caller.key_policy.is_some() || also.is_some()).then(|| context.clone());
     let decision = broker
         .policy()
-        .authorize(route.action, &principal, &resource, context);
+        .authorize(route.action, principal, &resource, &context);
     if !decision.allowed {
         span.record("decision", "deny");
-        return Err(denied(route, &principal, &resource, &decision, None));
+        return Err(denied(route, principal, &resource, &decision, None));
     }
     // The root key's own policies (inline policy and roles) must allow too: they only narrow.
     if let Some(key_policy) = &caller.key_policy {
         let set = broker.keys.key_policy_set(key_policy, &caller.subject)?;
-        let context = if also.is_some() {
-            later.clone()
-        } else {
-            later.take()
-        };
-        let decision = broker.policy().authorize_in(
-            &set,
-            route.action,
-            &principal,
-            &resource,
-            context.unwrap_or_default(),
-        );
+        let decision =
+            broker
+                .policy()
+                .authorize_in(&set, route.action, principal, &resource, &context);
         if !decision.allowed {
             span.record("decision", "deny");
             return Err(denied(
                 route,
-                &principal,
+                principal,
                 &resource,
                 &decision,
                 Some(&key_policy.key_id),
@@ -251,12 +248,9 @@ pub fn authorize<R: Guarded>(
         }
     }
     if let Some(also) = also {
-        let decision = broker.policy().authorize(
-            also.action,
-            &principal,
-            &resource,
-            later.unwrap_or_default(),
-        );
+        let decision = broker
+            .policy()
+            .authorize(also.action, principal, &resource, &context);
         if !decision.allowed {
             span.record("decision", "deny");
             return Err(Denied {
@@ -283,12 +277,12 @@ pub fn authorize_anonymous<R: Guarded>(broker: &Broker) -> Result<(), Error> {
     let principal = EntityDesc {
         kind: EntityKind::Anonymous,
         id: "anonymous".to_owned(),
-        attrs: json!({}),
+        attrs: Record::new(),
     };
     let resource = EntityDesc::broker();
     let decision = broker
         .policy()
-        .authorize(route.action, &principal, &resource, json!({}));
+        .authorize(route.action, &principal, &resource, &Record::new());
     let span = tracing::Span::current();
     if !decision.allowed {
         span.record("decision", "deny");
@@ -321,7 +315,7 @@ fn denied(
         (None, false) => format!("forbidden by policy `{}`", decision.policies.join("`, `")),
     };
     let owner = match resource.kind {
-        EntityKind::AccessKey => resource.attrs.get("owner").and_then(Value::as_str),
+        EntityKind::AccessKey => resource.attrs.get("owner").and_then(Attr::as_str),
         EntityKind::User | EntityKind::Service => Some(resource.id.as_str()),
         _ => None,
     };

@@ -26,7 +26,7 @@ use crate::{
     },
     pb::v1 as pb,
     policy::{
-        EntityDesc, EntityKind, PolicyEngine,
+        EntityDesc, EntityKind, PolicyEngine, Record,
         inline::{MAX_EXPR_DEPTH, expression_depth},
     },
 };
@@ -137,7 +137,7 @@ pub fn inline_policy(data: &[u8]) {
     let alice = EntityDesc {
         kind: EntityKind::User,
         id: "alice".to_owned(),
-        attrs: json!({ "name": "alice", "projects": ["alpha"], "permissions": ["read"] }),
+        attrs: record(json!({ "name": "alice", "projects": ["alpha"], "permissions": ["read"] })),
     };
     let set = match engine.key_policies(&text, &[], &alice) {
         Ok(set) => set,
@@ -161,25 +161,25 @@ pub fn inline_policy(data: &[u8]) {
     let key = EntityDesc {
         kind: EntityKind::AccessKey,
         id: "ak_1".to_owned(),
-        attrs: json!({ "owner": "alice" }),
+        attrs: record(json!({ "owner": "alice" })),
     };
     let anonymous = EntityDesc {
         kind: EntityKind::Anonymous,
         id: "anonymous".to_owned(),
-        attrs: json!({}),
+        attrs: Record::new(),
     };
-    let mint = json!({
+    let mint = record(json!({
         "credential": credential, "requested": grant, "lifetime_seconds": 3600, "audience": AUDIENCE,
-    });
+    }));
     std::thread::scope(|scope| {
         std::thread::Builder::new()
             .stack_size(WORKER_STACK_BYTES)
             .spawn_scoped(scope, move || {
                 for (action, principal, resource, context) in [
                     ("CreateAccessToken", &alice, &key, mint),
-                    ("GetJwks", &anonymous, &EntityDesc::broker(), json!({})),
+                    ("GetJwks", &anonymous, &EntityDesc::broker(), Record::new()),
                 ] {
-                    let decision = engine.authorize_in(&set, action, principal, resource, context);
+                    let decision = engine.authorize_in(&set, action, principal, resource, &context);
                     assert!(
                         !decision
                             .errors
@@ -195,6 +195,11 @@ pub fn inline_policy(data: &[u8]) {
             .join()
             .expect("evaluation returns");
     });
+}
+
+/// A fixture written as JSON, as a Cedar record.
+fn record(value: serde_json::Value) -> Record {
+    Record::from_json(&value).expect("the fixture is a Cedar record")
 }
 
 /// Every `tokenbroker.v1` method the auth layer guards.

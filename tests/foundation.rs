@@ -276,3 +276,48 @@ async fn state_survives_restart_and_jwks_is_public() {
         "the bootstrap secret is never logged"
     );
 }
+
+/// Introspection is called for every request a resource server serves: a successful one
+/// logs its `rpc finished` line at debug, not info. A refused one logs at info, as every
+/// other call does.
+#[tokio::test]
+async fn successful_introspections_log_at_debug() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start_in(dir.path(), &shipped_policies(), &[]).await;
+    let admin = b.admin_secret();
+    let minted = mint(&b, &admin, &[], &["read"], Some(1.0)).await.unwrap();
+    assert!(introspect(&b, &admin, &minted.access_token).await.active);
+    let refused = b
+        .tokens()
+        .await
+        .introspect_token(authed(
+            pb::IntrospectTokenRequest {
+                token: minted.access_token.clone(),
+            },
+            "tbk_not_a_key",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    // Lines arrive in order: once this mint's line is in, both introspections' would be.
+    mint(&b, &admin, &[], &["read"], Some(0.5)).await.unwrap();
+    let finished = |l: &str, method: &str, code: &str| {
+        l.contains("rpc finished")
+            && l.contains(&format!("method=\"{method}\""))
+            && l.contains(&format!("code=\"{code}\""))
+    };
+    b.wait_for_log_line("the second mint's line", |l| {
+        finished(l, "CreateAccessToken", "0") && l.contains("subject=\"admin\"")
+    })
+    .await;
+    b.wait_for_log("method=\"CreateAccessToken\"", 2).await;
+    let logs = b.logs();
+    assert!(
+        logs.lines().any(|l| finished(l, "IntrospectToken", "16")),
+        "the refused introspection logs at info: {logs}"
+    );
+    assert!(
+        !logs.lines().any(|l| finished(l, "IntrospectToken", "0")),
+        "the successful introspection logs at debug: {logs}"
+    );
+}

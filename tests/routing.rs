@@ -98,7 +98,7 @@ async fn every_route_is_served_once_and_its_action_is_in_the_schema() {
             route.action,
             &anyone,
             &anyone,
-            serde_json::json!({}),
+            &token_broker::policy::Record::new(),
         );
         assert!(
             !decision
@@ -111,10 +111,12 @@ async fn every_route_is_served_once_and_its_action_is_in_the_schema() {
         );
     }
     // The negative control: an unknown action is reported as such.
-    let unknown =
-        broker
-            .policy()
-            .authorize_uncached("NoSuchAction", &anyone, &anyone, serde_json::json!({}));
+    let unknown = broker.policy().authorize_uncached(
+        "NoSuchAction",
+        &anyone,
+        &anyone,
+        &token_broker::policy::Record::new(),
+    );
     assert!(
         unknown
             .errors

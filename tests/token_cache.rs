@@ -1,6 +1,7 @@
-//! The verified-token cache and the in-memory revoked index, in process: a token cached as
-//! valid a moment ago is refused at once after its revocation, and at its expiry. The broker
-//! runs on a manual clock: time moves when the test says so.
+//! The credential caches, in process: a token cached as valid a moment ago is refused at
+//! once after its revocation and at its expiry (verified-token cache, revoked index), and a
+//! cached access key follows every write to a key or subject at once (key cache behind the
+//! store's generation). The broker runs on a manual clock: time moves when the test says so.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -14,9 +15,10 @@ use common::direct;
 use std::{path::Path, sync::Arc, time::Duration};
 
 use token_broker::{
-    broker::{Broker, MasterKeySource},
+    broker::{Broker, MasterKeySource, NewKey},
     clock::{Clock, ManualClock},
     config::Config,
+    pb::v1 as pb,
 };
 
 fn config(dir: &Path) -> Config {
@@ -130,4 +132,72 @@ async fn revocations_are_remembered_across_restarts() {
     };
     assert!(b.store().is_revoked(&jti), "loaded from the revoked tree");
     assert!(b.authn.introspect(&token, clock.now()).unwrap().is_none());
+}
+
+/// An authenticated key is served from the cache (the same shared view comes back) until a
+/// subject or key is written; then the next authentication reads the store and sees the
+/// change: a narrowed grant, a reset secret, a deleted key.
+#[tokio::test]
+async fn cached_keys_follow_every_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::starting_now();
+    let b = open(dir.path(), &clock).await;
+    let admin_secret = std::fs::read_to_string(dir.path().join("bootstrap-admin.key")).unwrap();
+    let admin = b
+        .authn
+        .authenticate(admin_secret.trim(), clock.now())
+        .unwrap();
+    let both = ["read".to_owned(), "write".to_owned()];
+    let key = direct::create_key(
+        &b,
+        &admin,
+        NewKey {
+            name: "cached",
+            permissions: &both,
+            ..NewKey::default()
+        },
+    )
+    .await
+    .unwrap();
+    let id = key.record.id.clone();
+    let secret = key.secret.expose().to_owned();
+
+    let first = b.authn.authenticate(&secret, clock.now()).unwrap();
+    let second = b.authn.authenticate(&secret, clock.now()).unwrap();
+    assert!(
+        Arc::ptr_eq(&first.view, &second.view),
+        "second authentication is a cache hit"
+    );
+    assert!(first.grant.permissions.contains("write"));
+
+    // Narrowed: the very next authentication holds only `read`.
+    let changes = pb::AccessKey {
+        permissions: vec!["read".to_owned()],
+        ..pb::AccessKey::default()
+    };
+    direct::update_key(&b, &admin, &id, &["permissions".to_owned()], &changes)
+        .await
+        .unwrap();
+    let narrowed = b.authn.authenticate(&secret, clock.now()).unwrap();
+    assert!(!Arc::ptr_eq(&first.view, &narrowed.view), "read again");
+    assert!(!narrowed.grant.permissions.contains("write"));
+    assert!(narrowed.grant.permissions.contains("read"));
+
+    // Reset without grace: the old secret is refused at once, the new one works.
+    let reset = direct::reset_key(&b, &admin, &id).await.unwrap();
+    let err = b.authn.authenticate(&secret, clock.now()).unwrap_err();
+    assert!(err.to_string().contains("unknown"), "{err}");
+    let renewed = b
+        .authn
+        .authenticate(reset.secret.expose(), clock.now())
+        .unwrap();
+    assert_eq!(renewed.credential_id, id);
+
+    // Deleted: refused at once.
+    direct::delete_key(&b, &admin, &id).await.unwrap();
+    let err = b
+        .authn
+        .authenticate(reset.secret.expose(), clock.now())
+        .unwrap_err();
+    assert!(err.to_string().contains("unknown"), "{err}");
 }

@@ -1,18 +1,17 @@
 //! Shared bench fixtures: the Cedar request shapes of a CreateAccessToken exactly as
-//! `src/api/auth.rs` builds them (principal, resource and context JSON), a temp broker, and
+//! `authz::authorize` sees them (principal, resource and context records), a temp broker, and
 //! short criterion settings so the whole suite runs in a few minutes.
 #![allow(dead_code, reason = "each bench uses a different subset")]
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use criterion::Criterion;
-use serde_json::{Value, json};
 use token_broker::{
-    authz::{self as auth, grant_json},
+    authz::{self as auth, grant_attrs},
     broker::{Broker, Caller, MasterKeySource, MintPlan},
     config::Config,
     domain::{Grant, PermissionModel, Projects},
-    policy::{EntityDesc, EntityKind},
+    policy::{Attr, EntityDesc, EntityKind, Record},
 };
 
 /// The server's allocator (see `src/main.rs`), so the parts are measured as the server runs them.
@@ -47,9 +46,9 @@ pub fn model() -> PermissionModel {
 
 /// Principal, resource and context of a CreateAccessToken by a Service subject holding
 /// `load` / read+write through an access key, asking for `load` / read for one hour: the
-/// same JSON `auth.rs` builds (`subject_entity`, `credential_entity`, `authenticated_context`),
-/// as a fixed fixture that needs no broker.
-pub fn mint_request_shapes(model: &PermissionModel, now: i64) -> (EntityDesc, EntityDesc, Value) {
+/// same records `authz` builds (`subject_entity`, `credential_entity`,
+/// `authenticated_context`), as a fixed fixture that needs no broker.
+pub fn mint_request_shapes(model: &PermissionModel, now: i64) -> (EntityDesc, EntityDesc, Record) {
     let subject_grant = Grant {
         projects: Projects::from_ids(["load"]),
         permissions: ["read", "write"].map(str::to_owned).into_iter().collect(),
@@ -63,45 +62,45 @@ pub fn mint_request_shapes(model: &PermissionModel, now: i64) -> (EntityDesc, En
     let principal = EntityDesc {
         kind: EntityKind::Service,
         id: "load-bench".to_owned(),
-        attrs: json!({
-            "name": "load-bench",
-            "projects": subject_grant.projects.to_ids(),
-            "permissions": model.expand(&subject_grant.permissions),
-        }),
+        attrs: Record::new()
+            .with("name", "load-bench")
+            .with("projects", Attr::strings(subject_grant.projects.to_ids()))
+            .with(
+                "permissions",
+                Attr::strings(model.expand(&subject_grant.permissions)),
+            ),
     };
     let resource = EntityDesc {
         kind: EntityKind::AccessKey,
         id: "ak_0123456789abcdef0123456789abcdef".to_owned(),
-        attrs: json!({ "owner": "load-bench" }),
+        attrs: Record::new().with("owner", "load-bench"),
     };
     let permissions = model.expand(&subject_grant.permissions);
     let admin = subject_grant.projects == Projects::All && permissions.contains("admin");
-    let context = json!({
-        "credential": {
-            "kind": "access_key",
-            "id": resource.id,
-            "depth": 0,
-            "grant": grant_json(model, &subject_grant),
-            "remaining_seconds": -1,
-            "admin": admin,
-        },
-        "requested": grant_json(model, &requested),
-        "lifetime_seconds": 3600,
-        "audience": "token-broker",
-    });
+    let credential = Record::new()
+        .with("kind", "access_key")
+        .with("id", resource.id.as_str())
+        .with("depth", 0u32)
+        .with("grant", grant_attrs(model, &subject_grant))
+        .with("remaining_seconds", -1i64)
+        .with("admin", admin);
+    let context = Record::new()
+        .with("credential", credential)
+        .with("requested", grant_attrs(model, &requested))
+        .with("lifetime_seconds", 3600i64)
+        .with("audience", "token-broker");
     (principal, resource, context)
 }
 
-/// The same shapes for an authenticated caller, built per call by the auth layer's own
-/// functions.
+/// The same shapes for an authenticated caller, built per call by `authz`'s own functions.
 pub fn caller_shapes(
     broker: &Broker,
     caller: &Caller,
     plan: &MintPlan,
     now: i64,
-) -> (EntityDesc, EntityDesc, Value) {
+) -> (EntityDesc, EntityDesc, Record) {
     (
-        auth::subject_entity(&caller.subject, broker),
+        caller.view.principal.clone(),
         auth::credential_entity(caller),
         auth::mint_context(
             broker,

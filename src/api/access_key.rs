@@ -1,7 +1,6 @@
 //! `AccessKeyService`: named, long-lived keys; the secret is shown once, at creation and at
 //! reset, and never in a listing.
 
-use serde_json::json;
 use tonic::{Request, Response, Status};
 
 use super::{Api, status::to_status, timestamp};
@@ -18,7 +17,7 @@ use crate::{
             UpdateAccessKeyRequest, access_key_service_server::AccessKeyService,
         },
     },
-    policy::EntityDesc,
+    policy::{Attr, EntityDesc, Record},
 };
 
 /// The listing form of a key: never its secret or hash.
@@ -70,10 +69,15 @@ impl Guarded for CreateAccessKeyRequest {
         // policy has allowed the call.
         let requested = record
             .and_then(|record| broker.keys.key_reach(caller, &record, &new, now).ok())
-            .map(|reach| authz::grant_json(broker.model(), &reach.grant))
-            .unwrap_or_else(|| json!({ "projects": [], "all_projects": false, "permissions": [] }));
-        let mut context = authz::authenticated_context(broker, caller, now);
-        context["requested"] = requested;
+            .map(|reach| authz::grant_attrs(broker.model(), &reach.grant))
+            .unwrap_or_else(|| {
+                Record::new()
+                    .with("projects", Attr::strings::<String>([]))
+                    .with("all_projects", false)
+                    .with("permissions", Attr::strings::<String>([]))
+            });
+        let context =
+            authz::authenticated_context(broker, caller, now).with("requested", requested);
         Ok(Described::new(resource, context, self))
     }
 }
@@ -96,7 +100,7 @@ impl Guarded for ListAccessKeysRequest {
         let resource = if self.show_all {
             EntityDesc::broker()
         } else if self.owner.is_empty() {
-            authz::subject_entity(&caller.subject, broker)
+            caller.view.principal.clone()
         } else {
             authz::stored_subject_entity(broker, &self.owner)?.0
         };

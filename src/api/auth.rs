@@ -25,7 +25,7 @@ use tracing::{Instrument, field::Empty};
 use super::status::to_status;
 use crate::{
     authz::Route,
-    broker::{AuthError, Broker},
+    broker::{AuthError, Broker, Caller},
     error::Error,
 };
 
@@ -110,31 +110,34 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let broker = Arc::clone(&self.broker);
-        let span = tracing::info_span!(
-            "rpc",
-            method = route.action,
-            subject = Empty,
-            decision = Empty,
-            code = Empty,
-            latency_us = Empty,
-        );
+        let started = Instant::now();
+        // Authentication reads only the metadata, so it runs before the span exists and the
+        // span is born with its subject. The span carries who called what and (recorded by
+        // `authz`) the decision; the closing event adds the status code and latency. Each
+        // field recorded later is formatted on the spot, and this is every call's path.
+        let caller = authenticate(&broker, route, request.headers());
+        let subject = match &caller {
+            Ok(Some(caller)) => Some(caller.subject.id.as_str()),
+            _ => None,
+        };
+        let span = tracing::info_span!("rpc", method = route.action, subject, decision = Empty);
         Box::pin(
             async move {
-                let started = Instant::now();
-                let response = match admit(&broker, route, request).await {
+                let response = match admit(&broker, caller, request).await {
                     Ok(request) => inner.call(request).await?,
                     Err(error) => to_status(error).into_http(),
                 };
-                let span = tracing::Span::current();
                 let code = response
                     .headers()
                     .get("grpc-status")
                     .and_then(|v| v.to_str().ok())
-                    .unwrap_or("0")
-                    .to_owned();
-                span.record("code", code.as_str());
-                span.record("latency_us", started.elapsed().as_micros() as u64);
-                tracing::info!("rpc finished");
+                    .unwrap_or("0");
+                let latency_us = started.elapsed().as_micros() as u64;
+                if route.hot && code == "0" {
+                    tracing::debug!(code, latency_us, "rpc finished");
+                } else {
+                    tracing::info!(code, latency_us, "rpc finished");
+                }
                 Ok(response)
             }
             .instrument(span),
@@ -163,28 +166,32 @@ pub enum RequestError {
     Unreadable(String),
 }
 
-/// Authenticates from the metadata and checks the body's framing (size, compression, one
-/// message) without decoding it; returns the request to pass on with the
-/// [`crate::broker::Caller`] in its
+/// The caller named by the `authorization` metadata: `None` for a public route called
+/// without one; refused when a credential is needed and missing, malformed or not valid.
+fn authenticate(
+    broker: &Broker,
+    route: Route,
+    headers: &http::HeaderMap,
+) -> Result<Option<Caller>, Error> {
+    match bearer(headers)? {
+        Some(value) => Ok(Some(broker.authn.authenticate(value, broker.now())?)),
+        None if route.public => Ok(None),
+        None => Err(AuthError::Missing(
+            "missing credential: send the metadata `authorization: Bearer <access key or access token>`".to_owned(),
+        )
+        .into()),
+    }
+}
+
+/// Checks the body's framing (size, compression, one message) without decoding it, once
+/// the caller is known; returns the request to pass on with the [`Caller`] in its
 /// extensions. Policy is asked later, by the handler, through [`crate::authz::authorize`].
 async fn admit(
     broker: &Broker,
-    route: Route,
+    caller: Result<Option<Caller>, Error>,
     request: http::Request<Body>,
 ) -> Result<http::Request<Body>, Error> {
-    let caller = match bearer(request.headers())? {
-        Some(value) => Some(broker.authn.authenticate(value, broker.now())?),
-        None if route.public => None,
-        None => {
-            return Err(AuthError::Missing(
-                "missing credential: send the metadata `authorization: Bearer <access key or access token>`".to_owned(),
-            )
-            .into());
-        }
-    };
-    if let Some(c) = &caller {
-        tracing::Span::current().record("subject", c.subject.id.as_str());
-    }
+    let caller = caller?;
     let (parts, body) = request.into_parts();
     let limit = broker.config().max_request_bytes;
     let bytes = Limited::new(body, limit + 5)

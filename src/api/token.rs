@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use serde_json::json;
 use tonic::{Request, Response, Status};
 
 use super::{Api, status::to_status, timestamp};
@@ -15,7 +14,7 @@ use crate::{
         IntrospectTokenRequest, IntrospectTokenResponse, Jwk, RevokeAccessTokenRequest,
         RevokeAccessTokenResponse, token_service_server::TokenService,
     },
-    policy::EntityDesc,
+    policy::{EntityDesc, Record},
 };
 
 impl Guarded for CreateAccessTokenRequest {
@@ -59,7 +58,8 @@ impl Guarded for IntrospectTokenRequest {
         "/tokenbroker.v1.TokenService/IntrospectToken",
         "IntrospectToken",
     )
-    .mint_only();
+    .mint_only()
+    .hot();
     /// The target token when active: verified (and cached) once, here.
     type Plan = Option<Arc<VerifiedToken>>;
 
@@ -115,7 +115,7 @@ impl Guarded for GetJwksRequest {
     type Plan = ();
 
     fn describe(self, _: &Broker, _: &Caller, _: i64) -> Result<Described<()>, Error> {
-        Ok(Described::new(EntityDesc::broker(), json!({}), ()))
+        Ok(Described::new(EntityDesc::broker(), Record::new(), ()))
     }
 }
 

@@ -1,7 +1,6 @@
 //! `UpstreamService`: vendor accounts and the vendor-native tokens leased from them. The
 //! credential is accepted once and never returned; a vendor token is returned once.
 
-use serde_json::{Value, json};
 use tonic::{Request, Response, Status};
 
 use super::{Api, status::to_status, timestamp};
@@ -19,7 +18,7 @@ use crate::{
             upstream_service_server::UpstreamService,
         },
     },
-    policy::{EntityDesc, EntityKind},
+    policy::{Attr, EntityDesc, EntityKind, Record},
     upstream::Vendor,
 };
 
@@ -29,7 +28,7 @@ fn named(
     caller: &Caller,
     name: &str,
     now: i64,
-) -> Result<(EntityDesc, Value), Error> {
+) -> Result<(EntityDesc, Record), Error> {
     Ok((
         authz::upstream_entity(broker, name)?,
         authz::authenticated_context(broker, caller, now),
@@ -156,10 +155,13 @@ impl Guarded for IssueUpstreamTokenRequest {
             self.expires_in_hours,
             now,
         )?;
-        let mut context = authz::authenticated_context(broker, caller, now);
-        context["requested"] = authz::grant_json(broker.model(), &plan.grant);
-        context["lifetime_seconds"] = plan.lifetime_secs.into();
-        context["vendor_permissions"] = json!(plan.vendor_permissions);
+        let context = authz::authenticated_context(broker, caller, now)
+            .with("requested", authz::grant_attrs(broker.model(), &plan.grant))
+            .with("lifetime_seconds", plan.lifetime_secs)
+            .with(
+                "vendor_permissions",
+                Attr::strings(plan.vendor_permissions.iter().cloned()),
+            );
         let resource = authz::upstream_desc(&self.upstream, Some(&plan.upstream));
         let also = (plan.vendor == Vendor::GitPassword).then(|| Also {
             action: "ReadUpstreamSecret",
@@ -167,7 +169,7 @@ impl Guarded for IssueUpstreamTokenRequest {
             message: format!(
                 "upstream `{}` hands out a stored password: no policy permits `ReadUpstreamSecret` for {} (the shipped policies never do; an operator must add one)",
                 resource.id,
-                authz::subject_entity(&caller.subject, broker).display()
+                caller.view.principal.display()
             ),
         });
         Ok(Described {
@@ -202,7 +204,9 @@ impl Guarded for RevokeUpstreamTokenRequest {
         let resource = EntityDesc {
             kind: EntityKind::Lease,
             id: self.lease_id.clone(),
-            attrs: json!({ "subject": subject, "upstream": upstream }),
+            attrs: Record::new()
+                .with("subject", subject)
+                .with("upstream", upstream),
         };
         Ok(Described::authenticated(
             broker,

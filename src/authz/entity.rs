@@ -2,59 +2,88 @@
 //! way for every RPC. Unknown things are described harmlessly (an empty subject, the
 //! caller's own key) so that policy decides before the core reports NOT_FOUND.
 
-use std::collections::BTreeSet;
-
-use serde_json::{Value, json};
-
 use crate::{
     broker::{self, Broker, Caller, CredentialKind, MintPlan},
     domain::{Grant, PermissionModel, Projects},
     error::Error,
     pb::storage::{AccessKeyRecord, SubjectRecord, UpstreamRecord},
     pb::v1::SubjectKind,
-    policy::{EntityDesc, EntityKind},
+    policy::{Attr, EntityDesc, EntityKind, Record},
 };
+
+/// What policy sees of a credential that stays the same while it lives: its subject as the
+/// principal, its grant as the schema's `Grant` record and whether that makes it an admin's.
+/// Authentication builds it once per credential (and caches it with the credential), so a
+/// request only shares it.
+#[derive(Debug)]
+pub struct CredentialView {
+    /// The subject acting, as Cedar's principal.
+    pub principal: EntityDesc,
+    /// The credential's grant (permissions expanded), as `credential.grant`.
+    pub grant: Attr,
+    /// All projects and, by implication, `admin`.
+    pub admin: bool,
+}
+
+impl CredentialView {
+    /// The view of a credential of `subject` holding `grant`.
+    pub fn new(model: &PermissionModel, subject: &SubjectRecord, grant: &Grant) -> Self {
+        let permissions = model.expand(&grant.permissions);
+        let admin = grant.projects == Projects::All && permissions.contains("admin");
+        Self {
+            principal: subject_desc(subject, model),
+            grant: grant_record(grant, permissions).into(),
+            admin,
+        }
+    }
+}
 
 /// A grant as the schema's `Grant` record: projects, `all_projects`, permissions with
 /// implication applied. Public so benchmarks build exactly what policy sees.
-pub fn grant_json(model: &PermissionModel, grant: &Grant) -> Value {
-    grant_record_json(grant, &model.expand(&grant.permissions))
+pub fn grant_attrs(model: &PermissionModel, grant: &Grant) -> Record {
+    grant_record(grant, model.expand(&grant.permissions))
 }
 
-fn grant_record_json(grant: &Grant, permissions: &BTreeSet<String>) -> Value {
-    json!({
-        "projects": grant.projects.to_ids(),
-        "all_projects": grant.projects == Projects::All,
-        "permissions": permissions,
-    })
+fn grant_record(grant: &Grant, permissions: impl IntoIterator<Item = String>) -> Record {
+    Record::new()
+        .with("projects", Attr::strings(grant.projects.to_ids()))
+        .with("all_projects", grant.projects == Projects::All)
+        .with("permissions", Attr::strings(permissions))
 }
 
 /// The context of an authenticated RPC, `{ credential }`: the grant, depth, remaining time
 /// and admin flag of the key or token the caller presented. Public for the benchmarks.
-pub fn authenticated_context(broker: &Broker, caller: &Caller, now: i64) -> Value {
-    let permissions = broker.model().expand(&caller.grant.permissions);
-    let admin = caller.grant.projects == Projects::All && permissions.contains("admin");
-    json!({ "credential": {
-        "kind": match caller.kind {
-            CredentialKind::AccessKey => "access_key",
-            CredentialKind::AccessToken => "access_token",
-        },
-        "id": caller.credential_id,
-        "depth": caller.depth,
-        "grant": grant_record_json(&caller.grant, &permissions),
-        "remaining_seconds": caller.grant.not_after.map(|end| (end - now).max(0)).unwrap_or(-1),
-        "admin": admin,
-    }})
+pub fn authenticated_context(_broker: &Broker, caller: &Caller, now: i64) -> Record {
+    let credential = Record::new()
+        .with(
+            "kind",
+            match caller.kind {
+                CredentialKind::AccessKey => "access_key",
+                CredentialKind::AccessToken => "access_token",
+            },
+        )
+        .with("id", caller.credential_id.as_str())
+        .with("depth", caller.depth)
+        .with("grant", caller.view.grant.clone())
+        .with(
+            "remaining_seconds",
+            caller
+                .grant
+                .not_after
+                .map(|end| (end - now).max(0))
+                .unwrap_or(-1),
+        )
+        .with("admin", caller.view.admin);
+    Record::new().with("credential", credential)
 }
 
 /// A CreateAccessToken's context: `authenticated` plus what the new token would hold.
 /// Public so benchmarks measure exactly what the auth layer builds.
-pub fn mint_context(broker: &Broker, plan: &MintPlan, authenticated: Value) -> Value {
-    let mut context = authenticated;
-    context["requested"] = grant_json(broker.model(), &plan.grant);
-    context["lifetime_seconds"] = plan.lifetime_secs.into();
-    context["audience"] = plan.audience.as_str().into();
-    context
+pub fn mint_context(broker: &Broker, plan: &MintPlan, authenticated: Record) -> Record {
+    authenticated
+        .with("requested", grant_attrs(broker.model(), &plan.grant))
+        .with("lifetime_seconds", plan.lifetime_secs)
+        .with("audience", plan.audience.as_str())
 }
 
 /// An upstream as Cedar sees it, read from the store: its name and vendor (empty when
@@ -67,12 +96,12 @@ pub fn upstream_entity(broker: &Broker, name: &str) -> Result<EntityDesc, Error>
 pub fn upstream_desc(name: &str, record: Option<&UpstreamRecord>) -> EntityDesc {
     let vendor = record
         .and_then(|u| crate::upstream::Vendor::known(u.vendor))
-        .map(|v| v.as_str().to_owned())
+        .map(|v| v.as_str())
         .unwrap_or_default();
     EntityDesc {
         kind: EntityKind::Upstream,
         id: name.to_owned(),
-        attrs: json!({ "vendor": vendor }),
+        attrs: Record::new().with("vendor", vendor),
     }
 }
 
@@ -92,7 +121,7 @@ pub fn key_entity(
     let desc = EntityDesc {
         kind: EntityKind::AccessKey,
         id: id.to_owned(),
-        attrs: json!({ "owner": owner }),
+        attrs: Record::new().with("owner", owner),
     };
     Ok((desc, record))
 }
@@ -103,12 +132,14 @@ pub fn credential_entity(caller: &Caller) -> EntityDesc {
         CredentialKind::AccessKey => EntityDesc {
             kind: EntityKind::AccessKey,
             id: caller.credential_id.clone(),
-            attrs: json!({ "owner": caller.subject.id }),
+            attrs: Record::new().with("owner", caller.subject.id.as_str()),
         },
         CredentialKind::AccessToken => EntityDesc {
             kind: EntityKind::Token,
             id: caller.credential_id.clone(),
-            attrs: json!({ "subject": caller.subject.id, "depth": caller.depth }),
+            attrs: Record::new()
+                .with("subject", caller.subject.id.as_str())
+                .with("depth", caller.depth),
         },
     }
 }
@@ -129,12 +160,17 @@ pub fn token_desc(jti: &str, subject: &str, depth: u32) -> EntityDesc {
     EntityDesc {
         kind: EntityKind::Token,
         id: jti.to_owned(),
-        attrs: json!({ "subject": subject, "depth": depth }),
+        attrs: Record::new().with("subject", subject).with("depth", depth),
     }
 }
 
 /// A subject as Cedar's principal (or resource): name, projects and expanded permissions.
 pub fn subject_entity(record: &SubjectRecord, broker: &Broker) -> EntityDesc {
+    subject_desc(record, broker.model())
+}
+
+/// [`subject_entity`] with only the permission model it needs.
+pub fn subject_desc(record: &SubjectRecord, model: &PermissionModel) -> EntityDesc {
     let grant = broker::grant_from_record(record.grant.as_ref(), 0);
     EntityDesc {
         kind: if record.kind == SubjectKind::Service as i32 {
@@ -143,11 +179,13 @@ pub fn subject_entity(record: &SubjectRecord, broker: &Broker) -> EntityDesc {
             EntityKind::User
         },
         id: record.id.clone(),
-        attrs: json!({
-            "name": record.id,
-            "projects": grant.projects.to_ids(),
-            "permissions": broker.model().expand(&grant.permissions),
-        }),
+        attrs: Record::new()
+            .with("name", record.id.as_str())
+            .with("projects", Attr::strings(grant.projects.to_ids()))
+            .with(
+                "permissions",
+                Attr::strings(model.expand(&grant.permissions)),
+            ),
     }
 }
 

@@ -9,7 +9,13 @@ use super::{
     Caller, CredentialKind, KeyPolicy, VerifiedToken, core::Core, grant_from_record, root_key_of,
     unauthenticated, usage::UsageBatch,
 };
-use crate::{clock::Clock, error::Error, keys::secret};
+use crate::{
+    authz::CredentialView,
+    clock::Clock,
+    error::Error,
+    keys::secret,
+    pb::storage::{AccessKeyRecord, SubjectRecord},
+};
 
 /// Why a request carries no usable credential; every variant answers UNAUTHENTICATED.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +30,19 @@ pub enum AuthError {
 
 /// Most verified tokens remembered.
 const TOKEN_CACHE_CAPACITY: u64 = 100_000;
+
+/// Most access keys remembered (by the hash of their secret).
+const KEY_CACHE_CAPACITY: u64 = 10_000;
+
+/// An access key as read from the store, with its owner and what policy sees of it, valid
+/// while the store's generation is the one it was read at.
+struct KnownKey {
+    generation: u64,
+    key: AccessKeyRecord,
+    /// `None` when the owner no longer exists (the key is then refused).
+    subject: Option<SubjectRecord>,
+    view: Option<Arc<CredentialView>>,
+}
 
 /// Keeps each cached token until its own expiry, as the broker's clock reads it.
 struct UntilExpiry(Arc<dyn Clock>);
@@ -48,6 +67,9 @@ pub struct Authn {
     pepper: [u8; 32],
     usage: UsageBatch,
     token_cache: moka::sync::Cache<[u8; 32], Arc<VerifiedToken>>,
+    /// Keys by secret hash; an entry serves only while the store's generation is unchanged,
+    /// so any write to a key or subject makes the next authentication read the store again.
+    key_cache: moka::sync::Cache<[u8; 32], Arc<KnownKey>>,
 }
 
 impl std::fmt::Debug for Authn {
@@ -66,6 +88,7 @@ impl Authn {
                 .max_capacity(TOKEN_CACHE_CAPACITY)
                 .expire_after(UntilExpiry(Arc::clone(&core.clock)))
                 .build(),
+            key_cache: moka::sync::Cache::new(KEY_CACHE_CAPACITY),
             core,
             pepper,
             usage: UsageBatch::default(),
@@ -81,14 +104,43 @@ impl Authn {
         }
     }
 
-    fn authenticate_key(&self, text: &str, now: i64) -> Result<Caller, Error> {
+    /// The key whose secret `text` hashes to `hash`, from the cache while no subject or key
+    /// was written since it was read, else from the store once `text` is a well-formed
+    /// secret (a cached key's secret is one: only well-formed secrets are ever stored).
+    fn known_key(&self, text: &str, hash: [u8; 32]) -> Result<Option<Arc<KnownKey>>, Error> {
+        // Read before the records: a write after this bumps it, so the entry made below
+        // is never newer than the generation it is stamped with.
+        let generation = self.core.store.generation();
+        if let Some(known) = self.key_cache.get(&hash)
+            && known.generation == generation
+        {
+            return Ok(Some(known));
+        }
         secret::check_format(text).map_err(|e| AuthError::Refused(e.to_string()))?;
+        let Some(key) = self.core.store.access_key_by_hash(&hash)? else {
+            return Ok(None);
+        };
+        let subject = self.core.store.subject(&key.owner)?;
+        let view = subject.as_ref().map(|subject| {
+            let grant = grant_from_record(key.grant.as_ref(), 0);
+            Arc::new(CredentialView::new(&self.core.model, subject, &grant))
+        });
+        let known = Arc::new(KnownKey {
+            generation,
+            key,
+            subject,
+            view,
+        });
+        self.key_cache.insert(hash, Arc::clone(&known));
+        Ok(Some(known))
+    }
+
+    fn authenticate_key(&self, text: &str, now: i64) -> Result<Caller, Error> {
         let hash = secret::hash(&self.pepper, text);
-        let key = self
-            .core
-            .store
-            .access_key_by_hash(&hash)?
+        let known = self
+            .known_key(text, hash)?
             .ok_or_else(|| unauthenticated("access key is unknown or was deleted"))?;
+        let key = &known.key;
         let current = secret::hashes_equal(&key.secret_hash, &hash);
         let grace =
             key.old_secret_expires_at > now && secret::hashes_equal(&key.old_secret_hash, &hash);
@@ -98,17 +150,17 @@ impl Authn {
         if key.expires_at > 0 && key.expires_at <= now {
             return Err(unauthenticated("access key has expired"));
         }
-        if !self.core.maker_alive(&key, now)? {
+        if !self.core.maker_alive(key, now)? {
             return Err(unauthenticated(
                 "access key was made by a token that has been revoked or has expired",
             ));
         }
-        let subject = self
-            .core
-            .store
-            .subject(&key.owner)?
-            .ok_or_else(|| unauthenticated("the owner of this access key no longer exists"))?;
-        self.usage.saw(&key, now);
+        let (Some(subject), Some(view)) = (&known.subject, &known.view) else {
+            return Err(unauthenticated(
+                "the owner of this access key no longer exists",
+            ));
+        };
+        self.usage.saw(key, now);
         // The old secret during its grace holds the key's reach only until the grace ends.
         let old_secret = !current;
         let end = match (old_secret, key.expires_at) {
@@ -117,7 +169,7 @@ impl Authn {
             (true, end) => end.min(key.old_secret_expires_at),
         };
         Ok(Caller {
-            subject,
+            subject: subject.clone(),
             kind: CredentialKind::AccessKey,
             depth: key.depth,
             derived_key: !key.derived_from.is_empty(),
@@ -125,9 +177,10 @@ impl Authn {
             authenticated_at: now,
             grant: grant_from_record(key.grant.as_ref(), end),
             root_key: key.id.clone(),
-            key_policy: KeyPolicy::of(&key),
+            key_policy: KeyPolicy::of(key),
             key_version: key.updated_at,
-            credential_id: key.id,
+            credential_id: key.id.clone(),
+            view: Arc::clone(view),
         })
     }
 
@@ -156,10 +209,13 @@ impl Authn {
                 let subject = self.core.store.subject(&record.subject)?.ok_or_else(|| {
                     unauthenticated("the subject of this access token no longer exists")
                 })?;
+                let grant = grant_from_record(record.grant.as_ref(), 0);
+                let view = Arc::new(CredentialView::new(&self.core.model, &subject, &grant));
                 let v = Arc::new(VerifiedToken {
                     claims,
                     record,
                     subject,
+                    view,
                 });
                 self.token_cache.insert(key, Arc::clone(&v));
                 v
@@ -212,6 +268,7 @@ impl Authn {
             derived_key: false,
             old_secret: record.mint_only,
             authenticated_at: now,
+            view: Arc::clone(&verified.view),
         })
     }
 

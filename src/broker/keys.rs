@@ -246,7 +246,7 @@ impl AccessKeys {
                 EntityKind::User
             },
             id: owner.id.clone(),
-            attrs: serde_json::json!({}),
+            attrs: crate::policy::Record::new(),
         }
     }
 

@@ -130,6 +130,9 @@ pub struct Caller {
     pub old_secret: bool,
     /// When it authenticated: the request's one clock reading, used by every decision of it.
     pub authenticated_at: i64,
+    /// What policy sees of the credential (principal, grant record), built once per
+    /// credential and shared.
+    pub view: Arc<crate::authz::CredentialView>,
 }
 
 impl Caller {
@@ -184,6 +187,8 @@ pub struct VerifiedToken {
     pub record: TokenRecord,
     /// The subject it acts for (subjects never change; deleting one revokes its tokens).
     pub subject: SubjectRecord,
+    /// What policy sees of it when it is the caller's credential.
+    pub view: Arc<crate::authz::CredentialView>,
 }
 
 /// The access key at the root of a token's chain: stored only below depth 0, where the

@@ -6,23 +6,26 @@
 //! An access key's inline policy is read only through [`inline::admit`], which bounds its size
 //! and nesting before Cedar sees it and parses it on a thread with a stack of its own.
 
+mod attr;
 pub mod inline;
+
+pub use attr::{Attr, Record};
 
 use std::{
     collections::{HashMap, HashSet},
     hash::{BuildHasher, Hash, Hasher, RandomState},
     path::{Path, PathBuf},
     str::FromStr,
-    sync::RwLock,
+    sync::{Arc, RwLock},
 };
 
 use cedar_policy::{
     ActionConstraint, Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId,
-    EntityTypeName, EntityUid, PolicyId, PolicySet, Request, RestrictedExpression, Schema, SlotId,
-    ValidationMode, Validator,
+    EntityTypeName, EntityUid, PolicyId, PolicySet, Request, Schema, SlotId, ValidationMode,
+    Validator,
 };
 use miette::Diagnostic;
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// The schema file inside the policy directory.
 pub const SCHEMA_FILE: &str = "schema.cedarschema";
@@ -116,7 +119,7 @@ fn at_line(line: usize) -> String {
 }
 
 /// The entity type of a principal or resource, as named in the schema.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(usize)]
 pub enum EntityKind {
     /// A person.
@@ -149,29 +152,6 @@ const ALL_KINDS: [EntityKind; 8] = [
     EntityKind::Lease,
 ];
 
-/// A JSON value as a Cedar value: strings, integers, booleans, sets and records.
-fn to_expr(value: &Value) -> Result<RestrictedExpression, String> {
-    Ok(match value {
-        Value::String(s) => RestrictedExpression::new_string(s.clone()),
-        Value::Bool(b) => RestrictedExpression::new_bool(*b),
-        Value::Number(n) => RestrictedExpression::new_long(
-            n.as_i64()
-                .ok_or_else(|| format!("`{n}` is not a Cedar integer"))?,
-        ),
-        Value::Array(items) => {
-            RestrictedExpression::new_set(items.iter().map(to_expr).collect::<Result<Vec<_>, _>>()?)
-        }
-        Value::Object(fields) => RestrictedExpression::new_record(
-            fields
-                .iter()
-                .map(|(k, v)| Ok((k.clone(), to_expr(v)?)))
-                .collect::<Result<Vec<_>, String>>()?,
-        )
-        .map_err(|e| e.to_string())?,
-        Value::Null => return Err("null has no Cedar value".to_owned()),
-    })
-}
-
 impl EntityKind {
     /// The schema's type name.
     pub fn as_str(self) -> &'static str {
@@ -188,15 +168,15 @@ impl EntityKind {
     }
 }
 
-/// One entity of a request: its type, id and attributes (JSON, typed by the schema).
-#[derive(Clone, Debug)]
+/// One entity of a request: its type, id and attributes (typed by the schema).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct EntityDesc {
     /// Entity type.
     pub kind: EntityKind,
     /// Entity id.
     pub id: String,
-    /// Attributes as Cedar entity JSON.
-    pub attrs: Value,
+    /// Attributes.
+    pub attrs: Record,
 }
 
 impl EntityDesc {
@@ -205,7 +185,7 @@ impl EntityDesc {
         Self {
             kind: EntityKind::Broker,
             id: "token-broker".to_owned(),
-            attrs: json!({}),
+            attrs: Record::new(),
         }
     }
 
@@ -214,7 +194,7 @@ impl EntityDesc {
         format!("{}::\"{}\"", self.kind.as_str(), self.id.escape_default())
     }
 
-    fn uid_json(&self) -> Value {
+    fn uid_json(&self) -> serde_json::Value {
         json!({ "type": self.kind.as_str(), "id": self.id })
     }
 }
@@ -253,6 +233,31 @@ const DEFAULT_MAX_INLINE_BYTES: usize = 16 * 1024;
 /// Decisions remembered; each entry holds its full input (a few hundred bytes).
 const DECISION_CACHE_CAPACITY: u64 = 10_000;
 
+/// A decision and the complete input it was made for.
+struct Remembered {
+    action: String,
+    principal: EntityDesc,
+    resource: EntityDesc,
+    context: Record,
+    decision: Arc<Decision>,
+}
+
+impl Remembered {
+    /// Whether this decision was made for exactly this input.
+    fn is_for(
+        &self,
+        action: &str,
+        principal: &EntityDesc,
+        resource: &EntityDesc,
+        context: &Record,
+    ) -> bool {
+        self.action == action
+            && self.principal == *principal
+            && self.resource == *resource
+            && self.context == *context
+    }
+}
+
 impl Decision {
     /// A request that could not be evaluated is denied, with the reason.
     fn failed(error: String) -> Self {
@@ -267,11 +272,15 @@ impl Decision {
 /// The validated policy set and schema, shared by every request.
 pub struct PolicyEngine {
     schema: Schema,
-    /// Decisions by their complete input (action, both entities with every attribute, the
-    /// context). Policies never change while the server runs, so a hit is exactly the
-    /// decision Cedar would make again; a credential minting the same shape of token over
-    /// and over (a sidecar) is then decided once per second (`remaining_seconds` ticks).
-    decisions: moka::sync::Cache<String, Decision>,
+    /// Decisions by the fingerprint of their complete input (action, both entities with
+    /// every attribute, the context), each with that input: a hit counts only when the input
+    /// is equal, so a fingerprint collision is a miss, never a wrong answer. Policies never
+    /// change while the server runs, so a hit is exactly the decision Cedar would make again;
+    /// a credential minting the same shape of token over and over (a sidecar) is then
+    /// decided once per second (`remaining_seconds` ticks).
+    decisions: moka::sync::Cache<u64, Arc<Remembered>>,
+    /// Keys of the decision fingerprints, random per engine.
+    decision_keys: RandomState,
     policies: PolicySet,
     authorizer: Authorizer,
     actions: HashMap<String, ActionSlot>,
@@ -472,6 +481,7 @@ impl PolicyEngine {
                 .max_capacity(DECISION_CACHE_CAPACITY)
                 .time_to_idle(std::time::Duration::from_secs(60))
                 .build(),
+            decision_keys: RandomState::new(),
             policies,
             authorizer: Authorizer::new(),
             actions,
@@ -562,7 +572,7 @@ impl PolicyEngine {
         action: &str,
         principal: &EntityDesc,
         resource: &EntityDesc,
-        context: Value,
+        context: &Record,
     ) -> Decision {
         self.try_authorize_in(set, action, principal, resource, context)
             .unwrap_or_else(Decision::failed)
@@ -573,13 +583,11 @@ impl PolicyEngine {
     }
 
     fn entity(&self, d: &EntityDesc) -> Result<Entity, String> {
-        let attrs = match &d.attrs {
-            Value::Object(fields) => fields
-                .iter()
-                .map(|(k, v)| Ok((k.clone(), to_expr(v)?)))
-                .collect::<Result<HashMap<_, _>, String>>()?,
-            _ => HashMap::new(),
-        };
+        let attrs = d
+            .attrs
+            .iter()
+            .map(|(k, v)| Ok((k.to_owned(), v.to_expr()?)))
+            .collect::<Result<HashMap<_, _>, String>>()?;
         Entity::new(self.uid(d), attrs, HashSet::new()).map_err(|e| e.to_string())
     }
 
@@ -588,21 +596,35 @@ impl PolicyEngine {
         self.policies.policies().count()
     }
 
-    /// Decides whether `principal` may do `action` on `resource` given `context` (a JSON
-    /// record typed by the action's context in the schema). Any error denies.
+    /// Decides whether `principal` may do `action` on `resource` given `context` (a record
+    /// typed by the action's context in the schema). Any error denies. Remembered decisions
+    /// are answered without Cedar (see `decisions`).
     pub fn authorize(
         &self,
         action: &str,
         principal: &EntityDesc,
         resource: &EntityDesc,
-        context: Value,
-    ) -> Decision {
-        let key = decision_key(action, principal, resource, &context);
-        if let Some(decision) = self.decisions.get(&key) {
-            return decision;
+        context: &Record,
+    ) -> Arc<Decision> {
+        let fingerprint = self
+            .decision_keys
+            .hash_one((action, principal, resource, context));
+        if let Some(hit) = self.decisions.get(&fingerprint)
+            && hit.is_for(action, principal, resource, context)
+        {
+            return Arc::clone(&hit.decision);
         }
-        let decision = self.authorize_uncached(action, principal, resource, context);
-        self.decisions.insert(key, decision.clone());
+        let decision = Arc::new(self.authorize_uncached(action, principal, resource, context));
+        self.decisions.insert(
+            fingerprint,
+            Arc::new(Remembered {
+                action: action.to_owned(),
+                principal: principal.clone(),
+                resource: resource.clone(),
+                context: context.clone(),
+                decision: Arc::clone(&decision),
+            }),
+        );
         decision
     }
 
@@ -612,7 +634,7 @@ impl PolicyEngine {
         action: &str,
         principal: &EntityDesc,
         resource: &EntityDesc,
-        context: Value,
+        context: &Record,
     ) -> Decision {
         let Some(slot) = self.actions.get(action) else {
             return Decision::failed(format!("action `{action}` is not in the schema"));
@@ -624,15 +646,15 @@ impl PolicyEngine {
     /// The fingerprint of a request's shape for one action: the kinds of the principal and
     /// resource, whether they are one entity, and the shapes of their attributes and of the
     /// context (see [`feed_shape`]). Keyed per engine, so no caller can aim at a collision.
-    fn shape_of(&self, principal: &EntityDesc, resource: &EntityDesc, context: &Value) -> u64 {
+    fn shape_of(&self, principal: &EntityDesc, resource: &EntityDesc, context: &Record) -> u64 {
         let mut h = self.shape_keys.build_hasher();
         let same = resource.kind == principal.kind && resource.id == principal.id;
         h.write_u8(u8::from(same));
         for d in [principal, resource] {
             h.write_usize(d.kind as usize);
-            feed_shape(&d.attrs, &self.shape_keys, &mut h);
+            feed_record_shape(&d.attrs, &self.shape_keys, &mut h);
         }
-        feed_shape(context, &self.shape_keys, &mut h);
+        feed_record_shape(context, &self.shape_keys, &mut h);
         h.finish()
     }
 
@@ -642,7 +664,7 @@ impl PolicyEngine {
         action: &str,
         principal: &EntityDesc,
         resource: &EntityDesc,
-        context: Value,
+        context: &Record,
     ) -> Result<Decision, String> {
         let slot = self
             .actions
@@ -654,7 +676,7 @@ impl PolicyEngine {
         // types of their attributes and of the context, never on the values. So each shape
         // is checked against the schema until it has passed once, then trusted; a request
         // that differs in any attribute name or type is a new shape and is checked.
-        let shape = self.shape_of(principal, resource, &context);
+        let shape = self.shape_of(principal, resource, context);
         let trusted = slot
             .validated
             .read()
@@ -673,14 +695,7 @@ impl PolicyEngine {
             list.extend(slot.entity.clone());
         }
         let entities = Entities::from_entities(list, schema).map_err(|e| e.to_string())?;
-        let pairs = match context {
-            Value::Object(fields) => fields
-                .into_iter()
-                .map(|(k, v)| Ok((k, to_expr(&v)?)))
-                .collect::<Result<Vec<_>, String>>()?,
-            _ => return Err("the context is not a record".to_owned()),
-        };
-        let context = Context::from_pairs(pairs).map_err(|e| e.to_string())?;
+        let context = Context::from_pairs(context.to_pairs()?).map_err(|e| e.to_string())?;
         let request = Request::new(
             self.uid(principal),
             slot.uid.clone(),
@@ -712,17 +727,17 @@ impl PolicyEngine {
     }
 }
 
-/// Feeds the shape of a JSON value to `h`: its type; for a record, its attribute names in
-/// order and their shapes; for a set, the shapes of its elements with each run of equal
-/// shapes fed once, so that a set's length is not part of its shape. The encoding is
-/// prefix-free (a tag per type, a count before fields, a flag before each set element, `str`
-/// hashing ends each name with 0xff), so two different shapes never feed the same bytes.
-fn feed_shape(value: &Value, keys: &RandomState, h: &mut impl Hasher) {
-    h.write_u8(type_tag(value));
+/// Feeds the shape of a value to `h`: its kind; for a record, its attribute names in order
+/// and their shapes; for a set, the shapes of its elements with each run of equal shapes fed
+/// once, so that a set's length is not part of its shape. The encoding is prefix-free (a tag
+/// per kind, a count before fields, a flag before each set element, `str` hashing ends each
+/// name with 0xff), so two different shapes never feed the same bytes.
+fn feed_shape(value: &Attr, keys: &RandomState, h: &mut impl Hasher) {
+    h.write_u8(value.tag());
     match value {
-        Value::Array(items) => {
+        Attr::Set(items) => {
             let mut last = None;
-            for item in items {
+            for item in items.iter() {
                 let shape = element_shape(item, keys);
                 if last != Some(shape) {
                     h.write_u8(1);
@@ -732,64 +747,31 @@ fn feed_shape(value: &Value, keys: &RandomState, h: &mut impl Hasher) {
             }
             h.write_u8(0);
         }
-        Value::Object(fields) => {
-            h.write_usize(fields.len());
-            for (name, field) in fields {
-                name.hash(h);
-                feed_shape(field, keys, h);
-            }
-        }
-        Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_) => {}
+        Attr::Record(record) => feed_record_shape(record, keys, h),
+        Attr::Str(_) | Attr::Long(_) | Attr::Bool(_) => {}
     }
 }
 
-/// The shape of one set element: its type tag for a scalar (the common case, no hashing),
-/// else the fingerprint of its own shape.
-fn element_shape(value: &Value, keys: &RandomState) -> u64 {
+/// Feeds the shape of a record (see [`feed_shape`]).
+fn feed_record_shape(record: &Record, keys: &RandomState, h: &mut impl Hasher) {
+    h.write_usize(record.len());
+    for (name, field) in record.iter() {
+        name.hash(h);
+        feed_shape(field, keys, h);
+    }
+}
+
+/// The shape of one set element: its tag for a scalar (the common case, no hashing), else
+/// the fingerprint of its own shape.
+fn element_shape(value: &Attr, keys: &RandomState) -> u64 {
     match value {
-        Value::Array(_) | Value::Object(_) => {
+        Attr::Set(_) | Attr::Record(_) => {
             let mut h = keys.build_hasher();
             feed_shape(value, keys, &mut h);
             h.finish()
         }
-        scalar => u64::from(type_tag(scalar)),
+        scalar => u64::from(scalar.tag()),
     }
-}
-
-/// One tag per JSON type.
-fn type_tag(value: &Value) -> u8 {
-    match value {
-        Value::Null => 0,
-        Value::Bool(_) => 1,
-        Value::Number(_) => 2,
-        Value::String(_) => 3,
-        Value::Array(_) => 4,
-        Value::Object(_) => 5,
-    }
-}
-
-/// The complete input of a decision as one unambiguous string: ids are length-prefixed and
-/// JSON is self-delimiting.
-fn decision_key(
-    action: &str,
-    principal: &EntityDesc,
-    resource: &EntityDesc,
-    context: &Value,
-) -> String {
-    use std::fmt::Write as _;
-    let mut key = String::with_capacity(512);
-    for d in [principal, resource] {
-        let _ = write!(
-            key,
-            "{}:{}:{}{}",
-            d.kind as usize,
-            d.id.len(),
-            d.id,
-            d.attrs
-        );
-    }
-    let _ = write!(key, "{action}\0{context}");
-    key
 }
 
 #[cfg(test)]

@@ -8,11 +8,16 @@ fn shipped() -> PolicyEngine {
     PolicyEngine::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")).unwrap()
 }
 
+/// A fixture written as JSON, as a Cedar record.
+fn rec(value: &serde_json::Value) -> Record {
+    Record::from_json(value).unwrap()
+}
+
 fn user(id: &str) -> EntityDesc {
     EntityDesc {
         kind: EntityKind::User,
         id: id.to_owned(),
-        attrs: json!({ "name": id, "projects": ["alpha"], "permissions": ["read"] }),
+        attrs: rec(&json!({ "name": id, "projects": ["alpha"], "permissions": ["read"] })),
     }
 }
 
@@ -28,7 +33,7 @@ fn token(subject: &str) -> EntityDesc {
     EntityDesc {
         kind: EntityKind::Token,
         id: "t1".to_owned(),
-        attrs: json!({ "subject": subject, "depth": 0 }),
+        attrs: rec(&json!({ "subject": subject, "depth": 0 })),
     }
 }
 
@@ -106,10 +111,10 @@ fn shipped_policy_table() {
     // Twice: the first pass checks each shape against the schema and fills the decision
     // cache, the second trusts the shapes and answers from the cache; Cedar agrees each time.
     for (action, principal, resource, context, expected) in cases.iter().chain(&cases) {
-        let decision = engine.authorize(action, principal, resource, context.clone());
-        let fresh = engine.authorize_uncached(action, principal, resource, context.clone());
+        let decision = engine.authorize(action, principal, resource, &rec(context));
+        let fresh = engine.authorize_uncached(action, principal, resource, &rec(context));
         assert_eq!(
-            decision, fresh,
+            *decision, fresh,
             "{action}: cached and fresh decisions differ"
         );
         assert_eq!(
@@ -153,11 +158,10 @@ fn shape_mismatch_is_refused_until_it_passes() {
     let malformed = EntityDesc {
         kind: EntityKind::Token,
         id: "t1".to_owned(),
-        attrs: json!({ "subject": "alice", "depth": "deep" }),
+        attrs: rec(&json!({ "subject": "alice", "depth": "deep" })),
     };
     for _ in 0..2 {
-        let decision =
-            engine.authorize("IntrospectToken", &user("alice"), &malformed, auth.clone());
+        let decision = engine.authorize("IntrospectToken", &user("alice"), &malformed, &rec(&auth));
         assert!(!decision.allowed, "{decision:?}");
         assert!(!decision.errors.is_empty(), "{decision:?}");
     }
@@ -167,7 +171,7 @@ fn shape_mismatch_is_refused_until_it_passes() {
             "IntrospectToken",
             &user("alice"),
             &token("bob"),
-            auth.clone(),
+            &rec(&auth),
         );
         assert!(
             decision.allowed && decision.errors.is_empty(),
@@ -197,12 +201,12 @@ fn action_groups_slice_to_their_members() {
     let alice = EntityDesc {
         kind: EntityKind::User,
         id: "alice".to_owned(),
-        attrs: json!({ "name": "alice" }),
+        attrs: rec(&json!({ "name": "alice" })),
     };
     for _ in 0..2 {
-        let get = engine.authorize("GetThing", &alice, &alice, json!({}));
+        let get = engine.authorize("GetThing", &alice, &alice, &Record::new());
         assert!(get.allowed, "{get:?}");
-        let put = engine.authorize("PutThing", &alice, &alice, json!({}));
+        let put = engine.authorize("PutThing", &alice, &alice, &Record::new());
         assert!(!put.allowed && put.errors.is_empty(), "{put:?}");
     }
 }
@@ -216,7 +220,7 @@ fn decision_cache_keys_on_every_attribute() {
         "RevokeAccessToken",
         &user("alice"),
         &token("alice"),
-        auth.clone(),
+        &rec(&auth),
     );
     assert!(own.allowed, "{own:?}");
     // Same ids, one attribute changed: the token now belongs to bob.
@@ -224,11 +228,16 @@ fn decision_cache_keys_on_every_attribute() {
         "RevokeAccessToken",
         &user("alice"),
         &token("bob"),
-        auth.clone(),
+        &rec(&auth),
     );
     assert!(!other.allowed, "{other:?}");
     let admin = json!({ "credential": credential(true) });
-    let as_admin = engine.authorize("RevokeAccessToken", &user("alice"), &token("bob"), admin);
+    let as_admin = engine.authorize(
+        "RevokeAccessToken",
+        &user("alice"),
+        &token("bob"),
+        &rec(&admin),
+    );
     assert!(as_admin.allowed, "{as_admin:?}");
 }
 
@@ -241,12 +250,7 @@ fn a_new_shape_of_known_kinds_is_still_validated() {
     let engine = shipped();
     let auth = json!({ "credential": credential(false) });
     let revoke = |resource: &EntityDesc, context: &serde_json::Value| {
-        engine.authorize_uncached(
-            "RevokeAccessToken",
-            &user("alice"),
-            resource,
-            context.clone(),
-        )
+        engine.authorize_uncached("RevokeAccessToken", &user("alice"), resource, &rec(context))
     };
     let passed = revoke(&token("alice"), &auth);
     assert!(passed.allowed && passed.errors.is_empty(), "{passed:?}");
@@ -258,7 +262,7 @@ fn a_new_shape_of_known_kinds_is_still_validated() {
     let mut nested = auth.clone();
     nested["credential"]["grant"]["projects"] = json!([1]);
     let malformed = EntityDesc {
-        attrs: json!({ "subject": "alice", "depth": "deep" }),
+        attrs: rec(&json!({ "subject": "alice", "depth": "deep" })),
         ..token("alice")
     };
     let cases = [
@@ -289,9 +293,9 @@ fn every_kind_pair_is_its_own_shape() {
     let entity = |kind: EntityKind, id: &str| EntityDesc {
         kind,
         id: id.to_owned(),
-        attrs: json!({ "name": id }),
+        attrs: rec(&json!({ "name": id })),
     };
-    let context = json!({ "credential": credential(false) });
+    let context = rec(&json!({ "credential": credential(false) }));
     let mut shapes = HashSet::new();
     for p in ALL_KINDS {
         for r in ALL_KINDS {
@@ -303,11 +307,14 @@ fn every_kind_pair_is_its_own_shape() {
     let a = engine.shape_of(&user("alice"), &token("alice"), &context);
     assert_eq!(a, engine.shape_of(&user("bob"), &token("bob"), &context));
     let longer = EntityDesc {
-        attrs: json!({ "name": "carol", "projects": ["alpha", "beta", "gamma"], "permissions": [] }),
+        attrs: rec(
+            &json!({ "name": "carol", "projects": ["alpha", "beta", "gamma"], "permissions": [] }),
+        ),
         ..user("carol")
     };
     assert_ne!(a, engine.shape_of(&longer, &token("alice"), &context));
     let mut more = user("alice");
-    more.attrs["projects"] = json!(["alpha", "beta", "gamma"]);
+    more.attrs
+        .set("projects", Attr::strings(["alpha", "beta", "gamma"]));
     assert_eq!(a, engine.shape_of(&more, &token("alice"), &context));
 }

@@ -13,7 +13,10 @@ use std::{
     collections::{BTreeSet, HashSet},
     fs::File,
     path::Path,
-    sync::{Arc, RwLock},
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use prost::Message;
@@ -52,6 +55,15 @@ pub enum StoreError {
     /// The store is shutting down.
     #[error("store is closed")]
     Closed,
+}
+
+/// Bumps the generation when dropped (see [`Store::changing`]).
+struct Changing<'a>(&'a AtomicU64);
+
+impl Drop for Changing<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::AcqRel);
+    }
 }
 
 /// Outcome of inserting a minted token.
@@ -130,6 +142,8 @@ pub struct Store {
     revoked_leases: sled::Tree,
     revoked: sled::Tree,
     revoked_index: Arc<RwLock<HashSet<String>>>,
+    /// Bumped after every write to subjects or access keys (see [`Store::generation`]).
+    generation: Arc<AtomicU64>,
     gate: Arc<MintGate>,
     commit: GroupCommit,
 }
@@ -162,6 +176,7 @@ impl Store {
             revoked_leases: tree("revoked_leases")?,
             revoked_index: Arc::new(RwLock::new(load_revoked(&tree("revoked")?)?)),
             revoked: tree("revoked")?,
+            generation: Arc::default(),
             gate: Arc::default(),
             commit: GroupCommit::start(db.clone(), log),
             db,
@@ -173,6 +188,21 @@ impl Store {
     /// Resolves once every write applied before the call is on disk (group commit).
     pub async fn durable(&self) -> Result<(), StoreError> {
         self.commit.wait().await
+    }
+
+    /// A number that changes whenever a subject or an access key is written (created,
+    /// replaced, touched or deleted). It is bumped after the write, so something read after
+    /// reading a generation is at least as new as that generation: a cache of records may
+    /// serve them while the generation it read them at is still current.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Marks a write to subjects or access keys (see [`Store::generation`]): held for the
+    /// whole write method, it bumps the generation when dropped, after the write, on every
+    /// path out.
+    fn changing(&self) -> Changing<'_> {
+        Changing(&self.generation)
     }
 
     /// Flushes synchronously; used at shutdown.
@@ -198,6 +228,7 @@ impl Store {
 
     /// Creates a subject unless the id is taken; returns whether it was created.
     pub fn create_subject(&self, record: &SubjectRecord) -> Result<bool, StoreError> {
+        let _changed = self.changing();
         let swapped = self.subjects.compare_and_swap(
             record.id.as_bytes(),
             None as Option<&[u8]>,
@@ -227,6 +258,7 @@ impl Store {
     /// transaction. Returns (keys deleted, tokens revoked), or `None` when the subject does
     /// not exist.
     pub fn delete_subject(&self, id: &str, now: i64) -> Result<Option<(u32, u32)>, StoreError> {
+        let _changed = self.changing();
         let key_ids = self.key_ids_of(id)?;
         let tokens = self.descendants(&key_ids)?;
         let count_key = index_key("#count", id);
@@ -311,6 +343,7 @@ impl Store {
         record: &AccessKeyRecord,
         max_per_owner: u32,
     ) -> Result<KeyOutcome, StoreError> {
+        let _changed = self.changing();
         // The count is re-read through a counter key inside the transaction, so two
         // concurrent creates conflict on it and retry.
         let count_key = index_key("#count", &record.owner);
@@ -397,6 +430,7 @@ impl Store {
         revoke: &[String],
         now: i64,
     ) -> Result<Option<u32>, StoreError> {
+        let _changed = self.changing();
         let mut closure = self.descendants(revoke)?;
         closure.extend(revoke.iter().cloned());
         let expected = old.encode_to_vec();
@@ -448,6 +482,7 @@ impl Store {
     /// Records that a key was used at `at` (never moving the time backwards); a deleted key
     /// is ignored.
     pub fn touch_access_key(&self, id: &str, at: i64) -> Result<(), StoreError> {
+        let _changed = self.changing();
         self.access_keys
             .transaction(|keys| {
                 let Some(raw) = keys.get(id.as_bytes())? else {
@@ -468,6 +503,7 @@ impl Store {
     /// Deletes a key with its indexes and revokes every token minted from it, in one
     /// transaction. Returns the number of tokens revoked, or `None` for an unknown key.
     pub fn delete_access_key(&self, id: &str, now: i64) -> Result<Option<u32>, StoreError> {
+        let _changed = self.changing();
         let Some(key) = self.access_key(id)? else {
             return Ok(None);
         };

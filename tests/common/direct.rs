@@ -110,3 +110,11 @@ pub async fn revoke(b: &Broker, caller: &Caller, jti: &str) -> Result<u32, Error
         .revoke(authz::authorize(b, caller.clone(), request)?)
         .await
 }
+
+/// DeleteAccessKey of key `id` as `caller`; how many tokens were revoked with it.
+pub async fn delete_key(b: &Broker, caller: &Caller, id: &str) -> Result<u32, Error> {
+    let request = pb::DeleteAccessKeyRequest { id: id.to_owned() };
+    b.keys
+        .delete_access_key(authz::authorize(b, caller.clone(), request)?)
+        .await
+}

@@ -3,7 +3,7 @@ use std::path::Path;
 use serde_json::json;
 
 use super::*;
-use crate::policy::{EntityDesc, EntityKind, PolicyEngine};
+use crate::policy::{EntityDesc, EntityKind, PolicyEngine, Record};
 
 fn engine() -> PolicyEngine {
     PolicyEngine::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")).unwrap()
@@ -17,7 +17,7 @@ fn alice() -> EntityDesc {
     EntityDesc {
         kind: EntityKind::User,
         id: "alice".to_owned(),
-        attrs: json!({}),
+        attrs: Record::new(),
     }
 }
 
@@ -252,14 +252,14 @@ fn deepest_admitted_policy_evaluates_on_a_2_mib_stack() {
                     let anonymous = EntityDesc {
                         kind: EntityKind::Anonymous,
                         id: "anonymous".to_owned(),
-                        attrs: json!({}),
+                        attrs: Record::new(),
                     };
                     let decision = engine.authorize_in(
                         &set,
                         "GetJwks",
                         &anonymous,
                         &EntityDesc::broker(),
-                        json!({}),
+                        &Record::new(),
                     );
                     drop(set);
                     decision
