@@ -36,10 +36,6 @@ pub struct Route {
     pub mint_only: bool,
     /// Acts on someone's access keys: a denial says who may not act on behalf of whom.
     pub manages_keys: bool,
-    /// Called for every request a resource server serves (introspection): its successful
-    /// calls log their `rpc finished` line at debug, not info, so that the log is not one
-    /// line per upstream request. Refusals and failures still log at info.
-    pub hot: bool,
 }
 
 impl Route {
@@ -51,7 +47,6 @@ impl Route {
             public: false,
             mint_only: false,
             manages_keys: false,
-            hot: false,
         }
     }
 
@@ -69,11 +64,6 @@ impl Route {
             public: true,
             ..self
         }
-    }
-
-    /// The same route, with its successful calls logged at debug (see [`Route::hot`]).
-    pub const fn hot(self) -> Self {
-        Self { hot: true, ..self }
     }
 
     /// The same route, acting on access keys.
@@ -100,14 +90,8 @@ pub struct Described<P> {
 
 impl<P> Described<P> {
     /// The usual description: `resource`, the `{ credential }` context of `caller`, `plan`.
-    pub fn authenticated(
-        broker: &Broker,
-        caller: &Caller,
-        now: i64,
-        resource: EntityDesc,
-        plan: P,
-    ) -> Self {
-        Self::new(resource, authenticated_context(broker, caller, now), plan)
+    pub fn authenticated(caller: &Caller, now: i64, resource: EntityDesc, plan: P) -> Self {
+        Self::new(resource, authenticated_context(caller, now), plan)
     }
 
     /// A description with no second action.

@@ -277,9 +277,9 @@ async fn state_survives_restart_and_jwks_is_public() {
     );
 }
 
-/// Introspection is called for every request a resource server serves: a successful one
-/// logs its `rpc finished` line at debug, not info. A refused one logs at info, as every
-/// other call does.
+/// Introspection of an active token is called for every request a resource server serves:
+/// it logs its `rpc finished` line at debug, not info. An inactive token's (maybe a probe) and
+/// a refused one log at info, as every other call does.
 #[tokio::test]
 async fn successful_introspections_log_at_debug() {
     let dir = tempfile::tempdir().unwrap();
@@ -287,6 +287,7 @@ async fn successful_introspections_log_at_debug() {
     let admin = b.admin_secret();
     let minted = mint(&b, &admin, &[], &["read"], Some(1.0)).await.unwrap();
     assert!(introspect(&b, &admin, &minted.access_token).await.active);
+    assert!(!introspect(&b, &admin, "not-a-token").await.active);
     let refused = b
         .tokens()
         .await
@@ -316,8 +317,11 @@ async fn successful_introspections_log_at_debug() {
         logs.lines().any(|l| finished(l, "IntrospectToken", "16")),
         "the refused introspection logs at info: {logs}"
     );
-    assert!(
-        !logs.lines().any(|l| finished(l, "IntrospectToken", "0")),
-        "the successful introspection logs at debug: {logs}"
+    assert_eq!(
+        logs.lines()
+            .filter(|l| finished(l, "IntrospectToken", "0"))
+            .count(),
+        1,
+        "the inactive token's introspection logs at info, the active one's at debug: {logs}"
     );
 }

@@ -102,11 +102,7 @@ pub fn caller_shapes(
     (
         caller.view.principal.clone(),
         auth::credential_entity(caller),
-        auth::mint_context(
-            broker,
-            plan,
-            auth::authenticated_context(broker, caller, now),
-        ),
+        auth::mint_context(broker, plan, auth::authenticated_context(caller, now)),
     )
 }
 

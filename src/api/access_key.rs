@@ -76,8 +76,7 @@ impl Guarded for CreateAccessKeyRequest {
                     .with("all_projects", false)
                     .with("permissions", Attr::strings::<String>([]))
             });
-        let context =
-            authz::authenticated_context(broker, caller, now).with("requested", requested);
+        let context = authz::authenticated_context(caller, now).with("requested", requested);
         Ok(Described::new(resource, context, self))
     }
 }
@@ -104,9 +103,7 @@ impl Guarded for ListAccessKeysRequest {
         } else {
             authz::stored_subject_entity(broker, &self.owner)?.0
         };
-        Ok(Described::authenticated(
-            broker, caller, now, resource, self,
-        ))
+        Ok(Described::authenticated(caller, now, resource, self))
     }
 }
 
@@ -126,7 +123,6 @@ impl Guarded for GetAccessKeyRequest {
     ) -> Result<Described<Self::Plan>, Error> {
         let (resource, record) = authz::key_entity(broker, caller, &self.id)?;
         Ok(Described::authenticated(
-            broker,
             caller,
             now,
             resource,
@@ -150,9 +146,7 @@ impl Guarded for UpdateAccessKeyRequest {
         now: i64,
     ) -> Result<Described<Self>, Error> {
         let (resource, _) = authz::key_entity(broker, caller, &self.id)?;
-        Ok(Described::authenticated(
-            broker, caller, now, resource, self,
-        ))
+        Ok(Described::authenticated(caller, now, resource, self))
     }
 }
 
@@ -172,9 +166,7 @@ impl Guarded for DeleteAccessKeyRequest {
         now: i64,
     ) -> Result<Described<String>, Error> {
         let (resource, _) = authz::key_entity(broker, caller, &self.id)?;
-        Ok(Described::authenticated(
-            broker, caller, now, resource, self.id,
-        ))
+        Ok(Described::authenticated(caller, now, resource, self.id))
     }
 }
 
@@ -193,9 +185,7 @@ impl Guarded for ResetAccessKeyRequest {
         now: i64,
     ) -> Result<Described<Self>, Error> {
         let (resource, _) = authz::key_entity(broker, caller, &self.id)?;
-        Ok(Described::authenticated(
-            broker, caller, now, resource, self,
-        ))
+        Ok(Described::authenticated(caller, now, resource, self))
     }
 }
 

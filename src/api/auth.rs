@@ -133,7 +133,7 @@ where
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("0");
                 let latency_us = started.elapsed().as_micros() as u64;
-                if route.hot && code == "0" {
+                if code == "0" && response.extensions().get::<Routine>().is_some() {
                     tracing::debug!(code, latency_us, "rpc finished");
                 } else {
                     tracing::info!(code, latency_us, "rpc finished");
@@ -144,6 +144,13 @@ where
         )
     }
 }
+
+/// Marks a successful response as routine: a call made for every request a resource server
+/// serves (the introspection of an active token). Its `rpc finished` line logs at debug
+/// instead of info, so that the log is not one line per upstream request; refusals, failures
+/// and inactive tokens still log at info.
+#[derive(Clone, Copy, Debug)]
+pub struct Routine;
 
 /// Why the auth layer refused a request before any handler saw it: its transport, not its
 /// content.

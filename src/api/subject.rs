@@ -62,9 +62,7 @@ impl Guarded for CreateSubjectRequest {
             created_at: now,
         });
         let resource = authz::subject_entity(&shown, broker);
-        Ok(Described::authenticated(
-            broker, caller, now, resource, plan,
-        ))
+        Ok(Described::authenticated(caller, now, resource, plan))
     }
 }
 
@@ -80,7 +78,6 @@ impl Guarded for GetSubjectRequest {
     ) -> Result<Described<Self::Plan>, Error> {
         let (resource, record) = authz::stored_subject_entity(broker, &self.subject_id)?;
         Ok(Described::authenticated(
-            broker,
             caller,
             now,
             resource,
@@ -98,11 +95,11 @@ impl Guarded for ListSubjectsRequest {
 
     fn describe(
         self,
-        broker: &Broker,
+        _broker: &Broker,
         caller: &Caller,
         now: i64,
     ) -> Result<Described<Self>, Error> {
-        let context = authz::authenticated_context(broker, caller, now);
+        let context = authz::authenticated_context(caller, now);
         Ok(Described::new(EntityDesc::broker(), context, self))
     }
 }
@@ -123,7 +120,6 @@ impl Guarded for DeleteSubjectRequest {
     ) -> Result<Described<String>, Error> {
         let (resource, _) = authz::stored_subject_entity(broker, &self.subject_id)?;
         Ok(Described::authenticated(
-            broker,
             caller,
             now,
             resource,

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::{Api, status::to_status, timestamp};
+use super::{Api, auth::Routine, status::to_status, timestamp};
 use crate::{
     authz::{self, Described, Guarded, Route},
     broker::{Broker, Caller, MintPlan, VerifiedToken},
@@ -40,11 +40,7 @@ impl Guarded for CreateAccessTokenRequest {
             &self.audience,
             now,
         )?;
-        let context = authz::mint_context(
-            broker,
-            &plan,
-            authz::authenticated_context(broker, caller, now),
-        );
+        let context = authz::mint_context(broker, &plan, authz::authenticated_context(caller, now));
         Ok(Described::new(
             authz::credential_entity(caller),
             context,
@@ -58,8 +54,7 @@ impl Guarded for IntrospectTokenRequest {
         "/tokenbroker.v1.TokenService/IntrospectToken",
         "IntrospectToken",
     )
-    .mint_only()
-    .hot();
+    .mint_only();
     /// The target token when active: verified (and cached) once, here.
     type Plan = Option<Arc<VerifiedToken>>;
 
@@ -78,7 +73,7 @@ impl Guarded for IntrospectTokenRequest {
         };
         Ok(Described::new(
             resource,
-            authz::authenticated_context(broker, caller, now),
+            authz::authenticated_context(caller, now),
             active,
         ))
     }
@@ -102,7 +97,7 @@ impl Guarded for RevokeAccessTokenRequest {
         let resource = authz::token_entity(broker, &jti)?;
         Ok(Described::new(
             resource,
-            authz::authenticated_context(broker, caller, now),
+            authz::authenticated_context(caller, now),
             jti,
         ))
     }
@@ -154,7 +149,7 @@ impl TokenService for Api {
             return Ok(Response::new(IntrospectTokenResponse::default()));
         };
         let claims = verified.claims.clone();
-        Ok(Response::new(IntrospectTokenResponse {
+        let mut response = Response::new(IntrospectTokenResponse {
             active: true,
             subject: claims.sub,
             jti: claims.jti,
@@ -165,7 +160,11 @@ impl TokenService for Api {
             depth: claims.dep,
             audience: claims.aud,
             issued_at: timestamp(claims.iat),
-        }))
+        });
+        // An active token's introspection is what a resource server does for every request
+        // it serves; an inactive one (unknown, revoked, expired: maybe a probe) is not.
+        response.extensions_mut().insert(Routine);
+        Ok(response)
     }
 
     async fn revoke_access_token(

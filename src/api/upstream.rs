@@ -31,7 +31,7 @@ fn named(
 ) -> Result<(EntityDesc, Record), Error> {
     Ok((
         authz::upstream_entity(broker, name)?,
-        authz::authenticated_context(broker, caller, now),
+        authz::authenticated_context(caller, now),
     ))
 }
 
@@ -66,7 +66,6 @@ impl Guarded for GetUpstreamRequest {
         let record = broker.store().upstream(&self.name)?;
         let resource = authz::upstream_desc(&self.name, record.as_ref());
         Ok(Described::authenticated(
-            broker,
             caller,
             now,
             resource,
@@ -84,11 +83,11 @@ impl Guarded for ListUpstreamsRequest {
 
     fn describe(
         self,
-        broker: &Broker,
+        _broker: &Broker,
         caller: &Caller,
         now: i64,
     ) -> Result<Described<Self>, Error> {
-        let context = authz::authenticated_context(broker, caller, now);
+        let context = authz::authenticated_context(caller, now);
         Ok(Described::new(EntityDesc::broker(), context, self))
     }
 }
@@ -155,7 +154,7 @@ impl Guarded for IssueUpstreamTokenRequest {
             self.expires_in_hours,
             now,
         )?;
-        let context = authz::authenticated_context(broker, caller, now)
+        let context = authz::authenticated_context(caller, now)
             .with("requested", authz::grant_attrs(broker.model(), &plan.grant))
             .with("lifetime_seconds", plan.lifetime_secs)
             .with(
@@ -209,7 +208,6 @@ impl Guarded for RevokeUpstreamTokenRequest {
                 .with("upstream", upstream),
         };
         Ok(Described::authenticated(
-            broker,
             caller,
             now,
             resource,

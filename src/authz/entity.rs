@@ -11,10 +11,11 @@ use crate::{
     policy::{Attr, EntityDesc, EntityKind, Record},
 };
 
-/// What policy sees of a credential that stays the same while it lives: its subject as the
+/// What policy sees of a credential apart from its remaining time: its subject as the
 /// principal, its grant as the schema's `Grant` record and whether that makes it an admin's.
-/// Authentication builds it once per credential (and caches it with the credential), so a
-/// request only shares it.
+/// Authentication builds it when it reads the credential (and caches it with the credential:
+/// a key's is rebuilt after any key or subject write, a token's never changes), so a request
+/// only shares it.
 #[derive(Debug)]
 pub struct CredentialView {
     /// The subject acting, as Cedar's principal.
@@ -53,7 +54,7 @@ fn grant_record(grant: &Grant, permissions: impl IntoIterator<Item = String>) ->
 
 /// The context of an authenticated RPC, `{ credential }`: the grant, depth, remaining time
 /// and admin flag of the key or token the caller presented. Public for the benchmarks.
-pub fn authenticated_context(_broker: &Broker, caller: &Caller, now: i64) -> Record {
+pub fn authenticated_context(caller: &Caller, now: i64) -> Record {
     let credential = Record::new()
         .with(
             "kind",

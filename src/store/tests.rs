@@ -494,3 +494,52 @@ async fn the_worker_pass_reads_no_closed_lease_and_removes_it_after_retention() 
         );
     }
 }
+
+/// The access-key cache trusts `generation`: every write method on subjects and keys moves
+/// it, whatever its outcome, and reads and token writes do not.
+#[tokio::test]
+async fn every_subject_and_key_write_moves_the_generation() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let moved = |what: &str, write: &dyn Fn()| {
+        let before = store.generation();
+        write();
+        assert!(
+            store.generation() > before,
+            "{what} did not move the generation"
+        );
+    };
+    moved("create_subject", &|| {
+        store.create_subject(&subject("alice")).unwrap();
+    });
+    moved("create_subject (taken)", &|| {
+        store.create_subject(&subject("alice")).unwrap();
+    });
+    moved("insert_access_key", &|| {
+        store
+            .insert_access_key(&key("ak_1", "alice", 1), 10)
+            .unwrap();
+    });
+    let old = store.access_key("ak_1").unwrap().unwrap();
+    let new = AccessKeyRecord {
+        updated_at: 5,
+        ..old.clone()
+    };
+    moved("replace_access_key", &|| {
+        store.replace_access_key(&old, &new, &[], 5).unwrap();
+    });
+    moved("touch_access_key", &|| {
+        store.touch_access_key("ak_1", 6).unwrap();
+    });
+    moved("delete_access_key", &|| {
+        store.delete_access_key("ak_1", 7).unwrap();
+    });
+    moved("delete_subject", &|| {
+        store.delete_subject("alice", 8).unwrap();
+    });
+    let still = store.generation();
+    store.subject("alice").unwrap();
+    store.access_key_by_hash(&[1; 32]).unwrap();
+    store.insert_token("t1", &token("ak_9", 0), 0).unwrap();
+    assert_eq!(store.generation(), still, "reads and tokens leave it");
+}
