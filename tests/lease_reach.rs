@@ -45,6 +45,7 @@ async fn setup(data: &std::path::Path) -> (Broker, FakeServer, String) {
                     ..Default::default()
                 }),
                 options: Default::default(),
+                project_ids: Vec::new(),
             },
             &admin,
         ))

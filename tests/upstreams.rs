@@ -639,3 +639,118 @@ async fn credentials_and_vendor_tokens_never_stored_or_logged_in_clear() {
         }
     }
 }
+
+/// Upstreams bound to projects serve ordinary callers. A caller holding only `alpha` gets
+/// Bitbucket Server and Foreman tokens (which cannot be limited to projects) from upstreams
+/// that reach only `alpha`, asking for `alpha` or for nothing; a caller without `alpha` is
+/// refused as a mint would be, before any vendor call. A LaunchDarkly token (which can be
+/// limited) holds the requested projects within the upstream's, by default the caller's
+/// within them. Narrowing an upstream's projects sends its leases beyond them to revocation.
+#[tokio::test]
+async fn project_bound_upstreams_serve_callers_holding_their_projects() {
+    let data = tempfile::tempdir().unwrap();
+    let b = Broker::start_in(data.path(), &shipped_policies(), &FAST_RETRY).await;
+    let admin = b.admin_secret();
+    // `admin` on their own projects only: what Foreman's permission table maps.
+    create_subject(&b, &admin, "alice", &["alpha"], &["admin"]).await;
+    create_subject(&b, &admin, "bob", &["beta"], &["admin"]).await;
+    let alice = create_key(&b, &admin, "alice", &["admin"]).await;
+    let bob = create_key(&b, &admin, "bob", &["admin"]).await;
+
+    for (name, vendor, perm) in [
+        ("bb", pb::Vendor::BitbucketServer, "read"),
+        ("fm", pb::Vendor::Foreman, "admin"),
+    ] {
+        let fake = start_fake(vendor).await;
+        let up = create_upstream_for(
+            &b,
+            &admin,
+            name,
+            vendor,
+            &fake.base_url(),
+            good_credential(vendor),
+            &["alpha"],
+        )
+        .await
+        .unwrap();
+        assert_eq!(up.project_ids, ["alpha"]);
+        assert_eq!(up.status, pb::UpstreamStatus::Normal as i32);
+        fake.clear_calls();
+        let err = issue(&b, &bob, name, &[], &[perm], None).await.unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{}", err.message());
+        assert!(err.message().contains("alpha"), "{}", err.message());
+        let err = issue(&b, &alice, name, &["beta"], &[perm], None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+        assert!(err.message().contains("reaches only"), "{}", err.message());
+        assert!(
+            fake.calls().is_empty(),
+            "refusals reach no vendor: {:?}",
+            fake.calls()
+        );
+        for asked in [&["alpha"][..], &[]] {
+            let issued = issue(&b, &alice, name, asked, &[perm], Some(0.5))
+                .await
+                .unwrap();
+            assert_eq!(issued.project_ids, ["alpha"], "{name} asked {asked:?}");
+            assert_eq!(use_at_vendor(vendor, &fake, &issued.token).await, 200);
+        }
+    }
+
+    let ld = start_fake(pb::Vendor::Launchdarkly).await;
+    create_upstream_for(
+        &b,
+        &admin,
+        "ld",
+        pb::Vendor::Launchdarkly,
+        &ld.base_url(),
+        good_credential(pb::Vendor::Launchdarkly),
+        &["alpha", "beta"],
+    )
+    .await
+    .unwrap();
+    let issued = issue(&b, &alice, "ld", &[], &["read"], Some(0.5))
+        .await
+        .unwrap();
+    assert_eq!(
+        issued.project_ids,
+        ["alpha"],
+        "the caller's within the upstream's"
+    );
+    let err = issue(&b, &alice, "ld", &["beta"], &["read"], None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{}", err.message());
+    let err = issue(&b, &alice, "ld", &["gamma"], &["read"], None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+
+    // The upstream now reaches only `beta`: alice's `alpha` lease goes.
+    let updated = b
+        .upstreams()
+        .await
+        .update_upstream(authed(
+            pb::UpdateUpstreamRequest {
+                name: "ld".to_owned(),
+                project_ids: strings(&["beta"]),
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(updated.project_ids, ["beta"]);
+    until_revoked(
+        &ld,
+        &issued.token,
+        "the lease beyond the narrowed upstream revoked",
+    )
+    .await;
+    let err = issue(&b, &alice, "ld", &[], &["read"], None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+}

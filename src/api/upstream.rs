@@ -223,6 +223,7 @@ impl Api {
             .upstreams
             .live_lease_count(&record.name)
             .map_err(to_status)?;
+        let project_ids = crate::broker::upstream_projects(&record).to_ids();
         Ok(Upstream {
             name: record.name,
             vendor: record.vendor,
@@ -233,6 +234,7 @@ impl Api {
             create_time: timestamp(record.create_time),
             update_time: timestamp(record.update_time),
             status: record.status,
+            project_ids,
             options: record.options,
             live_leases,
         })

@@ -299,6 +299,13 @@ impl Upstreams {
                 ),
             ));
         }
+        let projects = validate::projects(
+            "project_ids",
+            &req.project_ids,
+            self.core.config.max_grant_items,
+            &mut violations,
+        )
+        .unwrap_or(Projects::All);
         let vendor = Vendor::known(vendor);
         self.check_account(vendor, base_url, &credential, &options, &mut violations);
         let Some(vendor) = vendor.filter(|_| violations.is_empty()) else {
@@ -334,6 +341,7 @@ impl Upstreams {
             create_time: now,
             update_time: now,
             status,
+            projects: projects.to_ids(),
         };
         if !self.core.store.create_upstream(&record)? {
             return Err(
@@ -404,6 +412,12 @@ impl Upstreams {
             account.options = options.clone();
         }
         let mut violations = Vec::new();
+        let projects = validate::projects(
+            "project_ids",
+            &req.project_ids,
+            self.core.config.max_grant_items,
+            &mut violations,
+        );
         self.check_account(
             Some(vendor),
             &account.base_url,
@@ -431,9 +445,37 @@ impl Upstreams {
         record.repo_host = repo_host;
         record.repo_user = repo_user;
         record.update_time = now;
+        if let Some(projects) = &projects {
+            record.projects = projects.to_ids();
+        }
         self.core.store.put_upstream(&record)?;
+        if let Some(projects) = &projects {
+            self.revoke_leases_outside(name, projects, now)?;
+        }
         self.core.store.durable().await?;
         Ok(record)
+    }
+
+    /// Leases follow their upstream's reach: every open lease of upstream `name` that reaches
+    /// a project outside `projects` (its new projects after an update) is made due for
+    /// revocation now. Returns how many were newly queued.
+    fn revoke_leases_outside(
+        &self,
+        name: &str,
+        projects: &Projects,
+        now: i64,
+    ) -> Result<u32, Error> {
+        let mut queued = 0;
+        for lease in self.core.store.open_leases_of(name)? {
+            let reach = Projects::from_ids(lease.projects.iter().cloned());
+            if !projects.excess(&reach).is_empty() && self.request_revocation(&lease.id, now)? {
+                queued += 1;
+            }
+        }
+        if queued > 0 {
+            tracing::info!(upstream = %name, leases = queued, "leases beyond the upstream's new projects queued for revocation");
+        }
+        Ok(queued)
     }
 
     /// Revokes the upstream's open leases at the vendor, then deletes it. If any revocation
@@ -489,13 +531,22 @@ impl Upstreams {
         let upstream = self.upstream_record(upstream_name)?;
         let vendor = Vendor::known(upstream.vendor)
             .ok_or_else(|| Error::Internal(format!("upstream `{upstream_name}` has no vendor")))?;
+        let projects = token_projects(
+            vendor,
+            upstream_name,
+            &upstream_projects(&upstream),
+            request.projects,
+            &caller.grant.projects,
+        )?;
+        // The vendor token's reach must attenuate the caller's grant: the same rule and the
+        // same refusal as a mint.
         let grant = self
             .core
             .derive(
                 caller,
                 &Ask {
                     kind: Yield::VendorToken,
-                    projects: request.projects,
+                    projects,
                     permissions: request.permissions,
                     end: End::Lifetime(request.lifetime_secs),
                     restrictions: None,
@@ -503,19 +554,6 @@ impl Upstreams {
                 now,
             )?
             .grant;
-        // Some vendors' tokens cannot be limited to projects: such a token would be wider
-        // than a caller limited to some projects, so only a caller asking for `*` gets one.
-        if matches!(vendor, Vendor::BitbucketServer | Vendor::Foreman)
-            && grant.projects != Projects::All
-        {
-            return Err(Error::invalid(
-                "project_ids",
-                format!(
-                    "{} tokens cannot be limited to projects, so they are only issued for `*`: ask with project_ids `*` (your credential must hold every project)",
-                    vendor.as_str()
-                ),
-            ));
-        }
         let table = self.core.config.vendor_permissions.get(vendor.as_str());
         let mut vendor_permissions = Vec::new();
         let mut violations = Vec::new();
@@ -598,9 +636,13 @@ impl Upstreams {
         let request = IssueRequest {
             name: format!("token-broker-{id}"),
             vendor_permissions: plan.vendor_permissions,
-            project_ids: match &plan.grant.projects {
-                Projects::All => vec!["*".to_owned()],
-                Projects::Some(p) => p.iter().cloned().collect(),
+            // A vendor that cannot limit a token gets no projects: its token reaches the
+            // whole account, which is what the upstream's projects say it reaches (and
+            // what the plan checked against the caller's grant).
+            project_ids: if vendor.scopes_projects() {
+                plan.grant.projects.to_ids()
+            } else {
+                Vec::new()
             },
             expires_at,
             now,
@@ -859,4 +901,86 @@ pub fn spawn_lease_worker(broker: Weak<Broker>) {
             }
         }
     });
+}
+
+/// The broker projects an upstream's account reaches: its `projects`, or every project for a
+/// record that names none (stored before upstreams had projects, which reached everything).
+pub fn upstream_projects(record: &UpstreamRecord) -> Projects {
+    if record.projects.is_empty() {
+        Projects::All
+    } else {
+        Projects::from_ids(record.projects.iter().cloned())
+    }
+}
+
+/// The projects a vendor token from an upstream reaching `reach` would reach, for the request's
+/// `requested` projects (`None`: not given) by a caller holding `held`; the derivation rule then
+/// checks it against the caller's grant. A vendor that cannot limit its tokens issues exactly
+/// `reach` (asking for fewer projects would yield a token wider than asked, so it is refused);
+/// one that can issues the requested projects, which must lie within `reach`, or by default the
+/// caller's projects within `reach`.
+fn token_projects(
+    vendor: Vendor,
+    upstream: &str,
+    reach: &Projects,
+    requested: Option<Projects>,
+    held: &Projects,
+) -> Result<Option<Projects>, Error> {
+    let ids = |p: &Projects| {
+        p.to_ids()
+            .iter()
+            .map(|id| quote(id))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if let Some(requested) = &requested {
+        let outside = reach.excess(requested);
+        if !outside.is_empty() {
+            return Err(Error::invalid(
+                "project_ids",
+                format!(
+                    "upstream {} reaches only the projects {}, not {}: ask within them (or omit project_ids)",
+                    quote(upstream),
+                    ids(reach),
+                    outside
+                        .iter()
+                        .map(|id| quote(id))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+    }
+    if !vendor.scopes_projects() {
+        if requested.as_ref().is_some_and(|r| r != reach) {
+            return Err(Error::invalid(
+                "project_ids",
+                format!(
+                    "{} tokens cannot be limited to projects: a token from upstream {} reaches all of its projects ({}), so ask for exactly those or omit project_ids",
+                    vendor.as_str(),
+                    quote(upstream),
+                    ids(reach)
+                ),
+            ));
+        }
+        return Ok(Some(reach.clone()));
+    }
+    Ok(match requested {
+        Some(requested) => Some(requested),
+        None if *reach == Projects::All => None,
+        None => {
+            let within = held.intersect(reach);
+            if within == Projects::Some(Default::default()) {
+                return Err(Error::invalid(
+                    "project_ids",
+                    format!(
+                        "upstream {} reaches only the projects {}, and your credential holds none of them",
+                        quote(upstream),
+                        ids(reach)
+                    ),
+                ));
+            }
+            Some(within)
+        }
+    })
 }

@@ -45,6 +45,13 @@ impl Vendor {
         (1..).map_while(Vendor::known)
     }
 
+    /// Whether the vendor's tokens can be limited to some projects (LaunchDarkly's inline
+    /// role, Develocity's `projectIds`). The others' tokens reach whatever their account
+    /// reaches: the upstream's projects.
+    pub fn scopes_projects(self) -> bool {
+        matches!(self, Vendor::Launchdarkly | Vendor::Develocity)
+    }
+
     /// The stable lowercase name used in configuration, storage and messages.
     pub fn as_str(self) -> &'static str {
         match self {

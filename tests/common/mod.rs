@@ -481,7 +481,8 @@ pub async fn update_access_key(
         .map(tonic::Response::into_inner)
 }
 
-/// `CreateUpstream` with the options every fake vendor takes (`user_slug`, `user_id`).
+/// `CreateUpstream` with the options every fake vendor takes (`user_slug`, `user_id`),
+/// reaching every project.
 pub async fn create_upstream_at(
     b: &Broker,
     admin: &str,
@@ -489,6 +490,19 @@ pub async fn create_upstream_at(
     vendor: pb::Vendor,
     base_url: &str,
     credential: pb::Credential,
+) -> Result<pb::Upstream, tonic::Status> {
+    create_upstream_for(b, admin, name, vendor, base_url, credential, &[]).await
+}
+
+/// `CreateUpstream` with the fakes' options, reaching `projects` (empty: every project).
+pub async fn create_upstream_for(
+    b: &Broker,
+    admin: &str,
+    name: &str,
+    vendor: pb::Vendor,
+    base_url: &str,
+    credential: pb::Credential,
+    projects: &[&str],
 ) -> Result<pb::Upstream, tonic::Status> {
     let options = std::collections::HashMap::from([
         ("user_slug".to_owned(), "bob".to_owned()),
@@ -503,6 +517,7 @@ pub async fn create_upstream_at(
                 base_url: base_url.to_owned(),
                 credential: Some(credential),
                 options,
+                project_ids: projects.iter().map(|p| (*p).to_owned()).collect(),
             },
             admin,
         ))
