@@ -217,16 +217,23 @@ impl Config {
     ) -> Result<Self, ConfigError> {
         let mut table = toml::Table::new();
         let mut origin = String::from("defaults");
+        let mut file_text = None;
         if let Some(path) = file {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                 path: path.to_owned(),
                 source,
             })?;
-            table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-                origin: format!("file `{}`", path.display()),
-                reason: e.message().to_owned(),
-            })?;
-            origin = format!("file `{}`", path.display());
+            let file_origin = format!("file `{}`", path.display());
+            // The file alone first, from its own text, so an error's span names the key (or
+            // table) and the line as the file has them.
+            let parse = |e: toml::de::Error| ConfigError::Parse {
+                origin: file_origin.clone(),
+                reason: located(&text, &e),
+            };
+            table = toml::from_str(&text).map_err(parse)?;
+            toml::from_str::<Config>(&text).map_err(parse)?;
+            origin = file_origin.clone();
+            file_text = Some((file_origin, text));
         }
         let mut env_keys = Vec::new();
         for (name, value) in env {
@@ -237,32 +244,53 @@ impl Config {
                 continue;
             }
             let key = key.to_ascii_lowercase();
-            table.insert(key, env_value(&value));
+            let value = env_value(&value);
+            // Each override alone over the defaults, so a refusal names its variable.
+            toml::Value::Table(toml::Table::from_iter([(key.clone(), value.clone())]))
+                .try_into::<Config>()
+                .map_err(|e| ConfigError::Parse {
+                    origin: format!("environment `{name}`"),
+                    reason: format!("key `{key}`: {}", e.message()),
+                })?;
+            table.insert(key, value);
             env_keys.push(name);
         }
         if !env_keys.is_empty() {
             origin = format!("{origin} and environment {}", env_keys.join(", "));
         }
-        // Deserialize from text so the error carries a span, which names the key.
-        let merged = toml::to_string(&table).map_err(|e| ConfigError::Parse {
-            origin: origin.clone(),
-            reason: e.to_string(),
-        })?;
-        let config: Config = toml::from_str(&merged).map_err(|e| {
-            let key = e
-                .span()
-                .and_then(|span| merged[..span.start].lines().last().map(str::to_owned))
-                .and_then(|line| line.split('=').next().map(|k| k.trim().to_owned()))
-                .filter(|k| !k.is_empty());
-            ConfigError::Parse {
-                origin,
-                reason: match key {
-                    Some(key) => format!("key `{key}`: {}", e.message()),
-                    None => e.message().to_owned(),
-                },
+        let config: Config =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    origin,
+                    reason: e.message().to_owned(),
+                })?;
+        // A refused value is named where it was set: its variable, or its line in the file.
+        config.validate().map_err(|e| match e {
+            ConfigError::Invalid { key, reason } => {
+                let var = format!("{ENV_PREFIX}{}", key.to_ascii_uppercase());
+                let line = file_text.as_ref().and_then(|(origin, text)| {
+                    let doc = toml::de::DeTable::parse(text).ok()?;
+                    let (name, _) = doc.get_ref().iter().find(|(k, _)| k.get_ref() == key)?;
+                    let line = text[..name.span().start].matches('\n').count() + 1;
+                    Some((origin.clone(), line))
+                });
+                if env_keys.contains(&var) {
+                    ConfigError::Parse {
+                        origin: format!("environment `{var}`"),
+                        reason: format!("key `{key}`: {reason}"),
+                    }
+                } else if let Some((origin, line)) = line {
+                    ConfigError::Parse {
+                        origin,
+                        reason: format!("line {line}, key `{key}`: {reason}"),
+                    }
+                } else {
+                    ConfigError::Invalid { key, reason }
+                }
             }
+            other => other,
         })?;
-        config.validate()?;
         Ok(config)
     }
 
@@ -371,6 +399,47 @@ impl Config {
     }
 }
 
+/// Where in `text` a TOML error is, for a message: the line and the key or table at its
+/// span (`line 3, key `upstreams.allow_http``), then what toml says was wrong.
+fn located(text: &str, e: &toml::de::Error) -> String {
+    let Some(span) = e.span() else {
+        return e.message().to_owned();
+    };
+    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+    let at = toml::de::DeTable::parse(text)
+        .ok()
+        .and_then(|doc| key_at(doc.get_ref(), span.start))
+        .map(|(path, is_table)| {
+            if is_table {
+                format!(", table `[{path}]`")
+            } else {
+                format!(", key `{path}`")
+            }
+        })
+        .unwrap_or_default();
+    format!("line {line}{at}: {}", e.message())
+}
+
+/// The dotted path of the innermost key whose name or value covers byte `at`, and whether
+/// its value is a table.
+fn key_at(table: &toml::de::DeTable<'_>, at: usize) -> Option<(String, bool)> {
+    table.iter().find_map(|(key, value)| {
+        let inner = value
+            .get_ref()
+            .as_table()
+            .and_then(|t| key_at(t, at))
+            .map(|(path, is_table)| (format!("{}.{path}", key.get_ref()), is_table));
+        inner.or_else(|| {
+            (key.span().contains(&at) || value.span().contains(&at)).then(|| {
+                (
+                    key.get_ref().to_string(),
+                    value.get_ref().as_table().is_some(),
+                )
+            })
+        })
+    })
+}
+
 /// Reads an environment value as a TOML value when it is one (`5`, `true`, `["a"]`), else as
 /// a string (`127.0.0.1:9000`, `24h`).
 fn env_value(raw: &str) -> toml::Value {
@@ -431,6 +500,117 @@ mod tests {
             .to_string();
         assert!(
             err.contains("nope") && err.contains("TOKEN_BROKER_NOPE"),
+            "{err}"
+        );
+    }
+
+    /// The message of loading `text` as the config file.
+    fn file_error(text: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broker.toml");
+        std::fs::write(&path, text).unwrap();
+        let err = Config::load(Some(&path), Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("broker.toml"), "{err}");
+        err
+    }
+
+    #[test]
+    fn each_kind_of_file_error_names_its_key_and_line() {
+        // (file, the key or table named, its line, words of the reason)
+        let cases = [
+            (
+                "audiences = [\"a\"]\nhttp_listen = \"127.0.0.1:9090\"\n",
+                "key `http_listen`",
+                2,
+                "unknown field `http_listen`",
+            ),
+            (
+                "audiences = [\n  \"a\",\n]\n\n[rate_limit]\nper_second = 5\n",
+                "table `[rate_limit]`",
+                5,
+                "unknown field `rate_limit`",
+            ),
+            (
+                "listen = \"127.0.0.1:1\"\n[upstreams]\nallow_insecure_http = true\nallow_http = true\n",
+                "key `upstreams.allow_http`",
+                4,
+                "unknown field `allow_http`",
+            ),
+            (
+                "audiences = []\nmax_delegation_depth = \"x\"\n",
+                "key `max_delegation_depth`",
+                2,
+                "invalid type",
+            ),
+            (
+                "[upstreams]\nallow_insecure_http = \"yes\"\n",
+                "key `upstreams.allow_insecure_http`",
+                2,
+                "invalid type",
+            ),
+            (
+                "issuer = \"me\"\nleeway = \"soon\"\n",
+                "key `leeway`",
+                2,
+                "",
+            ),
+            ("issuer = \"me\"\nlisten = = 1\n", "line 2", 2, ""),
+        ];
+        for (text, named, line, reason) in cases {
+            let err = file_error(text);
+            assert!(err.contains(named), "{text:?}: {err}");
+            assert!(err.contains(&format!("line {line}")), "{text:?}: {err}");
+            assert!(err.contains(reason), "{text:?}: {err}");
+        }
+        // A value that parses but is refused names its key and line.
+        let err = file_error("issuer = \"me\"\nleeway = \"60s\"\n");
+        assert!(
+            err.contains("line 2, key `leeway`") && err.contains("30s"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_bad_environment_override_names_its_variable_and_key() {
+        for (name, value, reason) in [
+            ("TOKEN_BROKER_MAX_DELEGATION_DEPTH", "many", "invalid type"),
+            ("TOKEN_BROKER_LEEWAY", "soon", ""),
+            (
+                "TOKEN_BROKER_HTTP_LISTEN",
+                "127.0.0.1:9090",
+                "unknown field",
+            ),
+            (
+                "TOKEN_BROKER_UPSTREAMS",
+                "{ allow_http = true }",
+                "allow_http",
+            ),
+            ("TOKEN_BROKER_LEEWAY", "1h", "at most 30s"),
+        ] {
+            let err = Config::load(None, vec![(name.to_owned(), value.to_owned())])
+                .unwrap_err()
+                .to_string();
+            let key = name.trim_start_matches(ENV_PREFIX).to_ascii_lowercase();
+            assert!(
+                err.contains(&format!("`{name}`")) && err.contains(&format!("key `{key}`")),
+                "{err}"
+            );
+            assert!(err.contains(reason), "{err}");
+        }
+        // With a valid file, the override is still the one named.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broker.toml");
+        std::fs::write(&path, "issuer = \"me\"\n").unwrap();
+        let err = Config::load(
+            Some(&path),
+            vec![("TOKEN_BROKER_LISTEN".to_owned(), "nowhere".to_owned())],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("`TOKEN_BROKER_LISTEN`") && err.contains("key `listen`"),
             "{err}"
         );
     }

@@ -947,3 +947,157 @@ async fn listings_never_hold_secrets_and_show_all_is_for_admins() {
     assert_eq!(by_owner.keys.len(), 1);
     assert_eq!(by_owner.keys[0].id, bob.id);
 }
+
+/// The reason in a status's `google.rpc.ErrorInfo`.
+fn reason_of(err: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    err.get_error_details()
+        .error_info()
+        .map(|i| i.reason.clone())
+        .unwrap_or_default()
+}
+
+/// A caller holding a permission that its key lacks may still not widen the key: only an
+/// admin may, and the refusal says so (not that the caller lacks the permission). Clearing
+/// an expiry is widening too, and the refusal says "no expiry" in words.
+#[tokio::test]
+async fn widening_a_key_as_a_non_admin_says_only_an_admin_may() {
+    let (b, _dir, admin, alice) = start_with_alice(&[]).await;
+    let own = create(
+        &b,
+        &alice,
+        pb::CreateAccessKeyRequest {
+            expires_at: Some(Timestamp {
+                seconds: b.now() + 3600,
+                nanos: 0,
+            }),
+            ..new_key("own", &["alpha"], &["read"])
+        },
+    )
+    .await
+    .unwrap();
+
+    // alice holds `write` and `beta` herself.
+    for (paths, key, exceeding) in [
+        (
+            &["permissions"][..],
+            pb::AccessKey {
+                permissions: strings(&["write"]),
+                ..Default::default()
+            },
+            "`write`",
+        ),
+        (
+            &["project_ids"][..],
+            pb::AccessKey {
+                project_ids: strings(&["alpha", "beta"]),
+                ..Default::default()
+            },
+            "`beta`",
+        ),
+        (&["expires_at"][..], pb::AccessKey::default(), "no expiry"),
+    ] {
+        let err = update(&b, &alice, &own.id, paths, key).await.unwrap_err();
+        let message = err.message();
+        assert_eq!(err.code(), Code::PermissionDenied, "{message}");
+        assert_eq!(reason_of(&err), "GRANT_EXCEEDED", "{message}");
+        assert!(
+            message.contains("only an admin may widen a key"),
+            "{paths:?}: {message}"
+        );
+        assert!(message.contains(exceeding), "{paths:?}: {message}");
+        assert!(
+            !message.contains("authorising credential"),
+            "alice's own credential holds it: {message}"
+        );
+        // The internal "never" value is never shown, in any form.
+        for never in [i64::MAX.to_string(), (i64::MAX / 2).to_string()] {
+            assert!(!message.contains(&never), "{message}");
+        }
+    }
+
+    // The admin may clear the expiry; the key then never expires.
+    let cleared = update(
+        &b,
+        &admin,
+        &own.id,
+        &["expires_at"],
+        pb::AccessKey::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(cleared.expires_at, None);
+
+    // A token (which ends) clearing the expiry of a key is told in words what exceeded.
+    let token = mint(&b, &admin, &[], &[], None).await.unwrap().access_token;
+    let err = update(
+        &b,
+        &token,
+        &own.id,
+        &["expires_at"],
+        pb::AccessKey::default(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{}", err.message());
+    assert!(err.message().contains("no expiry"), "{}", err.message());
+    for never in [i64::MAX.to_string(), (i64::MAX / 2).to_string()] {
+        assert!(!err.message().contains(&never), "{}", err.message());
+    }
+}
+
+/// After a reset without grace, the old secret is refused as reset, not as unknown; only the
+/// latest replaced secret is remembered, and deleting the key forgets every secret.
+#[tokio::test]
+async fn the_old_secret_after_a_plain_reset_says_it_was_reset() {
+    let (b, _dir, _admin, alice) = start_with_alice(&[]).await;
+    let key = create(&b, &alice, new_key("rotating", &[], &["read"]))
+        .await
+        .unwrap();
+    let reset = |secret: String| {
+        let b = &b;
+        let id = key.id.clone();
+        async move {
+            b.keys()
+                .await
+                .reset_access_key(authed(
+                    pb::ResetAccessKeyRequest {
+                        id,
+                        ..Default::default()
+                    },
+                    &secret,
+                ))
+                .await
+                .unwrap()
+                .into_inner()
+                .secret
+        }
+    };
+    let refusal = |secret: String| {
+        let b = &b;
+        async move {
+            let err = mint(b, &secret, &[], &[], None).await.unwrap_err();
+            assert_eq!(err.code(), Code::Unauthenticated, "{}", err.message());
+            err.message().to_owned()
+        }
+    };
+    let first = key.secret.clone();
+    let second = reset(alice.clone()).await;
+    let message = refusal(first.clone()).await;
+    assert!(message.contains("was reset"), "{message}");
+    assert!(!message.contains("unknown"), "{message}");
+    mint(&b, &second, &[], &[], None).await.unwrap();
+
+    let third = reset(second.clone()).await;
+    let message = refusal(second.clone()).await;
+    assert!(message.contains("was reset"), "{message}");
+    // Bounded: one replaced secret per key is remembered.
+    let message = refusal(first).await;
+    assert!(message.contains("unknown"), "{message}");
+
+    delete_access_key(&b, &alice, &key.id).await.unwrap();
+    for gone in [second, third] {
+        let message = refusal(gone).await;
+        assert!(message.contains("unknown or was deleted"), "{message}");
+    }
+}

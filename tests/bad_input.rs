@@ -255,3 +255,138 @@ async fn bad_requests_are_precise_and_change_nothing() {
     let store = token_broker::store::Store::open(dir.path()).unwrap();
     assert_eq!(store.token_count(), 1);
 }
+
+/// Every RPC that takes an access-key id refuses one that cannot be an id with
+/// INVALID_ARGUMENT on `id`, saying what ids look like, before looking it up.
+#[tokio::test]
+async fn malformed_key_ids_say_what_ids_look_like() {
+    let b = Broker::start().await;
+    let admin = b.admin_secret();
+    let mut keys = b.keys().await;
+    for id in ["foo", "", "AK_1", "ak_", "ak_../x", "bogus id with spaces"] {
+        let errs = vec![
+            keys.get_access_key(authed(pb::GetAccessKeyRequest { id: id.into() }, &admin))
+                .await
+                .map(|_| ())
+                .unwrap_err(),
+            keys.update_access_key(authed(
+                pb::UpdateAccessKeyRequest {
+                    id: id.into(),
+                    update_mask: Some(prost_types::FieldMask {
+                        paths: strings(&["name"]),
+                    }),
+                    key: Some(pb::AccessKey {
+                        name: "x".into(),
+                        ..Default::default()
+                    }),
+                },
+                &admin,
+            ))
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+            keys.delete_access_key(authed(pb::DeleteAccessKeyRequest { id: id.into() }, &admin))
+                .await
+                .map(|_| ())
+                .unwrap_err(),
+            keys.reset_access_key(authed(
+                pb::ResetAccessKeyRequest {
+                    id: id.into(),
+                    ..Default::default()
+                },
+                &admin,
+            ))
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+        ];
+        for err in errs {
+            assert_eq!(
+                err.code(),
+                Code::InvalidArgument,
+                "{id:?}: {}",
+                err.message()
+            );
+            assert_eq!(field_of(&err), vec!["id"], "{id:?}");
+            assert!(err.message().contains("`ak_…`"), "{}", err.message());
+        }
+    }
+    // A well-formed id that names no key is still NOT_FOUND.
+    let err = keys
+        .get_access_key(authed(
+            pb::GetAccessKeyRequest {
+                id: "ak_00000000000000000000000000000000".into(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{}", err.message());
+}
+
+/// GetJwks needs no credential, so one that does not authenticate (garbage, a wrong scheme,
+/// a mistyped key, an expired token) is ignored rather than refused; a valid one works too.
+/// Routes that need a credential still refuse the same values.
+#[tokio::test]
+async fn get_jwks_ignores_a_credential_it_does_not_need() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start_in(
+        dir.path(),
+        &shipped_policies(),
+        &[("TOKEN_BROKER_LEEWAY", "0s")],
+    )
+    .await;
+    let admin = b.admin_secret();
+    let short = mint(&b, &admin, &[], &[], Some(0.0003))
+        .await
+        .unwrap()
+        .access_token;
+    b.advance_clock(3);
+    let mut mistyped = admin.clone();
+    let last = mistyped.pop().unwrap();
+    mistyped.push(if last == 'x' { 'y' } else { 'x' });
+
+    let expected = b
+        .tokens()
+        .await
+        .get_jwks(pb::GetJwksRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!expected.keys.is_empty());
+    for (name, header) in [
+        ("garbage", "Bearer garbage".to_owned()),
+        ("wrong scheme", format!("Basic {admin}")),
+        ("empty bearer", "Bearer ".to_owned()),
+        ("mistyped key", format!("Bearer {mistyped}")),
+        ("expired token", format!("Bearer {short}")),
+        ("valid key", format!("Bearer {admin}")),
+    ] {
+        let mut request = tonic::Request::new(pb::GetJwksRequest {});
+        request
+            .metadata_mut()
+            .insert("authorization", header.parse().unwrap());
+        let jwks = b
+            .tokens()
+            .await
+            .get_jwks(request)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"))
+            .into_inner();
+        assert_eq!(jwks.jwks_json, expected.jwks_json, "{name}");
+
+        if name != "valid key" {
+            let mut request = tonic::Request::new(pb::CreateAccessTokenRequest::default());
+            request
+                .metadata_mut()
+                .insert("authorization", header.parse().unwrap());
+            let err = b
+                .tokens()
+                .await
+                .create_access_token(request)
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), Code::Unauthenticated, "{name}");
+        }
+    }
+}

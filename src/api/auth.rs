@@ -173,16 +173,23 @@ pub enum RequestError {
     Unreadable(String),
 }
 
-/// The caller named by the `authorization` metadata: `None` for a public route called
-/// without one; refused when a credential is needed and missing, malformed or not valid.
+/// The caller named by the `authorization` metadata; refused when a credential is needed and
+/// missing, malformed or not valid. A public route needs none, so one that does not
+/// authenticate (malformed, expired, unknown) is ignored and the call is anonymous, as it
+/// would be without it; a valid one is still used.
 fn authenticate(
     broker: &Broker,
     route: Route,
     headers: &http::HeaderMap,
 ) -> Result<Option<Caller>, Error> {
+    if route.public {
+        return Ok(bearer(headers)
+            .ok()
+            .flatten()
+            .and_then(|value| broker.authn.authenticate(value, broker.now()).ok()));
+    }
     match bearer(headers)? {
         Some(value) => Ok(Some(broker.authn.authenticate(value, broker.now())?)),
-        None if route.public => Ok(None),
         None => Err(AuthError::Missing(
             "missing credential: send the metadata `authorization: Bearer <access key or access token>`".to_owned(),
         )

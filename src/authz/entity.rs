@@ -108,12 +108,18 @@ pub fn upstream_desc(name: &str, record: Option<&UpstreamRecord>) -> EntityDesc 
 
 /// A stored key, and its record when it exists; an unknown id is described as the caller's
 /// own so that the core, not policy, answers NOT_FOUND (an unknown key is unknown to everyone
-/// alike).
+/// alike). An id that cannot be a key's (not `ak_…`) is INVALID_ARGUMENT on `id`, before any
+/// lookup, so a typo is told what ids look like.
 pub fn key_entity(
     broker: &Broker,
     caller: &Caller,
     id: &str,
 ) -> Result<(EntityDesc, Option<AccessKeyRecord>), Error> {
+    let mut violations = Vec::new();
+    crate::domain::validate::key_id("id", id, &mut violations);
+    if !violations.is_empty() {
+        return Err(Error::Invalid(violations));
+    }
     let record = broker.store().access_key(id)?;
     let owner = record
         .as_ref()

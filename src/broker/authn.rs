@@ -145,7 +145,9 @@ impl Authn {
         let grace =
             key.old_secret_expires_at > now && secret::hashes_equal(&key.old_secret_hash, &hash);
         if !current && !grace {
-            return Err(unauthenticated("access key secret was reset"));
+            return Err(unauthenticated(
+                "access key secret was reset: use the new secret that ResetAccessKey returned",
+            ));
         }
         if key.expires_at > 0 && key.expires_at <= now {
             return Err(unauthenticated("access key has expired"));

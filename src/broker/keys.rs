@@ -16,7 +16,7 @@ use super::{
 use crate::{
     authz::Authorized,
     domain::{
-        Ask, End, Grant, PermissionModel, Projects, Reach, Restrictions, Yield,
+        Ask, Bound, End, Exceeded, Grant, PermissionModel, Projects, Reach, Restrictions, Yield,
         grant::attenuates,
         validate::{self, FieldViolation, quote},
     },
@@ -434,7 +434,7 @@ impl AccessKeys {
             },
             now,
         )?;
-        self.check_within(&reach.grant, &owner_grant, now)?;
+        self.check_within(&reach.grant, &owner_grant, Bound::Owner, now)?;
         Ok(reach)
     }
 
@@ -492,12 +492,18 @@ impl AccessKeys {
     }
 
     /// Refuses `grant` unless it attenuates `bound` (an owner's grant), naming what exceeded.
-    fn check_within(&self, grant: &Grant, bound: &Grant, now: i64) -> Result<(), Error> {
-        if attenuates(grant, bound, &self.core.model) {
+    fn check_within(
+        &self,
+        grant: &Grant,
+        within: &Grant,
+        bound: Bound,
+        now: i64,
+    ) -> Result<(), Error> {
+        if attenuates(grant, within, &self.core.model) {
             return Ok(());
         }
-        let bound = Reach {
-            grant: bound.clone(),
+        let within = Reach {
+            grant: within.clone(),
             restrictions: Restrictions::default(),
             depth: None,
         };
@@ -509,10 +515,10 @@ impl AccessKeys {
             restrictions: None,
         };
         let exceeded =
-            crate::domain::derive(&bound, &ask, now, &self.core.rules(), &self.core.model)
+            crate::domain::derive(&within, &ask, now, &self.core.rules(), &self.core.model)
                 .err()
                 .unwrap_or_default();
-        Err(Error::Exceeds(exceeded))
+        Err(Error::Exceeds(Exceeded { bound, ..exceeded }))
     }
 
     pub(super) fn new_key_record(
@@ -806,7 +812,7 @@ impl AccessKeys {
             if !caller.is_unrestricted_admin(&self.core.model) {
                 // Only an unrestricted admin may widen a key or lift its restrictions.
                 let current = grant_from_record(old.grant.as_ref(), old.expires_at);
-                self.check_within(&grant, &current, now)?;
+                self.check_within(&grant, &current, Bound::Key, now)?;
                 if !old_restrictions.is_none() && restrictions != old_restrictions {
                     return Err(Error::Exceeds(crate::domain::Exceeded {
                         restrictions: Some(format!(
@@ -820,7 +826,7 @@ impl AccessKeys {
                 }
             }
             let owner_grant = grant_from_record(owner.grant.as_ref(), 0);
-            self.check_within(&grant, &owner_grant, now)?;
+            self.check_within(&grant, &owner_grant, Bound::Owner, now)?;
             if restrictions != old_restrictions {
                 self.admit_key_policies(&restrictions, &owner)?;
             }
@@ -936,13 +942,15 @@ impl AccessKeys {
         let mut new = old.clone();
         new.secret_hash = secret::hash(&self.pepper, secret.expose()).to_vec();
         new.secret_prefix = secret.prefix();
-        if old_secret_expires_at > now {
-            new.old_secret_hash = old.secret_hash.clone();
-            new.old_secret_expires_at = old_secret_expires_at;
+        // The replaced secret's (peppered) hash stays indexed, one per key, so that using it
+        // is answered "was reset" rather than "unknown"; it authenticates only during a grace.
+        // The next reset replaces it, and deleting the key removes it.
+        new.old_secret_hash = old.secret_hash.clone();
+        new.old_secret_expires_at = if old_secret_expires_at > now {
+            old_secret_expires_at
         } else {
-            new.old_secret_hash = Vec::new();
-            new.old_secret_expires_at = 0;
-        }
+            0
+        };
         new.updated_at = now.max(old.updated_at + 1);
         if self
             .core

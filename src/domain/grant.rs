@@ -165,10 +165,30 @@ pub struct Exceeded {
     pub restrictions: Option<String>,
     /// `(authoriser's depth, maximum)` when the authoriser may no longer delegate.
     pub depth: Option<(u32, u32)>,
+    /// Whose grant the request went beyond, so the refusal names the rule that applied.
+    pub bound: Bound,
+}
+
+/// The grant a request is held within, besides the caller's own (the derivation rule).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Bound {
+    /// The credential that authorised the call (the derivation rule).
+    #[default]
+    Authoriser,
+    /// The key's own current grant: an update by anyone but an unrestricted admin only
+    /// narrows.
+    Key,
+    /// The grant of the key's owner, which no key exceeds.
+    Owner,
 }
 
 impl std::fmt::Display for Exceeded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let holder = match self.bound {
+            Bound::Authoriser => "the authorising credential",
+            Bound::Key => "the key",
+            Bound::Owner => "the owner",
+        };
         let mut parts = Vec::new();
         if !self.projects.is_empty() {
             parts.push(format!("projects {}", backticked(&self.projects)));
@@ -179,11 +199,11 @@ impl std::fmt::Display for Exceeded {
         if let Some((requested, remaining)) = self.lifetime {
             if requested == super::derive::NEVER {
                 parts.push(format!(
-                    "no expiry (the authorising credential has {remaining}s left: set an expiry within it)"
+                    "no expiry ({holder} has {remaining}s left: set an expiry within it)"
                 ));
             } else {
                 parts.push(format!(
-                    "a lifetime of {requested}s (the authorising credential has {remaining}s left)"
+                    "a lifetime of {requested}s ({holder} has {remaining}s left)"
                 ));
             }
         }
@@ -195,11 +215,21 @@ impl std::fmt::Display for Exceeded {
                 "a delegation from depth {depth} (the maximum delegation depth is {max})"
             ));
         }
-        write!(
-            f,
-            "request exceeds the authorising credential's grant: {}; ask for a subset",
-            parts.join("; ")
-        )
+        let parts = parts.join("; ");
+        match self.bound {
+            Bound::Authoriser => write!(
+                f,
+                "request exceeds the authorising credential's grant: {parts}; ask for a subset"
+            ),
+            Bound::Key => write!(
+                f,
+                "request widens the key beyond its current grant: {parts}; only an admin may widen a key: ask for a subset of the key's grant, or ask an admin"
+            ),
+            Bound::Owner => write!(
+                f,
+                "request exceeds the grant of the key's owner: {parts}; a key never holds more than its owner: ask for a subset"
+            ),
+        }
     }
 }
 

@@ -9,4 +9,6 @@ pub mod grant;
 pub mod validate;
 
 pub use derive::{Ask, End, Reach, Restrictions, Rules, Yield, derive};
-pub use grant::{Exceeded, Grant, MintLimits, MintRequest, PermissionModel, Projects, attenuate};
+pub use grant::{
+    Bound, Exceeded, Grant, MintLimits, MintRequest, PermissionModel, Projects, attenuate,
+};

@@ -46,6 +46,37 @@ pub fn is_subject_id(id: &str) -> bool {
         })
 }
 
+/// Whether `id` has the shape of an access-key id: `ak_` then 1 to 64 lowercase letters or
+/// digits (the broker makes `ak_` and 32 hex digits).
+pub fn is_key_id(id: &str) -> bool {
+    id.strip_prefix("ak_").is_some_and(|rest| {
+        !rest.is_empty()
+            && rest.len() <= 64
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    })
+}
+
+/// Checks that `id` looks like an access-key id, so a mistyped one is told what ids look like
+/// instead of being looked up and not found.
+pub fn key_id(field: &str, id: &str, violations: &mut Vec<FieldViolation>) {
+    if id.is_empty() {
+        violations.push(FieldViolation::new(
+            field,
+            "give the access key's id: ids look like `ak_…` (`ak_` and 32 lowercase hex digits)",
+        ));
+    } else if !is_key_id(id) {
+        violations.push(FieldViolation::new(
+            field,
+            format!(
+                "{} is not an access key id: ids look like `ak_…` (`ak_` and 32 lowercase hex digits, as CreateAccessKey and ListAccessKeys return them)",
+                quote(id)
+            ),
+        ));
+    }
+}
+
 /// Shows user input safely in a message: truncated, control characters escaped.
 pub fn quote(input: &str) -> String {
     let mut shown: String = input

@@ -118,6 +118,65 @@ async fn key_limit_and_subject_deletion() {
     assert_eq!(store.count_keys("alice").unwrap(), 0);
 }
 
+/// A reset keeps the replaced secret's hash indexed (so using it can be answered "was
+/// reset"): one per key, replaced at the next reset, and removed with the key, by key or by
+/// subject deletion.
+#[tokio::test]
+async fn replaced_secret_hashes_are_bounded_and_leave_with_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.create_subject(&subject("alice")).unwrap();
+    let mut current = key("ak_1", "alice", 1);
+    store.insert_access_key(&current, 10).unwrap();
+    store
+        .insert_access_key(&key("ak_2", "alice", 9), 10)
+        .unwrap();
+    for next in 2..=4u8 {
+        let reset = AccessKeyRecord {
+            secret_hash: vec![next; 32],
+            old_secret_hash: current.secret_hash.clone(),
+            updated_at: i64::from(next),
+            ..current.clone()
+        };
+        store
+            .replace_access_key(&current, &reset, &[], 0)
+            .unwrap()
+            .unwrap();
+        current = reset;
+        assert_eq!(store.key_hashes.len(), 3, "two for ak_1, one for ak_2");
+        for (hash, known) in [
+            (next, true),
+            (next - 1, true),
+            (next.wrapping_sub(2), false),
+        ] {
+            assert_eq!(
+                store.access_key_by_hash(&[hash; 32]).unwrap().is_some(),
+                known,
+                "hash {hash} after reset {next}"
+            );
+        }
+    }
+    store.delete_access_key("ak_1", 5).unwrap().unwrap();
+    assert_eq!(store.key_hashes.len(), 1);
+    assert!(store.key_hashes.get([3; 32]).unwrap().is_none());
+    assert!(store.key_hashes.get([4; 32]).unwrap().is_none());
+
+    let graced = AccessKeyRecord {
+        secret_hash: vec![8; 32],
+        old_secret_hash: vec![9; 32],
+        old_secret_expires_at: 0,
+        updated_at: 1,
+        ..key("ak_2", "alice", 9)
+    };
+    store
+        .replace_access_key(&key("ak_2", "alice", 9), &graced, &[], 0)
+        .unwrap()
+        .unwrap();
+    assert_eq!(store.key_hashes.len(), 2);
+    store.delete_subject("alice", 6).unwrap().unwrap();
+    assert_eq!(store.key_hashes.len(), 0);
+}
+
 #[tokio::test]
 async fn state_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
