@@ -754,3 +754,50 @@ async fn project_bound_upstreams_serve_callers_holding_their_projects() {
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
 }
+
+/// RevokeUpstreamToken tells the truth: a LaunchDarkly token is revoked at the vendor; a
+/// Develocity token, which its vendor cannot revoke, closes the lease but answers
+/// `revoked_at_vendor: false` and says the token lives until its vendor expiry.
+#[tokio::test]
+async fn early_revocation_says_what_the_vendor_did() {
+    let data = tempfile::tempdir().unwrap();
+    let b = Broker::start_in(data.path(), &shipped_policies(), &FAST_RETRY).await;
+    let admin = b.admin_secret();
+    let revoke = |lease_id: String| {
+        let b = &b;
+        let admin = admin.clone();
+        async move {
+            b.upstreams()
+                .await
+                .revoke_upstream_token(authed(pb::RevokeUpstreamTokenRequest { lease_id }, &admin))
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    for (name, vendor, revocable) in [
+        ("ld", pb::Vendor::Launchdarkly, true),
+        ("dv", pb::Vendor::Develocity, false),
+    ] {
+        let fake = start_fake(vendor).await;
+        create_upstream(&b, &admin, name, vendor, &fake, good_credential(vendor))
+            .await
+            .unwrap();
+        let issued = issue(&b, &admin, name, &["*"], &["read"], Some(1.0))
+            .await
+            .unwrap();
+        let answer = revoke(issued.lease_id.clone()).await;
+        assert_eq!(answer.revoked_at_vendor, revocable, "{name}: {answer:?}");
+        if revocable {
+            assert!(answer.detail.is_empty(), "{name}: {answer:?}");
+            assert_ne!(use_at_vendor(vendor, &fake, &issued.token).await, 200);
+        } else {
+            assert!(
+                answer.detail.contains("until its vendor expiry"),
+                "{name}: {answer:?}"
+            );
+        }
+        // Asked again, the same answer.
+        assert_eq!(revoke(issued.lease_id).await, answer, "{name}");
+    }
+}

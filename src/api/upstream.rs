@@ -351,15 +351,16 @@ impl UpstreamService for Api {
     ) -> Result<Response<RevokeUpstreamTokenResponse>, Status> {
         let authorized = self.authorize(request)?;
         let lease_id = authorized.plan().id.clone();
-        let revoked_at_vendor = self
+        let revoked = self
             .broker
             .upstreams
             .revoke_upstream_token(authorized)
             .await
             .map_err(to_status)?;
-        tracing::info!(lease = %lease_id, revoked_at_vendor, "revoked upstream token");
+        tracing::info!(lease = %lease_id, revoked_at_vendor = revoked.at_vendor, "revoked upstream token");
         Ok(Response::new(RevokeUpstreamTokenResponse {
-            revoked_at_vendor,
+            revoked_at_vendor: revoked.at_vendor,
+            detail: revoked.detail,
         }))
     }
 }

@@ -17,7 +17,9 @@ pub use keys::{AccessKeyError, AccessKeys, KeyPage, KeyWithSecret, NewKey, UPDAT
 pub use list::KeyQuery;
 pub use subjects::{SubjectError, Subjects};
 pub use tokens::{MintPlan, Minted, TokenError, Tokens};
-pub use upstreams::{IssuedLease, UpstreamError, UpstreamPlan, Upstreams, upstream_projects};
+pub use upstreams::{
+    IssuedLease, Revoked, UpstreamError, UpstreamPlan, Upstreams, upstream_projects,
+};
 
 use std::{
     io::Write,

@@ -701,16 +701,51 @@ impl Upstreams {
     pub async fn revoke_upstream_token(
         &self,
         authorized: Authorized<Found<LeaseRecord>>,
-    ) -> Result<bool, Error> {
+    ) -> Result<Revoked, Error> {
         let (_, found, now) = authorized.into_parts();
         let lease = found.or_not_found("lease", UpstreamError::UnknownLease)?;
-        if lease.state == LEASE_REVOKED {
-            return Ok(true);
-        }
         let upstream = self.upstream_record(&lease.upstream)?;
+        let vendor = Vendor::known(upstream.vendor);
+        // A token the vendor cannot revoke lives on whatever the broker does: say so, and
+        // until when, rather than claim it is gone.
+        let interrupted = lease.state == LEASE_ISSUING && lease.vendor_token_id.is_empty();
+        let unrevocable = !interrupted && !lease.revocable;
+        let lease_id = lease.id.clone();
+        let detail = match vendor {
+            Some(Vendor::GitPassword) => format!(
+                "the lease is closed, but a git password cannot be revoked: it stays valid until it is changed at the host (then give the new one with UpdateUpstream to {})",
+                quote(&upstream.name)
+            ),
+            _ => format!(
+                "the lease is closed, but {} tokens cannot be revoked at the vendor: the token stays valid until its vendor expiry, {}",
+                vendor.map(Vendor::as_str).unwrap_or("this vendor's"),
+                humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH
+                        + std::time::Duration::from_secs(
+                            u64::try_from(lease.expires_at).unwrap_or(0)
+                        )
+                )
+            ),
+        };
+        if lease.state == LEASE_REVOKED {
+            return Ok(if unrevocable {
+                Revoked::closed_only(detail)
+            } else {
+                Revoked::at_vendor()
+            });
+        }
         let done = self.revoke_lease_now(&upstream, lease, now).await?;
         self.core.store.durable().await?;
-        Ok(done)
+        Ok(match (done, unrevocable) {
+            (true, false) if interrupted => Revoked::closed_only(format!(
+                "the issue was interrupted before the vendor answered: a vendor token named `token-broker-{lease_id}` may exist; delete it at the vendor"
+            )),
+            (true, false) => Revoked::at_vendor(),
+            (true, true) => Revoked::closed_only(detail),
+            (false, _) => Revoked::closed_only(
+                "the vendor could not be reached: the revocation is queued and retried until the vendor confirms it".to_owned(),
+            ),
+        })
     }
 
     /// One revocation attempt; records the outcome (revoked, or pending with backoff).
@@ -901,6 +936,31 @@ pub fn spawn_lease_worker(broker: Weak<Broker>) {
             }
         }
     });
+}
+
+/// What RevokeUpstreamToken achieved at the vendor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revoked {
+    /// The vendor confirmed the token is revoked.
+    pub at_vendor: bool,
+    /// Why not, and what happens next; empty when it did.
+    pub detail: String,
+}
+
+impl Revoked {
+    fn at_vendor() -> Self {
+        Self {
+            at_vendor: true,
+            detail: String::new(),
+        }
+    }
+
+    fn closed_only(detail: String) -> Self {
+        Self {
+            at_vendor: false,
+            detail,
+        }
+    }
 }
 
 /// The broker projects an upstream's account reaches: its `projects`, or every project for a
