@@ -801,3 +801,76 @@ async fn early_revocation_says_what_the_vendor_did() {
         assert_eq!(revoke(issued.lease_id).await, answer, "{name}");
     }
 }
+
+/// ListUpstreams pages with signed page tokens bound to the listing, like ListAccessKeys': a
+/// made-up position or a key listing's token is refused.
+#[tokio::test]
+async fn upstream_page_tokens_are_signed_and_bound() {
+    let (b, _data) = start_broker().await;
+    let admin = b.admin_secret();
+    let fake = start_fake(pb::Vendor::Launchdarkly).await;
+    for name in ["a", "b", "c"] {
+        create_upstream(
+            &b,
+            &admin,
+            name,
+            pb::Vendor::Launchdarkly,
+            &fake,
+            good_credential(pb::Vendor::Launchdarkly),
+        )
+        .await
+        .unwrap();
+    }
+    let list = |page_token: String| {
+        let b = &b;
+        let admin = admin.clone();
+        async move {
+            b.upstreams()
+                .await
+                .list_upstreams(authed(
+                    pb::ListUpstreamsRequest {
+                        page_size: 2,
+                        page_token,
+                    },
+                    &admin,
+                ))
+                .await
+                .map(tonic::Response::into_inner)
+        }
+    };
+    let first = list(String::new()).await.unwrap();
+    let names: Vec<&str> = first.upstreams.iter().map(|u| u.name.as_str()).collect();
+    assert_eq!(names, ["a", "b"]);
+    assert_ne!(
+        first.next_page_token, "b",
+        "the token is not the bare position"
+    );
+    let second = list(first.next_page_token.clone()).await.unwrap();
+    let names: Vec<&str> = second.upstreams.iter().map(|u| u.name.as_str()).collect();
+    assert_eq!(names, ["c"]);
+    assert!(second.next_page_token.is_empty());
+
+    // A position made up by the client (what the token used to be: the last name).
+    let err = list("a".to_owned()).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    assert!(err.message().contains("page_token"), "{}", err.message());
+    // A key listing's token, validly signed, continues another query.
+    create_key(&b, &admin, "admin", &["read"]).await;
+    let keys = b
+        .keys()
+        .await
+        .list_access_keys(authed(
+            pb::ListAccessKeysRequest {
+                page_size: 1,
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!keys.next_page_token.is_empty());
+    let err = list(keys.next_page_token).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    assert!(err.message().contains("another query"), "{}", err.message());
+}

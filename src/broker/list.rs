@@ -1,11 +1,12 @@
-//! Access-key listings: the Foreman-style `filter`, the `order_by`, and the opaque,
-//! tamper-evident page token that continues exactly one query.
+//! Listings: the access keys' Foreman-style `filter` and `order_by`, and, for every listing,
+//! the opaque, tamper-evident page token that continues exactly one query
+//! ([`seal_page`], [`open_page`]).
 
 use std::cmp::Ordering;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use hmac::{Hmac, Mac};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::{domain::validate::quote, pb::storage::AccessKeyRecord};
 
@@ -54,15 +55,60 @@ pub struct KeyQuery {
     fingerprint: String,
 }
 
-/// Where the previous page ended, signed so a client cannot forge or reuse it elsewhere.
+/// Where the previous page of a listing ended, signed so a client cannot forge it or reuse
+/// it for another query.
 #[derive(Serialize, Deserialize)]
-struct Cursor {
-    /// Scope and query fingerprint the token belongs to.
+struct Cursor<P> {
+    /// The query the token belongs to (listing, scope and query fingerprint).
     q: String,
-    /// Sort value of the last key shown.
-    v: SortValue,
-    /// Id of the last key shown.
-    i: String,
+    /// Where the last page ended (for keys: the last key's sort value and id).
+    p: P,
+}
+
+/// Signs `position`, where a page of the query `query` ended, into an opaque page token
+/// (`base64url(JSON) . base64url(HMAC-SHA-256)` under `key`).
+pub fn seal_page<P: Serialize>(key: &[u8; 32], query: &str, position: P) -> String {
+    let body = serde_json::to_vec(&Cursor {
+        q: query.to_owned(),
+        p: position,
+    })
+    .unwrap_or_default();
+    let body = URL_SAFE_NO_PAD.encode(body);
+    format!(
+        "{body}.{}",
+        URL_SAFE_NO_PAD.encode(mac(key, body.as_bytes()))
+    )
+}
+
+/// The position in a page token of [`seal_page`], once its signature is checked and it is
+/// shown to continue the query `query`; refusals say what to do (`keep` names what must stay
+/// as on the first page).
+pub fn open_page<P: DeserializeOwned>(
+    key: &[u8; 32],
+    query: &str,
+    token: &str,
+    keep: &str,
+) -> Result<P, String> {
+    let invalid = || {
+        "page_token is not valid: pass the `next_page_token` of the previous page unchanged"
+            .to_owned()
+    };
+    let (body, tag) = token.split_once('.').ok_or_else(invalid)?;
+    let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| invalid())?;
+    let mut check = Hmac::<sha2::Sha256>::new_from_slice(key).map_err(|_| invalid())?;
+    check.update(body.as_bytes());
+    check.verify_slice(&tag).map_err(|_| invalid())?;
+    let cursor: Cursor<serde_json::Value> = URL_SAFE_NO_PAD
+        .decode(body)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(invalid)?;
+    if cursor.q != query {
+        return Err(format!(
+            "page_token belongs to another query: keep {keep} as on the first page"
+        ));
+    }
+    serde_json::from_value(cursor.p).map_err(|_| invalid())
 }
 
 fn field_of(name: &str) -> Result<FilterField, String> {
@@ -158,17 +204,12 @@ impl KeyQuery {
 
     /// Signs a cursor for this query and `scope` into an opaque page token.
     pub fn token(&self, scope: &str, key: &[u8; 32], cursor: (SortValueRef, String)) -> String {
-        let body = serde_json::to_vec(&Cursor {
-            q: format!("{scope}\u{1}{}", self.fingerprint),
-            v: cursor.0.0,
-            i: cursor.1,
-        })
-        .unwrap_or_default();
-        let body = URL_SAFE_NO_PAD.encode(body);
-        format!(
-            "{body}.{}",
-            URL_SAFE_NO_PAD.encode(mac(key, body.as_bytes()))
-        )
+        seal_page(key, &self.query(scope), (cursor.0.0, cursor.1))
+    }
+
+    /// The query a page token of this listing in `scope` is bound to.
+    fn query(&self, scope: &str) -> String {
+        format!("keys\u{1}{scope}\u{1}{}", self.fingerprint)
     }
 
     /// Checks a page token's signature and that it continues this very query.
@@ -178,24 +219,13 @@ impl KeyQuery {
         key: &[u8; 32],
         token: &str,
     ) -> Result<(SortValueRef, String), String> {
-        let invalid = || {
-            "page_token is not valid: pass the `next_page_token` of the previous page unchanged"
-                .to_owned()
-        };
-        let (body, tag) = token.split_once('.').ok_or_else(invalid)?;
-        let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| invalid())?;
-        let mut check = Hmac::<sha2::Sha256>::new_from_slice(key).map_err(|_| invalid())?;
-        check.update(body.as_bytes());
-        check.verify_slice(&tag).map_err(|_| invalid())?;
-        let cursor: Cursor = URL_SAFE_NO_PAD
-            .decode(body)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .ok_or_else(invalid)?;
-        if cursor.q != format!("{scope}\u{1}{}", self.fingerprint) {
-            return Err("page_token belongs to another query: keep owner, show_all, filter and order_by as on the first page".to_owned());
-        }
-        Ok((SortValueRef(cursor.v), cursor.i))
+        let (value, id): (SortValue, String) = open_page(
+            key,
+            &self.query(scope),
+            token,
+            "owner, show_all, filter and order_by",
+        )?;
+        Ok((SortValueRef(value), id))
     }
 }
 

@@ -10,7 +10,9 @@ use std::{
 
 use prost::Message;
 
-use super::{Broker, Caller, CredentialKind, Found, core::Core, grant_from_record, grant_record};
+use super::{
+    Broker, Caller, CredentialKind, Found, core::Core, grant_from_record, grant_record, list,
+};
 use crate::{
     authz::Authorized,
     domain::{
@@ -140,6 +142,8 @@ pub struct Upstreams {
     core: Arc<Core>,
     master: Arc<MasterKey>,
     http: upstream::HttpClient,
+    /// Signs ListUpstreams page tokens (see `list::seal_page`).
+    page_key: [u8; 32],
 }
 
 impl std::fmt::Debug for Upstreams {
@@ -151,7 +155,13 @@ impl std::fmt::Debug for Upstreams {
 impl Upstreams {
     /// Upstreams over `core`, sealing with `master` and calling vendors through `http`.
     pub(super) fn new(core: Arc<Core>, master: Arc<MasterKey>, http: upstream::HttpClient) -> Self {
-        Self { core, master, http }
+        let page_key = master.derive("page-token");
+        Self {
+            core,
+            master,
+            http,
+            page_key,
+        }
     }
 
     /// The shared client built at start-up; a clone shares its connection pool.
@@ -370,11 +380,28 @@ impl Upstreams {
     ) -> Result<(Vec<UpstreamRecord>, String), Error> {
         let (_, req, _) = authorized.into_parts();
         let size = super::page_size(req.page_size)?;
-        let after = (!req.page_token.is_empty()).then_some(req.page_token.as_str());
-        let mut records = self.core.store.list_upstreams(after, size + 1)?;
+        // Page tokens are signed and bound to this listing, as ListAccessKeys' are: a client
+        // can neither forge a position nor carry a token over from another listing.
+        let after: Option<String> = if req.page_token.is_empty() {
+            None
+        } else {
+            Some(
+                list::open_page(
+                    &self.page_key,
+                    UPSTREAM_PAGES,
+                    &req.page_token,
+                    "the listing",
+                )
+                .map_err(|e| Error::invalid("page_token", e))?,
+            )
+        };
+        let mut records = self.core.store.list_upstreams(after.as_deref(), size + 1)?;
         let next = if records.len() > size {
             records.truncate(size);
-            records.last().map(|r| r.name.clone()).unwrap_or_default()
+            records
+                .last()
+                .map(|r| list::seal_page(&self.page_key, UPSTREAM_PAGES, &r.name))
+                .unwrap_or_default()
         } else {
             String::new()
         };
@@ -937,6 +964,9 @@ pub fn spawn_lease_worker(broker: Weak<Broker>) {
         }
     });
 }
+
+/// The query ListUpstreams page tokens are bound to (it has no filter or order).
+const UPSTREAM_PAGES: &str = "upstreams";
 
 /// What RevokeUpstreamToken achieved at the vendor.
 #[derive(Debug, Clone, PartialEq, Eq)]
