@@ -46,6 +46,7 @@ async fn setup(data: &std::path::Path) -> (Broker, FakeServer, String) {
                 }),
                 options: Default::default(),
                 project_ids: Vec::new(),
+                credential_expires_at: None,
             },
             &admin,
         ))

@@ -874,3 +874,130 @@ async fn upstream_page_tokens_are_signed_and_bound() {
     assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
     assert!(err.message().contains("another query"), "{}", err.message());
 }
+
+/// Statuses follow the credential. Past its known expiry an upstream is OVERDUE and issues
+/// nothing until UpdateUpstream gives a new credential; a vendor answering 401 to an issue
+/// makes it UNAUTHENTICATED, and later issues are refused without a vendor call until
+/// UpdateUpstream gives a credential the vendor accepts.
+#[tokio::test]
+async fn statuses_follow_the_credential() {
+    let data = tempfile::tempdir().unwrap();
+    let b = Broker::start_in(data.path(), &shipped_policies(), &FAST_RETRY).await;
+    let admin = b.admin_secret();
+    let mut fake = start_fake(pb::Vendor::Launchdarkly).await;
+    let at = |seconds: i64| Some(prost_types::Timestamp { seconds, nanos: 0 });
+    let next_year = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        + 365 * 86_400;
+    let update = |credential: pb::Credential, expires: Option<prost_types::Timestamp>| {
+        let b = &b;
+        let admin = admin.clone();
+        async move {
+            b.upstreams()
+                .await
+                .update_upstream(authed(
+                    pb::UpdateUpstreamRequest {
+                        name: "ld".to_owned(),
+                        credential: Some(credential),
+                        credential_expires_at: expires,
+                        ..Default::default()
+                    },
+                    &admin,
+                ))
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let get = || {
+        let b = &b;
+        let admin = admin.clone();
+        async move {
+            b.upstreams()
+                .await
+                .get_upstream(authed(
+                    pb::GetUpstreamRequest {
+                        name: "ld".to_owned(),
+                    },
+                    &admin,
+                ))
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+
+    let created = b
+        .upstreams()
+        .await
+        .create_upstream(authed(
+            pb::CreateUpstreamRequest {
+                name: "ld".to_owned(),
+                vendor: pb::Vendor::Launchdarkly as i32,
+                base_url: fake.base_url(),
+                credential: Some(good_credential(pb::Vendor::Launchdarkly)),
+                credential_expires_at: at(1_000_000),
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(created.status, pb::UpstreamStatus::Overdue as i32);
+    let err = issue(&b, &admin, "ld", &["*"], &["read"], None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    assert!(err.message().contains("OVERDUE"), "{}", err.message());
+    let renewed = update(good_credential(pb::Vendor::Launchdarkly), at(next_year)).await;
+    assert_eq!(renewed.status, pb::UpstreamStatus::Normal as i32);
+    issue(&b, &admin, "ld", &["*"], &["read"], None)
+        .await
+        .unwrap();
+
+    // The account's key is rotated at the vendor behind the broker's back.
+    let addr = fake.addr();
+    fake.stop().await;
+    let rotated = FakeConfig {
+        token: "rotated-api-key".into(),
+        ..FakeConfig::default()
+    };
+    let fake = FakeLaunchDarkly::start_on(addr, rotated).await;
+    let err = issue(&b, &admin, "ld", &["*"], &["read"], None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    assert_eq!(
+        get().await.status,
+        pb::UpstreamStatus::Unauthenticated as i32
+    );
+    fake.clear_calls();
+    let err = issue(&b, &admin, "ld", &["*"], &["read"], None)
+        .await
+        .unwrap_err();
+    assert!(
+        err.message().contains("UNAUTHENTICATED"),
+        "{}",
+        err.message()
+    );
+    assert!(fake.calls().is_empty(), "{:?}", fake.calls());
+    let fixed = update(
+        pb::Credential {
+            token: "rotated-api-key".into(),
+            ..Default::default()
+        },
+        None,
+    )
+    .await;
+    assert_eq!(fixed.status, pb::UpstreamStatus::Normal as i32);
+    assert!(
+        fixed.credential_expires_at.is_none(),
+        "a new credential's expiry is unknown"
+    );
+    issue(&b, &admin, "ld", &["*"], &["read"], None)
+        .await
+        .unwrap();
+}

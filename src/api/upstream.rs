@@ -224,6 +224,10 @@ impl Api {
             .live_lease_count(&record.name)
             .map_err(to_status)?;
         let project_ids = crate::broker::upstream_projects(&record).to_ids();
+        let status = crate::broker::status_at(&record, self.broker.now());
+        let credential_expires_at = (record.credential_expires_at > 0)
+            .then(|| timestamp(record.credential_expires_at))
+            .flatten();
         Ok(Upstream {
             name: record.name,
             vendor: record.vendor,
@@ -233,7 +237,8 @@ impl Api {
             token_type: record.token_type,
             create_time: timestamp(record.create_time),
             update_time: timestamp(record.update_time),
-            status: record.status,
+            status,
+            credential_expires_at,
             project_ids,
             options: record.options,
             live_leases,

@@ -18,7 +18,7 @@ pub use list::KeyQuery;
 pub use subjects::{SubjectError, Subjects};
 pub use tokens::{MintPlan, Minted, TokenError, Tokens};
 pub use upstreams::{
-    IssuedLease, Revoked, UpstreamError, UpstreamPlan, Upstreams, upstream_projects,
+    IssuedLease, Revoked, UpstreamError, UpstreamPlan, Upstreams, status_at, upstream_projects,
 };
 
 use std::{

@@ -316,6 +316,10 @@ impl Upstreams {
             &mut violations,
         )
         .unwrap_or(Projects::All);
+        let credential_expires_at = req.credential_expires_at.as_ref().map_or(0, |t| {
+            validate::timestamp("credential_expires_at", t.seconds, t.nanos, &mut violations)
+                .unwrap_or(0)
+        });
         let vendor = Vendor::known(vendor);
         self.check_account(vendor, base_url, &credential, &options, &mut violations);
         let Some(vendor) = vendor.filter(|_| violations.is_empty()) else {
@@ -352,6 +356,7 @@ impl Upstreams {
             update_time: now,
             status,
             projects: projects.to_ids(),
+            credential_expires_at,
         };
         if !self.core.store.create_upstream(&record)? {
             return Err(
@@ -408,6 +413,28 @@ impl Upstreams {
         Ok((records, next))
     }
 
+    /// Marks upstream `name` UNAUTHENTICATED when `error` is the vendor rejecting its
+    /// credential (HTTP 401), so that its status says so until UpdateUpstream fixes it.
+    fn credential_rejected_by(
+        &self,
+        error: &VendorError,
+        name: &str,
+        now: i64,
+    ) -> Result<(), Error> {
+        if !matches!(error, VendorError::Unauthenticated { .. }) {
+            return Ok(());
+        }
+        if let Some(mut record) = self.core.store.upstream(name)?
+            && record.status != UpstreamStatus::Unauthenticated as i32
+        {
+            record.status = UpstreamStatus::Unauthenticated as i32;
+            record.update_time = now;
+            self.core.store.put_upstream(&record)?;
+            tracing::warn!(upstream = %name, "the vendor rejected the upstream's credential: status UNAUTHENTICATED");
+        }
+        Ok(())
+    }
+
     /// Looks an upstream up.
     fn upstream_record(&self, name: &str) -> Result<UpstreamRecord, Error> {
         self.core
@@ -445,6 +472,10 @@ impl Upstreams {
             self.core.config.max_grant_items,
             &mut violations,
         );
+        let credential_expires_at = req.credential_expires_at.as_ref().map(|t| {
+            validate::timestamp("credential_expires_at", t.seconds, t.nanos, &mut violations)
+                .unwrap_or(0)
+        });
         self.check_account(
             Some(vendor),
             &account.base_url,
@@ -474,6 +505,13 @@ impl Upstreams {
         record.update_time = now;
         if let Some(projects) = &projects {
             record.projects = projects.to_ids();
+        }
+        // A new credential's expiry is what the request says (unknown if unset); without a
+        // new credential, a given expiry corrects the current one's.
+        match (req.credential.is_some(), credential_expires_at) {
+            (_, Some(at)) => record.credential_expires_at = at,
+            (true, None) => record.credential_expires_at = 0,
+            (false, None) => {}
         }
         self.core.store.put_upstream(&record)?;
         if let Some(projects) = &projects {
@@ -624,12 +662,28 @@ impl Upstreams {
     ) -> Result<IssuedLease, Error> {
         let (caller, plan, now) = authorized.into_parts();
         let caller = &caller;
-        if plan.upstream.status != UpstreamStatus::Normal as i32 {
-            return Err(UpstreamError::CredentialRejected(format!(
-                "upstream {} has a credential the vendor rejected: rotate it with UpdateUpstream",
-                quote(&plan.upstream.name)
-            ))
-            .into());
+        let name = quote(&plan.upstream.name);
+        match UpstreamStatus::try_from(status_at(&plan.upstream, now)) {
+            Ok(UpstreamStatus::Normal) => {}
+            Ok(UpstreamStatus::Overdue) => {
+                return Err(UpstreamError::CredentialRejected(format!(
+                    "upstream {name} is OVERDUE: its credential expired at {}; give a new one (and its credential_expires_at) with UpdateUpstream",
+                    rfc3339(plan.upstream.credential_expires_at)
+                ))
+                .into());
+            }
+            Ok(UpstreamStatus::Unauthenticated) => {
+                return Err(UpstreamError::CredentialRejected(format!(
+                    "upstream {name} is UNAUTHENTICATED: the vendor rejected its credential; rotate it with UpdateUpstream"
+                ))
+                .into());
+            }
+            _ => {
+                return Err(UpstreamError::CredentialRejected(format!(
+                    "upstream {name} has no known status: check its credential with UpdateUpstream"
+                ))
+                .into());
+            }
         }
         let (vendor, account) = self.account(&plan.upstream)?;
         let id = format!("ls_{}", uuid::Uuid::new_v4().simple());
@@ -684,6 +738,7 @@ impl Upstreams {
                 // scrubber knows, and the caller has it in the answer anyway.
                 lease.last_error = e.summary();
                 self.core.store.put_lease(&lease)?;
+                self.credential_rejected_by(&e, &plan.upstream.name, now)?;
                 self.core.store.durable().await?;
                 return Err(UpstreamError::Vendor(e).into());
             }
@@ -818,6 +873,7 @@ impl Upstreams {
                 lease.last_error = e.summary();
                 tracing::warn!(lease = %lease.id, attempts = lease.attempts, error = %e, "vendor revocation failed; will retry");
                 self.core.store.put_lease(&lease)?;
+                self.credential_rejected_by(&e, &upstream.name, now)?;
                 Ok(false)
             }
         }
@@ -963,6 +1019,25 @@ pub fn spawn_lease_worker(broker: Weak<Broker>) {
             }
         }
     });
+}
+
+/// An upstream's status at `now`: UNAUTHENTICATED as stored, else OVERDUE once its
+/// credential's known expiry has passed, else as stored.
+pub fn status_at(record: &UpstreamRecord, now: i64) -> i32 {
+    let expired = record.credential_expires_at > 0 && record.credential_expires_at <= now;
+    if expired && record.status != UpstreamStatus::Unauthenticated as i32 {
+        UpstreamStatus::Overdue as i32
+    } else {
+        record.status
+    }
+}
+
+/// Unix seconds as RFC 3339, for messages.
+fn rfc3339(unix: i64) -> String {
+    humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(unix).unwrap_or(0)),
+    )
+    .to_string()
 }
 
 /// The query ListUpstreams page tokens are bound to (it has no filter or order).

@@ -518,6 +518,7 @@ pub async fn create_upstream_for(
                 credential: Some(credential),
                 options,
                 project_ids: projects.iter().map(|p| (*p).to_owned()).collect(),
+                credential_expires_at: None,
             },
             admin,
         ))
