@@ -114,6 +114,11 @@ pub struct Config {
     /// How long a revoked lease is kept (for `GetLease`-style audits) before it is removed.
     #[serde(with = "humantime_serde")]
     pub lease_retention: Duration,
+    /// How often each upstream's credential is checked again at its vendor, so that a
+    /// credential revoked or rotated at the vendor shows as UNAUTHENTICATED before a caller
+    /// trips over it.
+    #[serde(with = "humantime_serde")]
+    pub upstream_recheck_period: Duration,
     /// How often batched key-use times are written (`last_used_at`): a key use costs no write
     /// on the request path; tests shorten it instead of waiting.
     #[serde(with = "humantime_serde")]
@@ -202,6 +207,7 @@ impl Default for Config {
             max_reset_grace: Duration::from_secs(30 * 24 * 3600),
             max_key_lifetime: Duration::from_secs(3650 * 24 * 3600),
             lease_retention: Duration::from_secs(7 * 24 * 3600),
+            upstream_recheck_period: Duration::from_secs(3600),
             usage_flush_period: Duration::from_secs(5),
             upstreams: UpstreamSettings::default(),
         }
@@ -299,6 +305,12 @@ impl Config {
         let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
         if self.leeway > Duration::from_secs(30) {
             return invalid("leeway", "must be at most 30s".into());
+        }
+        if self.upstream_recheck_period < Duration::from_secs(1) {
+            return invalid(
+                "upstream_recheck_period",
+                "must be at least 1s (the default is 1h)".into(),
+            );
         }
         if self.usage_flush_period.is_zero() {
             return invalid("usage_flush_period", "must be longer than 0s".into());

@@ -1001,3 +1001,79 @@ async fn statuses_follow_the_credential() {
         .await
         .unwrap();
 }
+
+/// The worker checks each upstream's credential again every `upstream_recheck_period` (1 h by
+/// default): a key rotated at the vendor shows as UNAUTHENTICATED without an issue tripping
+/// over it, and UpdateUpstream with the new key makes it NORMAL.
+#[tokio::test]
+async fn credentials_are_rechecked_every_period() {
+    let data = tempfile::tempdir().unwrap();
+    let b = Broker::start_in(data.path(), &shipped_policies(), &FAST_RETRY).await;
+    let admin = b.admin_secret();
+    let mut fake = start_fake(pb::Vendor::Launchdarkly).await;
+    create_upstream(
+        &b,
+        &admin,
+        "ld",
+        pb::Vendor::Launchdarkly,
+        &fake,
+        good_credential(pb::Vendor::Launchdarkly),
+    )
+    .await
+    .unwrap();
+    let status = || {
+        let b = &b;
+        let admin = admin.clone();
+        async move {
+            b.upstreams()
+                .await
+                .get_upstream(authed(
+                    pb::GetUpstreamRequest {
+                        name: "ld".to_owned(),
+                    },
+                    &admin,
+                ))
+                .await
+                .unwrap()
+                .into_inner()
+                .status
+        }
+    };
+    let addr = fake.addr();
+    fake.stop().await;
+    let rotated = FakeConfig {
+        token: "rotated-api-key".into(),
+        ..FakeConfig::default()
+    };
+    let fake = FakeLaunchDarkly::start_on(addr, rotated).await;
+    assert_eq!(status().await, pb::UpstreamStatus::Normal as i32);
+
+    b.advance_clock(3601);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while status().await != pb::UpstreamStatus::Unauthenticated as i32 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the re-check never marked the upstream: calls {:?}",
+            fake.calls()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let fixed = b
+        .upstreams()
+        .await
+        .update_upstream(authed(
+            pb::UpdateUpstreamRequest {
+                name: "ld".to_owned(),
+                credential: Some(pb::Credential {
+                    token: "rotated-api-key".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(fixed.status, pb::UpstreamStatus::Normal as i32);
+}

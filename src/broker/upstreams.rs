@@ -3,7 +3,7 @@
 //! when their holder is revoked or expires (DESIGN §2 Upstream and Lease, §7).
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     sync::{Arc, Weak},
     time::Duration,
 };
@@ -144,6 +144,11 @@ pub struct Upstreams {
     http: upstream::HttpClient,
     /// Signs ListUpstreams page tokens (see `list::seal_page`).
     page_key: [u8; 32],
+    /// When each upstream's credential was last checked at its vendor by the worker (broker
+    /// clock); an upstream not yet checked since start counts from its `update_time`.
+    checked: std::sync::Mutex<HashMap<String, i64>>,
+    /// When the worker next scans the upstreams for due re-checks (at most once a minute).
+    next_recheck_scan: std::sync::atomic::AtomicI64,
 }
 
 impl std::fmt::Debug for Upstreams {
@@ -161,6 +166,8 @@ impl Upstreams {
             master,
             http,
             page_key,
+            checked: std::sync::Mutex::default(),
+            next_recheck_scan: std::sync::atomic::AtomicI64::new(0),
         }
     }
 
@@ -411,6 +418,66 @@ impl Upstreams {
             String::new()
         };
         Ok((records, next))
+    }
+
+    /// Checks again at its vendor the credential of every upstream not checked (or changed)
+    /// for `upstream_recheck_period`, and stores the status the vendor's answer gives: a
+    /// credential revoked or rotated at the vendor becomes UNAUTHENTICATED here, before a
+    /// caller's issue trips over it, and one the vendor accepts again becomes NORMAL. A
+    /// vendor that cannot be reached changes nothing; it is asked again a period later.
+    async fn recheck_credentials(&self, now: i64) -> Result<(), Error> {
+        let period = i64::try_from(self.core.config.upstream_recheck_period.as_secs())
+            .unwrap_or(i64::MAX)
+            .max(1);
+        let scan = &self.next_recheck_scan;
+        if now < scan.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(());
+        }
+        scan.store(now + period.min(60), std::sync::atomic::Ordering::Relaxed);
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.core.store.list_upstreams(after.as_deref(), 100)?;
+            let Some(last) = page.last() else {
+                return Ok(());
+            };
+            after = Some(last.name.clone());
+            for record in page {
+                let last_checked = self
+                    .checked
+                    .lock()
+                    .ok()
+                    .and_then(|c| c.get(&record.name).copied())
+                    .unwrap_or(0)
+                    .max(record.update_time);
+                if now - last_checked < period {
+                    continue;
+                }
+                if let Ok(mut checked) = self.checked.lock() {
+                    checked.insert(record.name.clone(), now);
+                }
+                let (vendor, account) = self.account(&record)?;
+                match self.verify_at_vendor(vendor, &account).await {
+                    Ok((status, _, _)) if status != record.status => {
+                        // Re-read: the record may have changed during the vendor call.
+                        if let Some(mut current) = self.core.store.upstream(&record.name)?
+                            && current.update_time == record.update_time
+                        {
+                            current.status = status;
+                            current.update_time = now;
+                            self.core.store.put_upstream(&current)?;
+                            let status = UpstreamStatus::try_from(status)
+                                .map(|s| s.as_str_name())
+                                .unwrap_or("UNKNOWN");
+                            tracing::warn!(upstream = %record.name, status, "upstream credential re-checked at the vendor: status changed");
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(upstream = %record.name, error = %e, "upstream credential could not be re-checked; will try again next period");
+                    }
+                }
+            }
+        }
     }
 
     /// Marks upstream `name` UNAUTHENTICATED when `error` is the vendor rejecting its
@@ -956,6 +1023,7 @@ impl Upstreams {
     /// proportion to the open leases and the work due, never to every lease ever issued.
     /// Returns how many leases were revoked at the vendor.
     pub async fn process_leases(&self, now: i64) -> Result<u32, Error> {
+        self.recheck_credentials(now).await?;
         for holder in self.core.store.open_lease_holders()? {
             if self.holder_is_dead(&holder, now)? {
                 for lease in self.core.store.open_leases_held_by(&holder)? {
