@@ -99,8 +99,12 @@ impl Guarded for ListSubjectsRequest {
         caller: &Caller,
         now: i64,
     ) -> Result<Described<Self>, Error> {
-        let context = authz::authenticated_context(caller, now);
-        Ok(Described::new(EntityDesc::broker(), context, self))
+        Ok(Described::authenticated(
+            caller,
+            now,
+            EntityDesc::broker(),
+            self,
+        ))
     }
 }
 

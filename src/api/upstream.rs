@@ -22,19 +22,6 @@ use crate::{
     upstream::Vendor,
 };
 
-/// The upstream named by a request, as the resource, and the authenticated context.
-fn named(
-    broker: &Broker,
-    caller: &Caller,
-    name: &str,
-    now: i64,
-) -> Result<(EntityDesc, Record), Error> {
-    Ok((
-        authz::upstream_entity(broker, name)?,
-        authz::authenticated_context(caller, now),
-    ))
-}
-
 impl Guarded for CreateUpstreamRequest {
     const ROUTE: Route = Route::new(
         "/tokenbroker.v1.UpstreamService/CreateUpstream",
@@ -48,8 +35,8 @@ impl Guarded for CreateUpstreamRequest {
         caller: &Caller,
         now: i64,
     ) -> Result<Described<Self>, Error> {
-        let (resource, context) = named(broker, caller, &self.name, now)?;
-        Ok(Described::new(resource, context, self))
+        let resource = authz::upstream_entity(broker, &self.name)?;
+        Ok(Described::authenticated(caller, now, resource, self))
     }
 }
 
@@ -87,8 +74,12 @@ impl Guarded for ListUpstreamsRequest {
         caller: &Caller,
         now: i64,
     ) -> Result<Described<Self>, Error> {
-        let context = authz::authenticated_context(caller, now);
-        Ok(Described::new(EntityDesc::broker(), context, self))
+        Ok(Described::authenticated(
+            caller,
+            now,
+            EntityDesc::broker(),
+            self,
+        ))
     }
 }
 
@@ -105,8 +96,8 @@ impl Guarded for UpdateUpstreamRequest {
         caller: &Caller,
         now: i64,
     ) -> Result<Described<Self>, Error> {
-        let (resource, context) = named(broker, caller, &self.name, now)?;
-        Ok(Described::new(resource, context, self))
+        let resource = authz::upstream_entity(broker, &self.name)?;
+        Ok(Described::authenticated(caller, now, resource, self))
     }
 }
 
@@ -124,8 +115,8 @@ impl Guarded for DeleteUpstreamRequest {
         caller: &Caller,
         now: i64,
     ) -> Result<Described<String>, Error> {
-        let (resource, context) = named(broker, caller, &self.name, now)?;
-        Ok(Described::new(resource, context, self.name))
+        let resource = authz::upstream_entity(broker, &self.name)?;
+        Ok(Described::authenticated(caller, now, resource, self.name))
     }
 }
 
