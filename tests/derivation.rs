@@ -19,7 +19,7 @@ use std::{collections::BTreeSet, path::Path, sync::Arc};
 
 use common::{
     direct,
-    fakes::{FakeConfig, FakeDevelocity, FakeServer},
+    fakes::{FakeBitbucket, FakeConfig, FakeDevelocity, FakeServer},
 };
 use proptest::{
     prelude::*,
@@ -219,8 +219,13 @@ fn case() -> impl Strategy<Value = Case> {
 struct World {
     broker: Arc<Broker>,
     admin: Caller,
-    _vendor: FakeServer,
+    _vendors: [FakeServer; 2],
 }
+
+/// The upstreams vendor tokens are issued from: a Develocity account reaching every project,
+/// one reaching `a` and `b` (a token holds the requested projects within them), and a
+/// Bitbucket Server account reaching only `a` (its tokens cannot be limited: they reach `a`).
+const UPSTREAMS: [(&str, &[&str]); 3] = [("dv", &[]), ("dv-ab", &["a", "b"]), ("bb-a", &["a"])];
 
 async fn world(dir: &Path) -> World {
     let vendor = FakeDevelocity::start(FakeConfig::default()).await;
@@ -240,25 +245,42 @@ async fn world(dir: &Path) -> World {
         .authn
         .authenticate(secret.trim(), broker.now())
         .unwrap();
-    let request = pb::CreateUpstreamRequest {
-        name: "dv".to_owned(),
-        vendor: pb::Vendor::Develocity as i32,
-        base_url: vendor.base_url(),
-        credential: Some(pb::Credential {
-            token: FakeConfig::default().token,
+    let bitbucket = FakeBitbucket::start(FakeConfig::default()).await;
+    for (name, reach) in UPSTREAMS {
+        let (vendor_kind, fake, credential) = if name.starts_with("bb") {
+            let c = FakeConfig::default();
+            let credential = pb::Credential {
+                username: c.username,
+                password: c.password,
+                ..Default::default()
+            };
+            (pb::Vendor::BitbucketServer, &bitbucket, credential)
+        } else {
+            let credential = pb::Credential {
+                token: FakeConfig::default().token,
+                ..Default::default()
+            };
+            (pb::Vendor::Develocity, &vendor, credential)
+        };
+        let request = pb::CreateUpstreamRequest {
+            name: name.to_owned(),
+            vendor: vendor_kind as i32,
+            base_url: fake.base_url(),
+            credential: Some(credential),
+            options: [("user_slug".to_owned(), "bob".to_owned())].into(),
+            project_ids: reach.iter().map(|p| (*p).to_owned()).collect(),
             ..Default::default()
-        }),
-        ..Default::default()
-    };
-    broker
-        .upstreams
-        .create_upstream(authz::authorize(&broker, admin.clone(), request).unwrap())
-        .await
-        .unwrap();
+        };
+        broker
+            .upstreams
+            .create_upstream(authz::authorize(&broker, admin.clone(), request).unwrap())
+            .await
+            .unwrap();
+    }
     World {
         broker,
         admin,
-        _vendor: vendor,
+        _vendors: [vendor, bitbucket],
     }
 }
 
@@ -482,13 +504,22 @@ async fn run(w: &World, n: usize, c: &Case, caller: &Caller, root: &str) -> Opti
             })
         }
         _ => {
-            let issued = direct::issue(b, caller, "dv", &req_projects, &req_perms, req_hours)
+            let (upstream, _) = UPSTREAMS[n % UPSTREAMS.len()];
+            if c.fit && upstream.starts_with("bb") {
+                // A token that cannot be limited fits only when it asks for the upstream's
+                // projects: omitted.
+                req_projects.clear();
+            }
+            let issued = direct::issue(b, caller, upstream, &req_projects, &req_perms, req_hours)
                 .await
                 .ok()?;
+            // The broker grant the vendor token was issued under: what the rule bounds (the
+            // vendor's own permission names differ per vendor).
+            let grant = issued.lease.grant.clone().unwrap_or_default();
             Some(Obtained {
-                what: "vendor token",
-                projects: issued.lease.projects.clone(),
-                permissions: issued.lease.vendor_permissions.clone(),
+                what: upstream,
+                projects: grant.projects,
+                permissions: grant.permissions,
                 end: Some(issued.lease.expires_at),
                 restrictions: None,
                 depth: None,
@@ -513,6 +544,7 @@ fn no_call_yields_a_credential_wider_than_its_caller() {
     });
     let counter = std::sync::atomic::AtomicUsize::new(0);
     let yielded: [std::sync::atomic::AtomicUsize; 6] = Default::default();
+    let from_upstream: [std::sync::atomic::AtomicUsize; UPSTREAMS.len()] = Default::default();
     runner
         .run(&case(), |c| {
             let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -522,6 +554,9 @@ fn no_call_yields_a_credential_wider_than_its_caller() {
                 };
                 if let Some(got) = run(&w, n, &c, &caller, &root).await {
                     yielded[usize::from(c.op)].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if let Some(i) = UPSTREAMS.iter().position(|(name, _)| *name == got.what) {
+                        from_upstream[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                     assert_within(&got, &caller)?;
                 }
                 Ok(())
@@ -534,6 +569,11 @@ fn no_call_yields_a_credential_wider_than_its_caller() {
         "credentials yielded by mint, create key, reset own key, reset sibling, update, issue upstream: {yielded:?}"
     );
     assert!(yielded.iter().all(|n| *n > 0), "{yielded:?}");
+    let from_upstream = from_upstream.map(std::sync::atomic::AtomicUsize::into_inner);
+    eprintln!("vendor tokens issued from {UPSTREAMS:?}: {from_upstream:?}");
+    // About 3 to 6 from each per run: required together (as likely as any one operation
+    // yielding), so that project-bound upstreams are exercised without the check being flaky.
+    assert!(from_upstream[1] + from_upstream[2] > 0, "{from_upstream:?}");
 }
 
 /// A key made by a token dies at the token's end, even after an admin extended the key: the
