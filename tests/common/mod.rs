@@ -12,6 +12,10 @@
 
 pub mod direct;
 pub mod fakes;
+pub mod tools;
+mod wait;
+
+pub use wait::{WAIT, wait_until};
 
 use std::{
     io::{BufRead, BufReader},
@@ -29,9 +33,6 @@ use pb::{
 pub use token_broker::pb::v1 as pb;
 use tokio::{sync::Notify, time::Instant};
 use tonic::{Request, transport::Channel};
-
-/// How long any wait for a background worker or a process may take before the test fails.
-pub const WAIT: Duration = Duration::from_secs(30);
 
 /// A running broker process.
 pub struct Broker {
@@ -64,23 +65,6 @@ pub fn wall_now() -> i64 {
         .as_secs()
         .try_into()
         .unwrap()
-}
-
-/// Waits until `check` holds, checking again each time `changed` fires; fails after [`WAIT`].
-pub async fn wait_until(changed: &Notify, what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let notified = changed.notified();
-        tokio::pin!(notified);
-        // Registered before the check, so a change right after it is not missed.
-        notified.as_mut().enable();
-        if check() {
-            return;
-        }
-        if tokio::time::timeout_at(deadline, notified).await.is_err() {
-            panic!("waited {WAIT:?} for: {what}");
-        }
-    }
 }
 
 /// The shipped policy directory.
