@@ -11,7 +11,8 @@
 //! do not count.
 //!
 //! The one edit: the README's `localhost:50051` becomes the port this test's broker listens
-//! on, so a broker already running on the default port does not get in the way.
+//! on, so a broker already running on the default port does not get in the way. grpcurl
+//! 1.8.6 and jq come from `cargo xtask test` (see `common::tools`).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -138,8 +139,12 @@ fn trim_lines(text: &str) -> String {
 /// The fake vendors as `cargo run --example fake-vendors` starts them, and the `export`
 /// lines they print.
 fn start_fake_vendors() -> (Child, String) {
-    let example = tools::target_dir()
-        .join("debug")
+    // This test runs from `<target>/debug/deps/`; `cargo test` builds the examples beside it.
+    let exe = std::env::current_exe().unwrap();
+    let example = exe
+        .ancestors()
+        .nth(2)
+        .unwrap()
         .join("examples")
         .join("fake-vendors");
     assert!(
@@ -239,8 +244,10 @@ async fn readme_walkthrough_runs_as_written() {
         blocks.len()
     );
 
-    let grpcurl = tools::grpcurl();
-    let jq = tools::jq();
+    let (Some(grpcurl), Some(jq)) = (tools::grpcurl(), tools::jq()) else {
+        tools::skipped("readme_walkthrough_runs_as_written", "grpcurl 1.8.6 and jq");
+        return;
+    };
     let (fakes, exports) = start_fake_vendors();
     let _fakes = Reaped(fakes);
 
