@@ -36,6 +36,9 @@ pub struct Route {
     pub mint_only: bool,
     /// Acts on someone's access keys: a denial says who may not act on behalf of whom.
     pub manages_keys: bool,
+    /// The credential travels in the message (Envoy's `Check` carries the HTTP request's
+    /// `authorization`): the auth layer reads no metadata and the handler authenticates.
+    pub credential_in_message: bool,
 }
 
 impl Route {
@@ -47,6 +50,23 @@ impl Route {
             public: false,
             mint_only: false,
             manages_keys: false,
+            credential_in_message: false,
+        }
+    }
+
+    /// The same route, whose handler authenticates the credential found in the message.
+    pub const fn credential_in_message(self) -> Self {
+        Self {
+            credential_in_message: true,
+            ..self
+        }
+    }
+
+    /// The RPC's method name, the last segment of its path (what logs call it).
+    pub fn method(&self) -> &'static str {
+        match self.path.rsplit_once('/') {
+            Some((_, method)) => method,
+            None => self.path,
         }
     }
 
@@ -172,6 +192,14 @@ impl<P> Authorized<P> {
     /// Takes the proof apart, for the core method that carries it out.
     pub fn into_parts(self) -> (Caller, P, i64) {
         (self.caller, self.plan, self.now)
+    }
+}
+
+impl<P> Authorized<Option<P>> {
+    /// The proof of the plan, when there is one (a check that may or may not mint).
+    pub fn transpose(self) -> Option<Authorized<P>> {
+        let Authorized { caller, plan, now } = self;
+        plan.map(|plan| Authorized { caller, plan, now })
     }
 }
 

@@ -126,6 +126,52 @@ pub struct Config {
     /// Where vendor connectors may connect: https only and public addresses only, unless
     /// relaxed here for tests and laptops.
     pub upstreams: UpstreamSettings,
+    /// How the Envoy ext_authz `Check` treats sidecars' HTTP requests: its routes, header
+    /// handling and token exchange.
+    pub envoy: EnvoySettings,
+}
+
+/// The `[envoy]` table.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnvoySettings {
+    /// Remove the caller's `authorization` header before the request reaches the service
+    /// (a route with an exchange replaces it instead), so the service never holds a
+    /// credential it could replay.
+    pub strip_authorization: bool,
+    /// Lifetime of a token minted by exchange, never beyond the caller's remaining life.
+    #[serde(with = "humantime_serde")]
+    pub exchange_lifetime: Duration,
+    /// The routes, first match (file order) wins; a request matching none is denied.
+    pub routes: Vec<EnvoyRoute>,
+}
+
+impl Default for EnvoySettings {
+    fn default() -> Self {
+        Self {
+            strip_authorization: true,
+            exchange_lifetime: Duration::from_secs(5 * 60),
+            routes: Vec::new(),
+        }
+    }
+}
+
+/// One `[[envoy.routes]]` entry: which requests it covers and what their token must hold.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvoyRoute {
+    /// The `host` header it covers, case-insensitive, any `:port` ignored.
+    pub host: String,
+    /// The path prefix it covers, at a segment boundary (`/` covers every path).
+    pub path_prefix: String,
+    /// The permission the caller's token must hold (after implication).
+    pub permission: String,
+    /// A project the caller's token must hold (or `*`), if any.
+    #[serde(default)]
+    pub project: Option<String>,
+    /// Exchange the caller's token for one with this audience, if set.
+    #[serde(default)]
+    pub audience: Option<String>,
 }
 
 /// The `[upstreams]` table: what destinations a vendor `base_url` may name.
@@ -210,6 +256,7 @@ impl Default for Config {
             upstream_recheck_period: Duration::from_secs(3600),
             usage_flush_period: Duration::from_secs(5),
             upstreams: UpstreamSettings::default(),
+            envoy: EnvoySettings::default(),
         }
     }
 }
@@ -387,6 +434,75 @@ impl Config {
         }
         if self.max_grant_items == 0 {
             return invalid("max_grant_items", "must be at least 1".into());
+        }
+        self.validate_envoy(&known)
+    }
+
+    /// Checks `[envoy]`: a usable exchange lifetime and routes that can match and whose
+    /// permission, project and audience the broker knows.
+    fn validate_envoy(&self, permissions: &BTreeSet<&str>) -> Result<(), ConfigError> {
+        let envoy = &self.envoy;
+        if envoy.exchange_lifetime.as_secs() == 0
+            || envoy.exchange_lifetime > self.max_token_lifetime
+        {
+            return Err(ConfigError::Invalid {
+                key: "envoy.exchange_lifetime",
+                reason: format!(
+                    "must be between 1s and `max_token_lifetime` ({})",
+                    humantime::format_duration(self.max_token_lifetime)
+                ),
+            });
+        }
+        for (i, route) in envoy.routes.iter().enumerate() {
+            let refuse = |reason: String| {
+                Err(ConfigError::Invalid {
+                    key: "envoy.routes",
+                    reason: format!(
+                        "route {} (host `{}`, path_prefix `{}`): {reason}",
+                        i + 1,
+                        route.host,
+                        route.path_prefix
+                    ),
+                })
+            };
+            let host = route.host.split(':').next().unwrap_or("");
+            if host.is_empty()
+                || !host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+            {
+                return refuse(
+                    "`host` must be a host name such as `orders.mesh.local` (a `:port` is ignored)"
+                        .into(),
+                );
+            }
+            if !route.path_prefix.starts_with('/') || route.path_prefix.contains(['?', '#']) {
+                return refuse(
+                    "`path_prefix` must start with `/` and hold no query (`/` covers every path)"
+                        .into(),
+                );
+            }
+            if !permissions.contains(route.permission.as_str()) {
+                return refuse(format!(
+                    "permission `{}` is not in `permissions`",
+                    route.permission
+                ));
+            }
+            if let Some(project) = &route.project
+                && project != crate::domain::grant::ALL_PROJECTS
+                && !crate::domain::validate::is_project_id(project)
+            {
+                return refuse(format!(
+                    "project `{project}` is malformed: use `[a-z0-9][a-z0-9._-]{{0,127}}` or `*`"
+                ));
+            }
+            if let Some(audience) = &route.audience
+                && !self.all_audiences().contains(audience)
+            {
+                return refuse(format!(
+                    "audience `{audience}` is not an accepted audience: add it to `audiences`"
+                ));
+            }
         }
         Ok(())
     }

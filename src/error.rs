@@ -35,6 +35,9 @@ pub enum Error {
     /// An upstream or lease operation failed, at the broker or at the vendor.
     #[error(transparent)]
     Upstream(#[from] crate::broker::UpstreamError),
+    /// A sidecar's request was refused after its token authenticated (Envoy `Check`).
+    #[error(transparent)]
+    Mesh(#[from] crate::broker::MeshError),
     /// The auth layer refused the request's transport (framing, size, compression, bearer).
     #[error(transparent)]
     Request(#[from] crate::api::auth::RequestError),

@@ -2,6 +2,7 @@
 //! `run` takes a bound listener and a shutdown future so tests start and stop a real server
 //! on `127.0.0.1:0`.
 
+use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use std::{future::Future, sync::Arc};
 
 use tokio::net::TcpListener;
@@ -48,13 +49,15 @@ pub async fn run(
     let tokens = TokenServiceServer::new(api.clone()).max_decoding_message_size(max);
     let subjects = SubjectServiceServer::new(api.clone()).max_decoding_message_size(max);
     let keys = AccessKeyServiceServer::new(api.clone()).max_decoding_message_size(max);
-    let upstreams = UpstreamServiceServer::new(api).max_decoding_message_size(max);
+    let upstreams = UpstreamServiceServer::new(api.clone()).max_decoding_message_size(max);
+    let envoy = AuthorizationServer::new(api).max_decoding_message_size(max);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<TokenServiceServer<Api>>().await;
     health.set_serving::<SubjectServiceServer<Api>>().await;
     health.set_serving::<AccessKeyServiceServer<Api>>().await;
     health.set_serving::<UpstreamServiceServer<Api>>().await;
+    health.set_serving::<AuthorizationServer<Api>>().await;
 
     // grpcurl builds still in use speak only v1alpha, newer ones v1: serve both, and describe
     // the health service too.
@@ -88,6 +91,7 @@ pub async fn run(
         .add_service(subjects)
         .add_service(keys)
         .add_service(upstreams)
+        .add_service(envoy)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

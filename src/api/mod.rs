@@ -10,6 +10,7 @@
 
 pub mod access_key;
 pub mod auth;
+pub mod envoy;
 pub mod status;
 pub mod subject;
 pub mod token;
@@ -27,7 +28,7 @@ use crate::{
 
 /// Every RPC the broker serves, by path: the auth layer refuses any path not here (or in
 /// [`auth::PUBLIC_SERVICES`]). Adding an RPC adds its request type here.
-pub const ROUTES: [Route; 21] = [
+pub const ROUTES: [Route; 22] = [
     <pb::CreateAccessTokenRequest as Guarded>::ROUTE,
     <pb::IntrospectTokenRequest as Guarded>::ROUTE,
     <pb::RevokeAccessTokenRequest as Guarded>::ROUTE,
@@ -49,6 +50,7 @@ pub const ROUTES: [Route; 21] = [
     <pb::DeleteUpstreamRequest as Guarded>::ROUTE,
     <pb::IssueUpstreamTokenRequest as Guarded>::ROUTE,
     <pb::RevokeUpstreamTokenRequest as Guarded>::ROUTE,
+    <envoy::MeshRequest as Guarded>::ROUTE,
 ];
 
 /// The route of a `/package.Service/Method` path, if the broker serves it.

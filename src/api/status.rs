@@ -8,7 +8,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use super::auth::RequestError;
 use crate::{
-    broker::{AccessKeyError, AuthError, SubjectError, TokenError, UpstreamError},
+    broker::{AccessKeyError, AuthError, MeshError, SubjectError, TokenError, UpstreamError},
     error::Error,
     upstream::VendorError,
 };
@@ -60,6 +60,10 @@ pub fn to_status(error: Error) -> Status {
             (Code::Unauthenticated, "UNAUTHENTICATED")
         }
         Error::Denied(denied) => (Code::PermissionDenied, denied.reason),
+        Error::Mesh(e) => match e {
+            MeshError::NoRoute(_) => (Code::PermissionDenied, "NO_ROUTE"),
+            MeshError::Lacks(_) => (Code::PermissionDenied, "GRANT_EXCEEDED"),
+        },
         Error::Token(e) => match e {
             TokenError::Unknown(_) => (Code::NotFound, "NOT_FOUND"),
             TokenError::ParentChanged(_) => (Code::Unauthenticated, "UNAUTHENTICATED"),
@@ -146,4 +150,20 @@ fn vendor_code(e: &VendorError) -> Option<(Code, &'static str)> {
             (Code::Unavailable, "UNAVAILABLE")
         }
     })
+}
+
+/// The `reason` of the HTTP 403 that Envoy's `Check` answers for `error`, when the error is
+/// a refusal of the request (no route, a grant the token lacks, a policy, an exchange the
+/// derivation rule refuses); `None` for a failure of the broker, which is answered as a gRPC
+/// error so that Envoy denies without a reason. The one place besides [`to_status`] that
+/// decides what an error means to a client.
+pub fn mesh_refusal(error: &Error) -> Option<String> {
+    match error {
+        Error::Mesh(_) | Error::Denied(_) => Some(error.to_string()),
+        Error::Exceeds(_) | Error::TooDeep(_) | Error::Invalid(_) => {
+            Some(format!("the token exchange is refused: {error}"))
+        }
+        Error::Token(TokenError::ParentChanged(_)) | Error::Auth(_) => Some(error.to_string()),
+        _ => None,
+    }
 }

@@ -234,9 +234,36 @@ impl Authn {
         Ok(verified)
     }
 
+    /// Resolves an access token sent through a sidecar (Envoy `Check`): access tokens only,
+    /// never an access-key secret, with the broker's own audience or `also` (the matched
+    /// route's exchange audience).
+    pub fn authenticate_mesh(
+        &self,
+        token: &str,
+        also: Option<&str>,
+        now: i64,
+    ) -> Result<Caller, Error> {
+        if secret::looks_like_secret(token) {
+            return Err(unauthenticated(
+                "an access key is not accepted here: send an access token minted from it",
+            ));
+        }
+        self.authenticate_token_for(token, also, now)
+    }
+
     fn authenticate_token(&self, token: &str, now: i64) -> Result<Caller, Error> {
+        self.authenticate_token_for(token, None, now)
+    }
+
+    fn authenticate_token_for(
+        &self,
+        token: &str,
+        also: Option<&str>,
+        now: i64,
+    ) -> Result<Caller, Error> {
         let verified = self.verified(token, now)?;
-        if verified.claims.aud != self.core.config.audience {
+        let aud = verified.claims.aud.as_str();
+        if aud != self.core.config.audience && Some(aud) != also {
             return Err(unauthenticated(
                 "access token refused: its audience is not this broker",
             ));

@@ -6,6 +6,7 @@ mod authn;
 mod core;
 mod keys;
 mod list;
+mod mesh;
 mod subjects;
 mod tokens;
 mod upstreams;
@@ -15,6 +16,7 @@ pub use authn::{AuthError, Authn};
 pub use core::Core;
 pub use keys::{AccessKeyError, AccessKeys, KeyPage, KeyWithSecret, NewKey, UPDATABLE};
 pub use list::KeyQuery;
+pub use mesh::{HttpAsk, Matched, Mesh, MeshError};
 pub use subjects::{SubjectError, Subjects};
 pub use tokens::{MintPlan, Minted, TokenError, Tokens};
 pub use upstreams::{
@@ -217,6 +219,8 @@ pub struct Broker {
     pub subjects: Subjects,
     /// Upstream vendor accounts and their leases.
     pub upstreams: Arc<Upstreams>,
+    /// Sidecars' HTTP requests: routes and token exchange.
+    pub mesh: Mesh,
 }
 
 impl std::fmt::Debug for Broker {
@@ -369,6 +373,7 @@ impl Broker {
             keys: AccessKeys::new(Arc::clone(&core), pepper, page_key, Arc::clone(&upstreams)),
             subjects: Subjects::new(Arc::clone(&core)),
             upstreams,
+            mesh: Mesh::new(Arc::clone(&core)),
             core,
         });
         broker.bootstrap(now).await?;

@@ -138,10 +138,12 @@ pub enum EntityKind {
     Upstream,
     /// A vendor token leased from an upstream.
     Lease,
+    /// An HTTP route of the `[envoy]` config.
+    Route,
 }
 
 /// Every kind, in declaration order (the index of `EntityKind as usize`).
-const ALL_KINDS: [EntityKind; 8] = [
+const ALL_KINDS: [EntityKind; 9] = [
     EntityKind::User,
     EntityKind::Service,
     EntityKind::Anonymous,
@@ -150,6 +152,7 @@ const ALL_KINDS: [EntityKind; 8] = [
     EntityKind::Token,
     EntityKind::Upstream,
     EntityKind::Lease,
+    EntityKind::Route,
 ];
 
 impl EntityKind {
@@ -164,6 +167,7 @@ impl EntityKind {
             EntityKind::Token => "Token",
             EntityKind::Upstream => "Upstream",
             EntityKind::Lease => "Lease",
+            EntityKind::Route => "Route",
         }
     }
 }

@@ -11,6 +11,7 @@
 #![allow(dead_code, reason = "each test crate uses a different subset")]
 
 pub mod direct;
+pub mod envoy;
 pub mod fakes;
 pub mod tools;
 mod wait;

@@ -1,4 +1,4 @@
-//! External programs the tests drive as a user would (grpcurl, jq). `cargo xtask test` (the
+//! External programs the tests drive as a user would (grpcurl, jq, Envoy). `cargo xtask test` (the
 //! README's test command) provisions them under the target directory and names them in
 //! `BROKER_TEST_TOOL_<NAME>`; under plain `cargo test` a test that needs a missing one says
 //! so in one line and runs nothing else.
@@ -40,6 +40,11 @@ fn find(name: &str, args: &[&str], needle: &str) -> Option<PathBuf> {
 /// grpcurl 1.8.6, if provisioned or on PATH.
 pub fn grpcurl() -> Option<PathBuf> {
     find("grpcurl", &["-version"], GRPCURL_VERSION)
+}
+
+/// Envoy 1.40, if provisioned or on PATH.
+pub fn envoy() -> Option<PathBuf> {
+    find("envoy", &["--version"], "/1.40.")
 }
 
 /// jq, if provisioned or on PATH.

