@@ -28,9 +28,10 @@ use token_broker::{
 use tonic::body::Body;
 use tower::{Layer, Service, ServiceExt};
 
-/// Every `/package.Service/Method` path of the descriptor sets the server registers.
+/// Every `/package.Service/Method` path of the descriptor sets the server registers, and
+/// Envoy's ext_authz `Check` (served from `envoy-types`, which ships no descriptor set).
 fn served_paths() -> Vec<String> {
-    let mut paths = Vec::new();
+    let mut paths = vec!["/envoy.service.auth.v3.Authorization/Check".to_owned()];
     for set in [
         token_broker::pb::FILE_DESCRIPTOR_SET,
         tonic_health::pb::FILE_DESCRIPTOR_SET,
@@ -147,7 +148,7 @@ async fn a_path_without_an_entry_is_refused_before_routing() {
     };
     let mut guarded = AuthLayer::new(broker).layer(inner);
     for path in [
-        "/envoy.service.auth.v3.Authorization/Check",
+        "/envoy.service.auth.v2.Authorization/Check",
         "/tokenbroker.v1.TokenService/NoSuchMethod",
         "/tokenbroker.v1.PolicyService/ReloadPolicies",
         "/grpc.health.v1.Health",
