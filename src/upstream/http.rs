@@ -13,7 +13,10 @@
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use reqwest::{Method, StatusCode, Url, header::RETRY_AFTER};
+use reqwest::{
+    Method, StatusCode, Url,
+    header::{CONTENT_TYPE, RETRY_AFTER},
+};
 
 use super::{
     Vendor, VendorError,
@@ -67,6 +70,9 @@ impl std::fmt::Debug for HttpClient {
 pub(crate) struct Reply {
     /// The HTTP status, named in errors about the body.
     pub status: u16,
+    /// The `Content-Type` header as sent (empty when absent or not text), for a connector
+    /// that must tell what kind of server answered (a git host from a web page).
+    pub content_type: String,
     /// The raw body.
     pub body: Bytes,
 }
@@ -237,6 +243,12 @@ impl HttpClient {
             };
             let status = response.status();
             let retry_after = retry_after(&response);
+            let content_type = response
+                .headers()
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
             let body = match read_body(response).await {
                 Ok(body) => body,
                 Err(BodyError::TooLarge) => {
@@ -256,6 +268,7 @@ impl HttpClient {
             if status.is_success() {
                 return Ok(Reply {
                     status: status.as_u16(),
+                    content_type,
                     body,
                 });
             }

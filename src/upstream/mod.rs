@@ -104,7 +104,8 @@ impl Credential {
 pub struct UpstreamAccount {
     /// Which connector speaks to it.
     pub vendor: Vendor,
-    /// Server root, e.g. `https://bitbucket.example.com`; a trailing `/` is ignored.
+    /// Server root, e.g. `https://bitbucket.example.com`, or for a git password upstream the
+    /// repository URL, e.g. `https://git.example.com/team/repo.git`; a trailing `/` is ignored.
     pub base_url: String,
     /// How the broker authenticates to the vendor.
     pub credential: Credential,
@@ -205,7 +206,9 @@ pub enum VendorError {
         /// The vendor's error text.
         message: String,
     },
-    /// The request was malformed or over a vendor limit (HTTP 400 or 422), or refused locally (status 0).
+    /// The request was malformed or over a vendor limit (HTTP 400 or 422), refused locally
+    /// (status 0), or answered 2xx with something the request cannot use (e.g. a web page
+    /// where a git repository was expected).
     InvalidArgument {
         /// Vendor that answered; 0 when the connector refused before sending.
         vendor: Vendor,
@@ -278,6 +281,12 @@ impl VendorError {
             VendorError::NotFound { vendor, status, .. } => {
                 format!("{vendor} found no such resource{}", status_part(*status))
             }
+            // A 2xx answer the connector cannot use: the vendor rejected nothing.
+            VendorError::InvalidArgument {
+                vendor,
+                status: status @ 200..=299,
+                ..
+            } => format!("{vendor} answered (HTTP {status}) but not as the request expects"),
             VendorError::InvalidArgument { vendor, status, .. } => {
                 format!("{vendor} rejected the request{}", status_part(*status))
             }

@@ -1087,9 +1087,21 @@ fn dv_unauthorized() -> Response {
 // === Git host (password authorization) ===
 
 fn git_host(s: &Shared, r: Req<'_>) -> Response {
+    let upload_pack = r
+        .query
+        .iter()
+        .any(|(k, v)| k == "service" && v == "git-upload-pack");
     match (r.method, r.path) {
-        (Method::GET, []) if s.basic_ok(r.headers) => (StatusCode::OK, "ok").into_response(),
-        (Method::GET, []) => {
+        // The smart-HTTP ref advertisement `git ls-remote` asks for first.
+        (Method::GET, ["info", "refs"]) if upload_pack && s.basic_ok(r.headers) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/x-git-upload-pack-advertisement",
+            )],
+            "001e# service=git-upload-pack\n0000",
+        )
+            .into_response(),
+        (Method::GET, ["info", "refs"]) if upload_pack => {
             let mut reply = (StatusCode::UNAUTHORIZED, "Unauthorized").into_response();
             reply.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
