@@ -11,7 +11,9 @@ with the bootstrap admin key (curl, HTTP/2 prior knowledge), then in every run, 
 interleaved, drives with h2load (4 connections, 16 streams each, DURATION after 1 s warm-up):
 - `health`: grpc.health.v1.Health/Check, no credential;
 - `introspect`: TokenService/IntrospectToken of that one (cached) token, with the admin key;
-- `mint-key`: TokenService/CreateAccessToken with the admin key (one read permission, 1 h).
+- `mint-key`: TokenService/CreateAccessToken with the admin key (one read permission, 1 h);
+- `check`: envoy.service.auth.v3.Authorization/Check of a GET on a configured route with that
+  (cached, allowed) token in the HTTP request's `authorization`, as Envoy sends it.
 Prints each run's requests/s and the median of each target and of its ratio to health (the
 ratio is taken per run, so health and the target share the minute)."""
 import os, shutil, socket, statistics, struct, subprocess, sys, tempfile, time
@@ -92,7 +94,19 @@ TARGETS = {
     "health": "/grpc.health.v1.Health/Check",
     "introspect": "/tokenbroker.v1.TokenService/IntrospectToken",
     "mint-key": "/tokenbroker.v1.TokenService/CreateAccessToken",
+    "check": "/envoy.service.auth.v3.Authorization/Check",
 }
+
+# One route for `check`: GETs under /orders on orders.mesh.local need `read`.
+ENVOY = '{ routes = [ { host = "orders.mesh.local", path_prefix = "/orders", permission = "read" } ] }'
+
+
+def check_request(token):
+    """CheckRequest{attributes{request{http{method, headers{authorization}, path, host}}}}."""
+    header = field(1, b"authorization") + field(2, b"Bearer " + token.encode())
+    http = (field(2, b"GET") + field(3, header) + field(4, b"/orders/42?expand=1")
+            + field(5, b"orders.mesh.local:8080"))
+    return field(1, field(4, field(2, http)))
 
 
 def main():
@@ -110,19 +124,22 @@ def main():
             server = subprocess.Popen(
                 [binary, "serve", "--data-dir", data, "--listen", f"127.0.0.1:{PORT}"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                env=dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info")))
+                env=dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"),
+                         TOKEN_BROKER_ENVOY=ENVOY))
             try:
                 wait_port()
                 secret = open(os.path.join(data, "bootstrap-admin.key")).read().strip()
                 token = first_string(grpc_call(TARGETS["mint-key"], mint, secret))
-                bodies = {"health": b"", "introspect": field(1, token.encode()), "mint-key": mint}
+                bodies = {"health": b"", "introspect": field(1, token.encode()), "mint-key": mint,
+                          "check": check_request(token)}
                 rates = {}
                 for target, path in TARGETS.items():
                     body_file = os.path.join(work, f"{target}.bin")
                     with open(body_file, "wb") as f:
                         f.write(frame(bodies[target]))
                     rates[target] = h2load(path, body_file,
-                                           None if target == "health" else secret, duration)
+                                           None if target in ("health", "check") else secret,
+                                           duration)
                     results[binary][target].append(rates[target])
                 for target in ratios[binary]:
                     ratios[binary][target].append(rates[target] / rates["health"])

@@ -761,4 +761,56 @@ mod tests {
             "{err}"
         );
     }
+
+    #[test]
+    fn envoy_routes_are_checked_at_start() {
+        let route = |extra: &str| {
+            format!(
+                "audiences = [\"orders\"]\n[[envoy.routes]]\nhost = \"orders.mesh.local\"\npath_prefix = \"/orders\"\npermission = \"read\"\n{extra}"
+            )
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broker.toml");
+        std::fs::write(&path, route("project = \"alpha\"\naudience = \"orders\"\n")).unwrap();
+        let c = Config::load(Some(&path), Vec::new()).unwrap();
+        assert!(c.envoy.strip_authorization);
+        assert_eq!(c.envoy.exchange_lifetime, Duration::from_secs(300));
+        assert_eq!(c.envoy.routes[0].audience.as_deref(), Some("orders"));
+        // (route text, words of the refusal)
+        let cases = [
+            (
+                route("audience = \"billing\"\n"),
+                "audience `billing` is not an accepted audience",
+            ),
+            (
+                route("project = \"Alpha!\"\n"),
+                "project `Alpha!` is malformed",
+            ),
+            (
+                route("").replace("\"read\"", "\"delete\""),
+                "permission `delete` is not in `permissions`",
+            ),
+            (
+                route("").replace("\"/orders\"", "\"orders\""),
+                "`path_prefix` must start with `/`",
+            ),
+            (
+                route("").replace("orders.mesh.local", "orders mesh"),
+                "`host` must be a host name",
+            ),
+            (route("color = \"red\"\n"), "unknown field `color`"),
+            (
+                "[envoy]\nexchange_lifetime = \"0s\"\n".to_owned(),
+                "envoy.exchange_lifetime",
+            ),
+        ];
+        for (text, words) in cases {
+            let err = file_error(&text);
+            assert!(err.contains(words), "{text:?}: {err}");
+        }
+        assert!(
+            file_error(&route("audience = \"billing\"\n"))
+                .contains("route 1 (host `orders.mesh.local`, path_prefix `/orders`)")
+        );
+    }
 }
