@@ -70,6 +70,9 @@ pub struct Authn {
     /// Keys by secret hash; an entry serves only while the store's generation is unchanged,
     /// so any write to a key or subject makes the next authentication read the store again.
     key_cache: moka::sync::Cache<[u8; 32], Arc<KnownKey>>,
+    /// Root keys of token chains by id, under the same generation rule: a token caller
+    /// needs its root key's expiry and policies on every call.
+    root_cache: moka::sync::Cache<String, Arc<(u64, Arc<AccessKeyRecord>)>>,
 }
 
 impl std::fmt::Debug for Authn {
@@ -89,6 +92,7 @@ impl Authn {
                 .expire_after(UntilExpiry(Arc::clone(&core.clock)))
                 .build(),
             key_cache: moka::sync::Cache::new(KEY_CACHE_CAPACITY),
+            root_cache: moka::sync::Cache::new(KEY_CACHE_CAPACITY),
             core,
             pepper,
             usage: UsageBatch::default(),
@@ -133,6 +137,25 @@ impl Authn {
         });
         self.key_cache.insert(hash, Arc::clone(&known));
         Ok(Some(known))
+    }
+
+    /// The access key `id` at the root of a token chain, from the cache while no subject or
+    /// key was written since it was read, else from the store.
+    fn root_key(&self, id: &str) -> Result<Option<Arc<AccessKeyRecord>>, Error> {
+        // Read before the record, as in `known_key`.
+        let generation = self.core.store.generation();
+        if let Some(hit) = self.root_cache.get(id)
+            && hit.0 == generation
+        {
+            return Ok(Some(Arc::clone(&hit.1)));
+        }
+        let Some(key) = self.core.store.access_key(id)? else {
+            return Ok(None);
+        };
+        let key = Arc::new(key);
+        self.root_cache
+            .insert(id.to_owned(), Arc::new((generation, Arc::clone(&key))));
+        Ok(Some(key))
     }
 
     fn authenticate_key(&self, text: &str, now: i64) -> Result<Caller, Error> {
@@ -272,7 +295,7 @@ impl Authn {
         // The chain's root key: gone or expired means the token is dead too, and its own
         // policies narrow every request made with the token.
         let root_key = root_key_of(record);
-        let root = self.core.store.access_key(root_key)?.ok_or_else(|| {
+        let root = self.root_key(root_key)?.ok_or_else(|| {
             unauthenticated("the access key this token descends from was deleted")
         })?;
         if root.expires_at > 0 && root.expires_at <= now {
