@@ -128,8 +128,9 @@ pub struct Config {
     pub upstreams: UpstreamSettings,
 }
 
-/// The `[upstreams]` table: what destinations a vendor `base_url` may name.
-#[derive(Clone, Debug, Default, Deserialize)]
+/// The `[upstreams]` table: what destinations a vendor `base_url` may name, and how long a
+/// vendor call may take.
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UpstreamSettings {
     /// Accept `http://` base URLs (credentials then cross the network in clear).
@@ -137,6 +138,20 @@ pub struct UpstreamSettings {
     /// Accept destinations that resolve to loopback, private, link-local or unspecified
     /// addresses (checked on the resolved address at connect time).
     pub allow_private_addresses: bool,
+    /// Longest one vendor HTTP request (connect, send, read the answer) may take; an issue
+    /// call that runs out leaves its lease to be reconciled by name. Tests shorten it.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+impl Default for UpstreamSettings {
+    fn default() -> Self {
+        Self {
+            allow_insecure_http: false,
+            allow_private_addresses: false,
+            request_timeout: Duration::from_secs(15),
+        }
+    }
 }
 
 fn default_vendor_permissions() -> BTreeMap<String, BTreeMap<String, Vec<String>>> {
@@ -310,6 +325,14 @@ impl Config {
             return invalid(
                 "upstream_recheck_period",
                 "must be at least 1s (the default is 1h)".into(),
+            );
+        }
+        if self.upstreams.request_timeout < Duration::from_secs(1)
+            || self.upstreams.request_timeout > Duration::from_secs(60)
+        {
+            return invalid(
+                "upstreams",
+                "`request_timeout` must be between 1s and 60s (the default is 15s)".into(),
             );
         }
         if self.usage_flush_period.is_zero() {
