@@ -506,6 +506,29 @@ mod tests {
         )];
         let c = Config::load(None, env).unwrap();
         assert!(c.upstreams.allow_insecure_http && c.upstreams.allow_private_addresses);
+        assert_eq!(c.upstreams.request_timeout, Duration::from_secs(15));
+    }
+
+    #[test]
+    fn upstream_request_timeout_is_bounded() {
+        let with = |value: &str| {
+            let env = vec![(
+                "TOKEN_BROKER_UPSTREAMS".to_owned(),
+                format!("{{ request_timeout = \"{value}\" }}"),
+            )];
+            Config::load(None, env)
+        };
+        assert_eq!(
+            with("3s").unwrap().upstreams.request_timeout,
+            Duration::from_secs(3)
+        );
+        for bad in ["500ms", "61s"] {
+            let err = with(bad).unwrap_err().to_string();
+            assert!(
+                err.contains("TOKEN_BROKER_UPSTREAMS") && err.contains("between 1s and 60s"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]
