@@ -174,8 +174,9 @@ pub struct EnvoyRoute {
     pub audience: Option<String>,
 }
 
-/// The `[upstreams]` table: what destinations a vendor `base_url` may name.
-#[derive(Clone, Debug, Default, Deserialize)]
+/// The `[upstreams]` table: what destinations a vendor `base_url` may name, and how long a
+/// vendor call may take.
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UpstreamSettings {
     /// Accept `http://` base URLs (credentials then cross the network in clear).
@@ -183,6 +184,20 @@ pub struct UpstreamSettings {
     /// Accept destinations that resolve to loopback, private, link-local or unspecified
     /// addresses (checked on the resolved address at connect time).
     pub allow_private_addresses: bool,
+    /// Longest one vendor HTTP request (connect, send, read the answer) may take; an issue
+    /// call that runs out leaves its lease to be reconciled by name. Tests shorten it.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+impl Default for UpstreamSettings {
+    fn default() -> Self {
+        Self {
+            allow_insecure_http: false,
+            allow_private_addresses: false,
+            request_timeout: Duration::from_secs(15),
+        }
+    }
 }
 
 fn default_vendor_permissions() -> BTreeMap<String, BTreeMap<String, Vec<String>>> {
@@ -357,6 +372,14 @@ impl Config {
             return invalid(
                 "upstream_recheck_period",
                 "must be at least 1s (the default is 1h)".into(),
+            );
+        }
+        if self.upstreams.request_timeout < Duration::from_secs(1)
+            || self.upstreams.request_timeout > Duration::from_secs(60)
+        {
+            return invalid(
+                "upstreams",
+                "`request_timeout` must be between 1s and 60s (the default is 15s)".into(),
             );
         }
         if self.usage_flush_period.is_zero() {
@@ -599,6 +622,29 @@ mod tests {
         )];
         let c = Config::load(None, env).unwrap();
         assert!(c.upstreams.allow_insecure_http && c.upstreams.allow_private_addresses);
+        assert_eq!(c.upstreams.request_timeout, Duration::from_secs(15));
+    }
+
+    #[test]
+    fn upstream_request_timeout_is_bounded() {
+        let with = |value: &str| {
+            let env = vec![(
+                "TOKEN_BROKER_UPSTREAMS".to_owned(),
+                format!("{{ request_timeout = \"{value}\" }}"),
+            )];
+            Config::load(None, env)
+        };
+        assert_eq!(
+            with("3s").unwrap().upstreams.request_timeout,
+            Duration::from_secs(3)
+        );
+        for bad in ["500ms", "61s"] {
+            let err = with(bad).unwrap_err().to_string();
+            assert!(
+                err.contains("TOKEN_BROKER_UPSTREAMS") && err.contains("between 1s and 60s"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

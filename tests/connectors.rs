@@ -35,6 +35,7 @@ fn loopback() -> UpstreamSettings {
     UpstreamSettings {
         allow_insecure_http: true,
         allow_private_addresses: true,
+        ..UpstreamSettings::default()
     }
 }
 
@@ -732,6 +733,7 @@ async fn the_default_rules_send_nothing_to_a_loopback_vendor() {
     let insecure_only = UpstreamSettings {
         allow_insecure_http: true,
         allow_private_addresses: false,
+        ..UpstreamSettings::default()
     };
     let no_private = HttpClient::new(1, Duration::from_millis(10), insecure_only).unwrap();
     let ld = account(Vendor::Launchdarkly, &fake, keyed(&cfg), &[]);

@@ -236,6 +236,7 @@ async fn world(dir: &Path) -> World {
         upstreams: UpstreamSettings {
             allow_insecure_http: true,
             allow_private_addresses: true,
+            ..UpstreamSettings::default()
         },
         ..Config::default()
     };

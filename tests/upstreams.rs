@@ -1073,3 +1073,244 @@ async fn credentials_are_rechecked_every_period() {
         .into_inner();
     assert_eq!(fixed.status, pb::UpstreamStatus::Normal as i32);
 }
+
+// === orphaned vendor tokens: issue calls whose answer is lost ===
+
+/// The fakes allowed, short backoffs, and a vendor request timeout short enough for a test:
+/// a fake that never answers makes the issue call fail after it, whatever the machine's speed.
+const SHORT_VENDOR_TIMEOUT: [(&str, &str); 2] = [
+    ("TOKEN_BROKER_UPSTREAM_RETRY_BACKOFF", "10ms"),
+    (
+        "TOKEN_BROKER_UPSTREAMS",
+        "{ allow_insecure_http = true, allow_private_addresses = true, request_timeout = \"5s\" }",
+    ),
+];
+
+/// The lease id a failed issue names in its `google.rpc.ErrorInfo`.
+fn lease_id_of(err: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    err.get_error_details()
+        .error_info()
+        .and_then(|i| i.metadata.get("lease_id").cloned())
+        .unwrap_or_else(|| panic!("no lease_id in the error: {err:?}"))
+}
+
+/// The upstream's open leases, as GetUpstream counts them.
+async fn live_leases(b: &Broker, admin: &str, name: &str) -> u32 {
+    b.upstreams()
+        .await
+        .get_upstream(authed(
+            pb::GetUpstreamRequest {
+                name: name.to_owned(),
+            },
+            admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .live_leases
+}
+
+/// An issue call whose answer is lost after the vendor minted: the caller is told UNAVAILABLE
+/// and that the broker will find and revoke the token; the lease worker finds the token by
+/// its name through the vendor's list call (on the list's second page: the fake's pages hold
+/// two tokens and three were issued before) and revokes it, and the lease is closed.
+async fn orphan_is_found_and_revoked(vendor: pb::Vendor) {
+    let config = FakeConfig {
+        max_page_size: 2,
+        ..FakeConfig::default()
+    };
+    let fake = match vendor {
+        pb::Vendor::BitbucketServer => FakeBitbucket::start(config).await,
+        pb::Vendor::Launchdarkly => FakeLaunchDarkly::start(config).await,
+        _ => FakeForeman::start(config).await,
+    };
+    let data = tempfile::tempdir().unwrap();
+    let b = Broker::start_in(data.path(), &shipped_policies(), &SHORT_VENDOR_TIMEOUT).await;
+    let admin = b.admin_secret();
+    create_upstream(&b, &admin, "up", vendor, &fake, good_credential(vendor))
+        .await
+        .unwrap();
+    let perms: &[&str] = if vendor == pb::Vendor::Foreman {
+        &["admin"]
+    } else {
+        &["read"]
+    };
+    let mut kept = Vec::new();
+    for _ in 0..3 {
+        kept.push(
+            issue(&b, &admin, "up", &["*"], perms, Some(1.0))
+                .await
+                .unwrap(),
+        );
+    }
+
+    fake.set_hang(Hang::AfterMinting);
+    let err = issue(&b, &admin, "up", &["*"], perms, Some(1.0))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{}", err.message());
+    let lease_id = lease_id_of(&err);
+    let name = format!("token-broker-{lease_id}");
+    assert!(
+        err.message()
+            .contains(&format!("may have made a token named `{name}`"))
+            && err
+                .message()
+                .contains("the broker will find it and revoke it"),
+        "{}",
+        err.message()
+    );
+    let orphan = fake
+        .issued_tokens()
+        .into_iter()
+        .find(|t| t.name == name)
+        .expect("the fake minted the token before hanging");
+
+    fake.wait_until("the orphaned token revoked at the vendor", |f| {
+        !f.is_token_valid(&orphan.token)
+    })
+    .await;
+    b.wait_for_log_line("the lease reconciled", |l| {
+        l.contains("lease reconciled") && l.contains(lease_id.as_str())
+    })
+    .await;
+    assert_eq!(
+        live_leases(&b, &admin, "up").await,
+        3,
+        "only the kept leases are open"
+    );
+    for lease in &kept {
+        assert!(
+            fake.is_token_valid(&lease.token),
+            "the other tokens live on"
+        );
+    }
+    // The search: Bitbucket and LaunchDarkly page through every token (the orphan is on the
+    // second page); Foreman asks for the name.
+    let searches: Vec<Call> = fake
+        .calls()
+        .into_iter()
+        .filter(|c| {
+            c.method == "GET"
+                && ["start", "offset", "search"]
+                    .iter()
+                    .any(|p| c.param(p).is_some())
+        })
+        .collect();
+    if vendor == pb::Vendor::Foreman {
+        let wanted = format!("name = \"{name}\"");
+        assert!(
+            !searches.is_empty()
+                && searches
+                    .iter()
+                    .all(|c| c.param("search") == Some(wanted.as_str())),
+            "{searches:?}"
+        );
+    } else {
+        assert!(
+            searches
+                .iter()
+                .any(|c| c.param("start").or(c.param("offset")) == Some("2")),
+            "{searches:?}"
+        );
+    }
+
+    let answer = b
+        .upstreams()
+        .await
+        .revoke_upstream_token(authed(
+            pb::RevokeUpstreamTokenRequest {
+                lease_id: lease_id.clone(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(answer.revoked_at_vendor, "{answer:?}");
+    assert!(
+        answer.detail.contains("found and revoked") && answer.detail.contains(&name),
+        "{answer:?}"
+    );
+}
+
+#[tokio::test]
+async fn bitbucket_server_orphan_is_found_and_revoked() {
+    orphan_is_found_and_revoked(pb::Vendor::BitbucketServer).await;
+}
+
+#[tokio::test]
+async fn launchdarkly_orphan_is_found_and_revoked() {
+    orphan_is_found_and_revoked(pb::Vendor::Launchdarkly).await;
+}
+
+#[tokio::test]
+async fn foreman_orphan_is_found_and_revoked() {
+    orphan_is_found_and_revoked(pb::Vendor::Foreman).await;
+}
+
+/// An issue call that hangs before the vendor minted anything: the worker's search finds no
+/// token, so the lease is closed with no revocation call, and RevokeUpstreamToken says so.
+/// At Develocity, which cannot list its tokens, the lease is closed at once and the caller is
+/// told the token (if any) lives until the lease's end.
+#[tokio::test]
+async fn unminted_issue_closes_its_lease_without_a_revocation() {
+    let fake = FakeLaunchDarkly::start(FakeConfig::default()).await;
+    let dv = FakeDevelocity::start(FakeConfig::default()).await;
+    let data = tempfile::tempdir().unwrap();
+    let b = Broker::start_in(data.path(), &shipped_policies(), &SHORT_VENDOR_TIMEOUT).await;
+    let admin = b.admin_secret();
+    for (name, vendor, fake) in [
+        ("ld", pb::Vendor::Launchdarkly, &fake),
+        ("dv", pb::Vendor::Develocity, &dv),
+    ] {
+        create_upstream(&b, &admin, name, vendor, fake, good_credential(vendor))
+            .await
+            .unwrap();
+        fake.set_hang(Hang::BeforeMinting);
+    }
+
+    let err = issue(&b, &admin, "ld", &["*"], &["read"], Some(1.0))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{}", err.message());
+    let lease_id = lease_id_of(&err);
+    b.wait_for_log_line("the lease reconciled", |l| {
+        l.contains("lease reconciled: the vendor made no token") && l.contains(lease_id.as_str())
+    })
+    .await;
+    assert!(fake.issued_tokens().is_empty());
+    assert!(
+        !fake.calls().iter().any(|c| c.method == "DELETE"),
+        "no revocation call: {:?}",
+        fake.calls()
+    );
+    assert!(
+        fake.calls()
+            .iter()
+            .any(|c| c.method == "GET" && c.path == "/api/v2/tokens"),
+        "the vendor's list was searched"
+    );
+    assert_eq!(live_leases(&b, &admin, "ld").await, 0);
+    let answer = b
+        .upstreams()
+        .await
+        .revoke_upstream_token(authed(pb::RevokeUpstreamTokenRequest { lease_id }, &admin))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(answer.revoked_at_vendor, "{answer:?}");
+    assert!(answer.detail.contains("holds no token named"), "{answer:?}");
+
+    let err = issue(&b, &admin, "dv", &["*"], &["read"], Some(1.0))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{}", err.message());
+    assert!(
+        err.message().contains("cannot list its tokens") && err.message().contains("at the latest"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(live_leases(&b, &admin, "dv").await, 0, "closed at once");
+}

@@ -98,6 +98,19 @@ pub fn to_status(error: Error) -> Status {
                 // The vendor found the request malformed: a field violation like ours.
                 None => return to_status(Error::invalid("", vendor.to_string())),
             },
+            // Never a 4xx (InvalidArgument): the vendor gave no answer, or a 5xx. The lease's
+            // id goes in the ErrorInfo, so a client can follow it up.
+            UpstreamError::IssueUnanswered {
+                error: vendor,
+                lease_id,
+                ..
+            } => {
+                let (code, reason) =
+                    vendor_code(vendor).unwrap_or((Code::Unavailable, "UNAVAILABLE"));
+                let meta = HashMap::from([("lease_id".to_owned(), lease_id.clone())]);
+                details.set_error_info(reason, ERROR_DOMAIN, meta);
+                return Status::with_error_details(code, error.to_string(), details);
+            }
             UpstreamError::RevocationsPending(_) => (Code::Unavailable, "UNAVAILABLE"),
             UpstreamError::CallerChanged(_) => (Code::Unauthenticated, "UNAUTHENTICATED"),
         },

@@ -38,7 +38,8 @@ pub const LEASE_PENDING: i32 = 3;
 /// See [`LEASE_ISSUING`].
 pub const LEASE_REVOKED: i32 = 4;
 
-/// A lease still issuing after this long means the broker stopped mid-call.
+/// A lease still issuing after this long means the broker stopped mid-call: longer than any
+/// issue call lasts (`[upstreams] request_timeout` is at most 60 s).
 const ISSUE_TIMEOUT_SECS: i64 = 120;
 /// Longest wait between revocation attempts.
 const MAX_RETRY_SECS: i64 = 60;
@@ -98,6 +99,17 @@ pub enum UpstreamError {
     /// The vendor refused or failed the call (DESIGN §5 maps each kind).
     #[error("{}", vendor_message(.0))]
     Vendor(VendorError),
+    /// An issue call failed in a way that may have left a token at the vendor (no answer, or
+    /// a 5xx): `note` says what the broker does about it, for lease `lease_id`.
+    #[error("{}; {note}", vendor_message(.error))]
+    IssueUnanswered {
+        /// How the call failed.
+        error: VendorError,
+        /// The lease kept for reconciliation (or closed, for a vendor that cannot list).
+        lease_id: String,
+        /// What happens to a token the vendor may have made.
+        note: String,
+    },
     /// Some leases could not be revoked at the vendor, so the upstream was kept.
     #[error("{0}")]
     RevocationsPending(String),
@@ -782,7 +794,7 @@ impl Upstreams {
         self.core.store.durable().await?;
 
         let request = IssueRequest {
-            name: format!("token-broker-{id}"),
+            name: token_name(&id),
             vendor_permissions: plan.vendor_permissions,
             // A vendor that cannot limit a token gets no projects: its token reaches the
             // whole account, which is what the upstream's projects say it reaches (and
@@ -798,6 +810,9 @@ impl Upstreams {
         let connector = upstream::connector(vendor, self.http());
         let issued = match connector.issue(&account, &request).await {
             Ok(issued) => issued,
+            Err(e) if e.may_have_acted() => {
+                return Err(self.issue_unanswered(vendor, lease, e, now).await?);
+            }
             Err(e) => {
                 lease.state = LEASE_REVOKED;
                 lease.revoked_at = now;
@@ -843,6 +858,127 @@ impl Upstreams {
         })
     }
 
+    /// Records an issue call that failed in a way that may have left a token at the vendor
+    /// ([`VendorError::may_have_acted`]) and returns the caller's error. At a vendor that lists
+    /// its tokens the lease becomes PENDING, due now, with no vendor token id: the lease worker
+    /// looks for the token by name and revokes it ([`Self::reconcile`]). At one that cannot,
+    /// the lease is closed and its `last_error` says what may be left.
+    async fn issue_unanswered(
+        &self,
+        vendor: Vendor,
+        mut lease: LeaseRecord,
+        error: VendorError,
+        now: i64,
+    ) -> Result<Error, Error> {
+        let lists = vendor.lists_tokens();
+        let note = if lists {
+            format!(
+                "{vendor} may have made a token named `{}` before the call failed: the broker will find it and revoke it (lease `{}`)",
+                token_name(&lease.id),
+                lease.id
+            )
+        } else {
+            unlisted_note(vendor, &lease)
+        };
+        // Our words only (the summary), as for any vendor failure that is stored.
+        let last_error = format!("{}; {note}", error.summary());
+        let record = |l: &mut LeaseRecord| {
+            if lists {
+                l.state = LEASE_PENDING;
+                l.next_attempt_at = now;
+                l.revoked_at = 0;
+            } else {
+                l.state = LEASE_REVOKED;
+                l.revoked_at = now;
+            }
+            l.last_error.clone_from(&last_error);
+            true
+        };
+        if self.core.store.update_lease(&lease.id, record)?.is_none() {
+            record(&mut lease);
+            self.core.store.put_lease(&lease)?;
+        }
+        self.core.store.durable().await?;
+        tracing::warn!(lease = %lease.id, upstream = %lease.upstream, error = %error, reconcile = lists, "issue call failed after the vendor may have minted");
+        Ok(UpstreamError::IssueUnanswered {
+            error,
+            lease_id: lease.id,
+            note,
+        }
+        .into())
+    }
+
+    /// Finds at the vendor the token an unanswered issue call may have minted (by its name,
+    /// `token-broker-<lease id>`) and revokes it: the lease becomes REVOKED with `last_error`
+    /// saying what was found. A vendor that cannot list closes the lease with a warning (what
+    /// may be left is out of the broker's reach); a failed search or revocation leaves it
+    /// PENDING and retried with the revocation backoff. Returns whether the lease closed.
+    async fn reconcile(
+        &self,
+        upstream: &UpstreamRecord,
+        mut lease: LeaseRecord,
+        now: i64,
+    ) -> Result<bool, Error> {
+        let name = token_name(&lease.id);
+        let (vendor, account) = self.account(upstream)?;
+        let connector = upstream::connector(vendor, self.http());
+        let outcome = match connector.find_tokens(&account, &name).await {
+            Ok(Some(ids)) => {
+                let mut revoked = Ok(Some(ids.len()));
+                for id in &ids {
+                    if let Err(e) = connector.revoke(&account, id).await {
+                        revoked = Err(e);
+                        break;
+                    }
+                }
+                revoked
+            }
+            other => other.map(|found| found.map(|ids| ids.len())),
+        };
+        match outcome {
+            Ok(found) => {
+                lease.state = LEASE_REVOKED;
+                lease.revoked_at = now;
+                lease.last_error = match found {
+                    Some(0) => format!(
+                        "reconciled: the issue call got no answer, and {vendor} holds no token named `{name}`"
+                    ),
+                    Some(_) => format!(
+                        "reconciled: the issue call got no answer, but {vendor} had made a token named `{name}`; it was found and revoked"
+                    ),
+                    None => unlisted_note(vendor, &lease),
+                };
+                self.core.store.put_lease(&lease)?;
+                // Logged once stored, so whoever reads the log finds the lease closed.
+                match found {
+                    Some(0) => {
+                        tracing::info!(lease = %lease.id, upstream = %lease.upstream, "lease reconciled: the vendor made no token for it");
+                    }
+                    Some(count) => {
+                        tracing::info!(lease = %lease.id, upstream = %lease.upstream, count, "lease reconciled: the token the vendor made was found by name and revoked");
+                    }
+                    None => {
+                        tracing::warn!(lease = %lease.id, upstream = %lease.upstream, vendor = %vendor, "unanswered issue closed: the vendor cannot list its tokens, so one it may have made cannot be revoked");
+                    }
+                }
+                Ok(true)
+            }
+            Err(e) => {
+                lease.attempts += 1;
+                lease.state = LEASE_PENDING;
+                lease.next_attempt_at = now + (1i64 << lease.attempts.min(6)).min(MAX_RETRY_SECS);
+                lease.last_error = format!(
+                    "looking for the vendor token named `{name}` to revoke it failed: {}",
+                    e.summary()
+                );
+                tracing::warn!(lease = %lease.id, attempts = lease.attempts, error = %e, "vendor token search failed; will retry");
+                self.core.store.put_lease(&lease)?;
+                self.credential_rejected_by(&e, &upstream.name, now)?;
+                Ok(false)
+            }
+        }
+    }
+
     // === revocation ===
 
     /// Revokes a lease at the vendor now; when the vendor cannot confirm, the revocation
@@ -854,47 +990,23 @@ impl Upstreams {
         let (_, found, now) = authorized.into_parts();
         let lease = found.or_not_found("lease", UpstreamError::UnknownLease)?;
         let upstream = self.upstream_record(&lease.upstream)?;
-        let vendor = Vendor::known(upstream.vendor);
-        // A token the vendor cannot revoke lives on whatever the broker does: say so, and
-        // until when, rather than claim it is gone.
-        let interrupted = lease.state == LEASE_ISSUING && lease.vendor_token_id.is_empty();
-        let unrevocable = !interrupted && !lease.revocable;
-        let lease_id = lease.id.clone();
-        let detail = match vendor {
-            Some(Vendor::GitPassword) => format!(
-                "the lease is closed, but a git password cannot be revoked: it stays valid until it is changed at the host (then give the new one with UpdateUpstream to {})",
-                quote(&upstream.name)
-            ),
-            _ => format!(
-                "the lease is closed, but {} tokens cannot be revoked at the vendor: the token stays valid until its vendor expiry, {}",
-                vendor.map(Vendor::as_str).unwrap_or("this vendor's"),
-                humantime::format_rfc3339_seconds(
-                    std::time::UNIX_EPOCH
-                        + std::time::Duration::from_secs(
-                            u64::try_from(lease.expires_at).unwrap_or(0)
-                        )
-                )
-            ),
-        };
-        if lease.state == LEASE_REVOKED {
-            return Ok(if unrevocable {
-                Revoked::closed_only(detail)
-            } else {
-                Revoked::at_vendor()
-            });
+        if lease.state == LEASE_ISSUING && lease.next_attempt_at > now {
+            // The issue call is in flight: its answer settles the lease as revoked.
+            self.request_revocation(&lease.id, now)?;
+            self.core.store.durable().await?;
+            return Ok(Revoked::closed_only(
+                "the vendor token is still being issued: the lease is closed as soon as the vendor answers, and the token revoked where the vendor can".to_owned(),
+            ));
         }
-        let done = self.revoke_lease_now(&upstream, lease, now).await?;
-        self.core.store.durable().await?;
-        Ok(match (done, unrevocable) {
-            (true, false) if interrupted => Revoked::closed_only(format!(
-                "the issue was interrupted before the vendor answered: a vendor token named `token-broker-{lease_id}` may exist; delete it at the vendor"
-            )),
-            (true, false) => Revoked::at_vendor(),
-            (true, true) => Revoked::closed_only(detail),
-            (false, _) => Revoked::closed_only(
-                "the vendor could not be reached: the revocation is queued and retried until the vendor confirms it".to_owned(),
-            ),
-        })
+        let lease = if lease.state == LEASE_REVOKED {
+            lease
+        } else {
+            let id = lease.id.clone();
+            self.revoke_lease_now(&upstream, lease.clone(), now).await?;
+            self.core.store.durable().await?;
+            self.core.store.lease(&id)?.unwrap_or(lease)
+        };
+        Ok(revocation_answer(&upstream, &lease))
     }
 
     /// One revocation attempt; records the outcome (revoked, or pending with backoff).
@@ -904,17 +1016,10 @@ impl Upstreams {
         mut lease: LeaseRecord,
         now: i64,
     ) -> Result<bool, Error> {
-        if lease.state == LEASE_ISSUING && lease.vendor_token_id.is_empty() {
-            // The broker stopped between storing the lease and hearing from the vendor.
-            lease.state = LEASE_REVOKED;
-            lease.revoked_at = now;
-            lease.last_error = format!(
-                "issue was interrupted; a vendor token named `token-broker-{}` may need manual deletion",
-                lease.id
-            );
-            tracing::warn!(lease = %lease.id, upstream = %lease.upstream, "interrupted lease needs manual cleanup at the vendor");
-            self.core.store.put_lease(&lease)?;
-            return Ok(true);
+        if unanswered(&lease, Vendor::known(upstream.vendor)) {
+            // The broker stopped between storing the lease and hearing from the vendor, or
+            // the issue call failed in a way that may have minted: find the token by name.
+            return self.reconcile(upstream, lease, now).await;
         }
         let outcome = if lease.revocable {
             let (vendor, account) = self.account(upstream)?;
@@ -1106,6 +1211,86 @@ fn rfc3339(unix: i64) -> String {
         std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(unix).unwrap_or(0)),
     )
     .to_string()
+}
+
+/// The name the broker gives the vendor token of lease `lease_id`, so an operator can trace it
+/// and the broker can find it again when an issue call's answer is lost.
+fn token_name(lease_id: &str) -> String {
+    format!("token-broker-{lease_id}")
+}
+
+/// Whether a lease waits for reconciliation: it has no vendor token id because the vendor's
+/// answer to its issue call never came (the broker stopped mid-call: ISSUING and due; or the
+/// call failed in a way that may have minted: PENDING at a vendor whose tokens have ids).
+fn unanswered(lease: &LeaseRecord, vendor: Option<Vendor>) -> bool {
+    lease.vendor_token_id.is_empty()
+        && match lease.state {
+            LEASE_ISSUING => true,
+            LEASE_PENDING => vendor.is_some_and(Vendor::lists_tokens),
+            _ => false,
+        }
+}
+
+/// What is left of an unanswered issue at a vendor that cannot list its tokens.
+fn unlisted_note(vendor: Vendor, lease: &LeaseRecord) -> String {
+    match vendor {
+        Vendor::GitPassword => {
+            "the issue got no answer, but a git password is not minted: nothing was left at the host"
+                .to_owned()
+        }
+        _ => format!(
+            "{vendor} may have made a token before the call failed, and cannot list its tokens: such a token cannot be found or revoked by the broker, and stays valid until {} at the latest",
+            rfc3339(lease.expires_at)
+        ),
+    }
+}
+
+/// RevokeUpstreamToken's answer for `lease` as stored after the attempt.
+fn revocation_answer(upstream: &UpstreamRecord, lease: &LeaseRecord) -> Revoked {
+    let vendor = Vendor::known(upstream.vendor);
+    // A lease whose issue failed at a vendor that names its tokens: no token id, and
+    // `last_error` says what the broker found.
+    let tokenless = lease.vendor_token_id.is_empty() && vendor.is_some_and(Vendor::lists_tokens);
+    if lease.state != LEASE_REVOKED {
+        return Revoked::closed_only(if tokenless {
+            format!(
+                "the issue call got no answer and the vendor could not be searched yet: the broker keeps looking for a token named `{}` and revokes it when found",
+                token_name(&lease.id)
+            )
+        } else {
+            "the vendor could not be reached: the revocation is queued and retried until the vendor confirms it".to_owned()
+        });
+    }
+    if tokenless {
+        let detail = if lease.last_error.starts_with("reconciled:") {
+            lease.last_error.clone()
+        } else {
+            format!(
+                "the issue failed, so no vendor token was made: {}",
+                lease.last_error
+            )
+        };
+        return Revoked {
+            at_vendor: true,
+            detail,
+        };
+    }
+    if lease.revocable {
+        return Revoked::at_vendor();
+    }
+    // A token the vendor cannot revoke lives on whatever the broker does: say so, and until
+    // when, rather than claim it is gone.
+    Revoked::closed_only(match vendor {
+        Some(Vendor::GitPassword) => format!(
+            "the lease is closed, but a git password cannot be revoked: it stays valid until it is changed at the host (then give the new one with UpdateUpstream to {})",
+            quote(&upstream.name)
+        ),
+        _ => format!(
+            "the lease is closed, but {} tokens cannot be revoked at the vendor: the token stays valid until its vendor expiry, {}",
+            vendor.map(Vendor::as_str).unwrap_or("this vendor's"),
+            rfc3339(lease.expires_at)
+        ),
+    })
 }
 
 /// The query ListUpstreams page tokens are bound to (it has no filter or order).

@@ -9,9 +9,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    Connector, IssueRequest, IssuedToken, UpstreamAccount, Vendor, VendorError, VerifiedAccount,
+    Connector, IssueRequest, IssuedToken, MAX_SEARCH_PAGES, SEARCH_PAGE_SIZE, UpstreamAccount,
+    Vendor, VendorError, VerifiedAccount,
     http::{HttpClient, join_url},
-    only_unscoped, required_option, seconds_left,
+    only_unscoped, required_option, search_too_long, seconds_left,
 };
 
 const VENDOR: Vendor = Vendor::BitbucketServer;
@@ -30,6 +31,25 @@ struct AccessToken {
     token: String,
     /// Milliseconds since the epoch.
     expiry_date: Option<i64>,
+}
+
+/// One page of `get_tokens`: Bitbucket's paged collection.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TokenPage {
+    #[serde(default)]
+    values: Vec<ListedToken>,
+    #[serde(default)]
+    is_last_page: bool,
+    next_page_start: Option<u64>,
+}
+
+/// A token as `get_tokens` lists it (no secret).
+#[derive(Deserialize)]
+struct ListedToken {
+    id: serde_json::Value,
+    #[serde(default)]
+    name: String,
 }
 
 impl Bitbucket {
@@ -120,5 +140,36 @@ impl Connector for Bitbucket {
         self.http
             .send_revoke(VENDOR, &account.credential.scrubber(), builder)
             .await
+    }
+
+    /// `get_tokens`, page by page (`start`, `limit`) until `isLastPage`.
+    async fn find_tokens(
+        &self,
+        account: &UpstreamAccount,
+        name: &str,
+    ) -> Result<Option<Vec<String>>, VendorError> {
+        let mut found = Vec::new();
+        let mut start: u64 = 0;
+        for _ in 0..MAX_SEARCH_PAGES {
+            let url = Self::url(account, None)?;
+            let request = self.authed(account, Method::GET, url).query(&[
+                ("start", start.to_string()),
+                ("limit", SEARCH_PAGE_SIZE.to_string()),
+            ]);
+            let reply = self
+                .http
+                .send(VENDOR, &account.credential.scrubber(), request)
+                .await?;
+            let page: TokenPage = reply.json(VENDOR)?;
+            let count = page.values.len() as u64;
+            for token in page.values.into_iter().filter(|t| t.name == name) {
+                found.push(reply.listed_id(VENDOR, &token.id, "id")?);
+            }
+            if page.is_last_page || count == 0 {
+                return Ok(Some(found));
+            }
+            start = page.next_page_start.unwrap_or(start + count).max(start + 1);
+        }
+        Err(search_too_long(VENDOR))
     }
 }

@@ -299,6 +299,7 @@ mod tests {
         let open = UpstreamSettings {
             allow_insecure_http: true,
             allow_private_addresses: true,
+            ..UpstreamSettings::default()
         };
         assert_eq!(check_base_url("http://127.0.0.1:8080", &open), Ok(()));
         assert_eq!(check_base_url("http://[::1]", &open), Ok(()));

@@ -9,9 +9,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    Connector, IssueRequest, IssuedToken, UpstreamAccount, Vendor, VendorError, VerifiedAccount,
+    Connector, IssueRequest, IssuedToken, MAX_SEARCH_PAGES, SEARCH_PAGE_SIZE, UpstreamAccount,
+    Vendor, VendorError, VerifiedAccount,
     http::{HttpClient, join_url},
-    only_unscoped, required_option, seconds_left,
+    only_unscoped, required_option, search_too_long, seconds_left,
 };
 
 const VENDOR: Vendor = Vendor::Foreman;
@@ -26,6 +27,22 @@ pub(super) struct Foreman {
 struct PersonalAccessToken {
     id: serde_json::Value,
     token_value: String,
+}
+
+/// One page of the list call.
+#[derive(Deserialize)]
+struct TokenPage {
+    #[serde(default)]
+    results: Vec<ListedToken>,
+    subtotal: Option<u64>,
+}
+
+/// A token as the list call shows it (no secret).
+#[derive(Deserialize)]
+struct ListedToken {
+    id: serde_json::Value,
+    #[serde(default)]
+    name: String,
 }
 
 impl Foreman {
@@ -110,6 +127,40 @@ impl Connector for Foreman {
         self.http
             .send_revoke(VENDOR, &account.credential.scrubber(), builder)
             .await
+    }
+
+    /// The list call filtered by `search=name = "…"`, page by page (`page` from 1,
+    /// `per_page`) until an empty page or `subtotal`; names are compared exactly here too, since
+    /// a search is not an equality test everywhere.
+    async fn find_tokens(
+        &self,
+        account: &UpstreamAccount,
+        name: &str,
+    ) -> Result<Option<Vec<String>>, VendorError> {
+        let search = format!("name = \"{}\"", name.replace(['"', '\\'], ""));
+        let mut found = Vec::new();
+        let mut seen: u64 = 0;
+        for page_number in 1..=MAX_SEARCH_PAGES {
+            let request = self.authed(account, Method::GET, None)?.query(&[
+                ("search", search.clone()),
+                ("page", page_number.to_string()),
+                ("per_page", SEARCH_PAGE_SIZE.to_string()),
+            ]);
+            let reply = self
+                .http
+                .send(VENDOR, &account.credential.scrubber(), request)
+                .await?;
+            let page: TokenPage = reply.json(VENDOR)?;
+            let count = page.results.len() as u64;
+            for token in page.results.into_iter().filter(|t| t.name == name) {
+                found.push(reply.listed_id(VENDOR, &token.id, "id")?);
+            }
+            seen += count;
+            if count == 0 || page.subtotal.is_some_and(|total| seen >= total) {
+                return Ok(Some(found));
+            }
+        }
+        Err(search_too_long(VENDOR))
     }
 }
 

@@ -27,8 +27,6 @@ use crate::config::UpstreamSettings;
 
 /// Longest a single connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Longest a whole request (connect, send, read the answer) may take.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// Longest the client waits between two attempts, `Retry-After` included.
 const MAX_WAIT: Duration = Duration::from_secs(30);
 /// Longest vendor error text kept in a message.
@@ -109,6 +107,21 @@ impl Reply {
             message: format!("the created token has no `{field}`"),
         })
     }
+
+    /// The id of a token in a list answer; like [`Self::created_id`], a token without one
+    /// means the vendor is not behaving as documented.
+    pub(crate) fn listed_id(
+        &self,
+        vendor: Vendor,
+        id: &serde_json::Value,
+        field: &str,
+    ) -> Result<String, VendorError> {
+        id_text(id).ok_or_else(|| VendorError::Unavailable {
+            vendor,
+            status: Some(self.status),
+            message: format!("a listed token has no `{field}`"),
+        })
+    }
 }
 
 /// A vendor id that may come as a JSON string or number.
@@ -132,7 +145,7 @@ impl HttpClient {
         // picks ring itself unless the process installed another default provider.
         let mut builder = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
+            .timeout(rules.request_timeout)
             // A redirect could carry the credential to another host, and would skip the
             // destination checks; vendors' APIs don't redirect.
             .redirect(reqwest::redirect::Policy::none())

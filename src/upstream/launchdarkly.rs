@@ -9,8 +9,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    Connector, IssueRequest, IssuedToken, UpstreamAccount, Vendor, VendorError, VerifiedAccount,
+    Connector, IssueRequest, IssuedToken, MAX_SEARCH_PAGES, SEARCH_PAGE_SIZE, UpstreamAccount,
+    Vendor, VendorError, VerifiedAccount,
     http::{HttpClient, join_url},
+    search_too_long,
 };
 
 const VENDOR: Vendor = Vendor::Launchdarkly;
@@ -26,6 +28,24 @@ struct Token {
     #[serde(rename = "_id")]
     id: serde_json::Value,
     token: String,
+}
+
+/// One page of `get_tokens` (`Tokens`).
+#[derive(Deserialize)]
+struct TokenPage {
+    #[serde(default)]
+    items: Vec<ListedToken>,
+    #[serde(rename = "totalCount")]
+    total_count: Option<u64>,
+}
+
+/// A token as `get_tokens` lists it (its secret masked).
+#[derive(Deserialize)]
+struct ListedToken {
+    #[serde(rename = "_id")]
+    id: serde_json::Value,
+    #[serde(default)]
+    name: String,
 }
 
 impl LaunchDarkly {
@@ -159,6 +179,40 @@ impl Connector for LaunchDarkly {
         self.http
             .send_revoke(VENDOR, &account.credential.scrubber(), builder)
             .await
+    }
+
+    /// `get_tokens`, page by page (`limit`, `offset`) until an empty page or `totalCount`; the
+    /// tokens the broker mints belong to its own key's member, which the list shows without
+    /// `showAll`.
+    async fn find_tokens(
+        &self,
+        account: &UpstreamAccount,
+        name: &str,
+    ) -> Result<Option<Vec<String>>, VendorError> {
+        let mut found = Vec::new();
+        let mut offset: u64 = 0;
+        for _ in 0..MAX_SEARCH_PAGES {
+            let request = self
+                .authed(account, Method::GET, &["api", "v2", "tokens"])?
+                .query(&[
+                    ("limit", SEARCH_PAGE_SIZE.to_string()),
+                    ("offset", offset.to_string()),
+                ]);
+            let reply = self
+                .http
+                .send(VENDOR, &account.credential.scrubber(), request)
+                .await?;
+            let page: TokenPage = reply.json(VENDOR)?;
+            let count = page.items.len() as u64;
+            for token in page.items.into_iter().filter(|t| t.name == name) {
+                found.push(reply.listed_id(VENDOR, &token.id, "_id")?);
+            }
+            offset += count;
+            if count == 0 || page.total_count.is_some_and(|total| offset >= total) {
+                return Ok(Some(found));
+            }
+        }
+        Err(search_too_long(VENDOR))
     }
 }
 

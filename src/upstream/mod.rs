@@ -52,6 +52,17 @@ impl Vendor {
         matches!(self, Vendor::Launchdarkly | Vendor::Develocity)
     }
 
+    /// Whether the vendor names its tokens and lists them, so a token minted by an issue call
+    /// whose answer was lost can be found by its name ([`Connector::find_tokens`]) and
+    /// revoked. Develocity's tokens have no name and no list call; a git password is not
+    /// minted at all.
+    pub fn lists_tokens(self) -> bool {
+        matches!(
+            self,
+            Vendor::BitbucketServer | Vendor::Launchdarkly | Vendor::Foreman
+        )
+    }
+
     /// The stable lowercase name used in configuration, storage and messages.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -343,6 +354,22 @@ impl fmt::Display for VendorError {
 impl std::error::Error for VendorError {}
 
 impl VendorError {
+    /// Whether the vendor may have carried out the request although the broker got no usable
+    /// answer, so a token-creating call may have minted a token nobody holds.
+    ///
+    /// Yes for [`VendorError::Unreachable`] (no answer: a timeout or a connection reset after
+    /// sending; a connection that was refused never sent anything, but the kind does not tell
+    /// it apart, and looking costs one list call) and [`VendorError::Unavailable`] (a 5xx, which
+    /// may come after the vendor did the work, or a 2xx the broker could not read). No for
+    /// every 4xx (the vendor refused: nothing was made) and for [`VendorError::Refused`] and a
+    /// local refusal (nothing was sent).
+    pub fn may_have_acted(&self) -> bool {
+        matches!(
+            self,
+            VendorError::Unreachable { .. } | VendorError::Unavailable { .. }
+        )
+    }
+
     /// A request the connector refuses before sending, naming what was wrong.
     pub(crate) fn local(vendor: Vendor, message: impl Into<String>) -> Self {
         VendorError::InvalidArgument {
@@ -392,6 +419,34 @@ pub trait Connector: Send + Sync {
         account: &UpstreamAccount,
         vendor_token_id: &str,
     ) -> Result<(), VendorError>;
+    /// finds the vendor's ids of the account's tokens named exactly `name` (empty: none), so a
+    /// token minted by an issue call whose answer was lost can be revoked; `None` when the
+    /// vendor has no way to list its tokens by name (see [`Vendor::lists_tokens`])
+    async fn find_tokens(
+        &self,
+        _account: &UpstreamAccount,
+        _name: &str,
+    ) -> Result<Option<Vec<String>>, VendorError> {
+        Ok(None)
+    }
+}
+
+/// Most pages a token search reads before giving up: with the hundred tokens a page holds,
+/// more than any account the broker mints for should have. Past it the search fails (and the
+/// lease worker retries later) rather than say the token is not there.
+pub(crate) const MAX_SEARCH_PAGES: usize = 50;
+/// Tokens asked for per page of a token search.
+pub(crate) const SEARCH_PAGE_SIZE: usize = 100;
+
+/// The failure of a token search that read [`MAX_SEARCH_PAGES`] pages without reaching the end.
+pub(crate) fn search_too_long(vendor: Vendor) -> VendorError {
+    VendorError::Unavailable {
+        vendor,
+        status: None,
+        message: format!(
+            "the token list is longer than {MAX_SEARCH_PAGES} pages of {SEARCH_PAGE_SIZE}: delete unused tokens at the vendor"
+        ),
+    }
 }
 
 /// The connector for `vendor`, sharing `http` (and so its connection pool and retry policy).

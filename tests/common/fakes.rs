@@ -8,6 +8,12 @@
 //! binds the same address again with the same state (tokens, calls), and `start_on(addr, ..)`
 //! starts a fresh fake on a given address.
 //!
+//! Lost answers: `set_hang(Hang::AfterMinting)` makes the token-creating call store its token
+//! (so the list calls show it) and then never answer, so the broker's request timeout fires
+//! whatever the machine's speed; `Hang::BeforeMinting` never answers and stores nothing.
+//! List calls page as the seeds say (`max_page_size` caps a page, so a test can make a
+//! search read several).
+//!
 //! Hostile vendors: `echo` makes the fake answer HTTP 400 with the request's credential echoed
 //! back in several encodings (a vendor that repeats the request in its errors), and
 //! `oversized_replies` makes it answer 200 with a body over the broker's 1 MiB limit.
@@ -59,6 +65,18 @@ pub enum Echo {
     Every,
 }
 
+/// Whether the token-creating call answers (see [`FakeServer::set_hang`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Hang {
+    /// It answers.
+    #[default]
+    Never,
+    /// It never answers, and stores nothing: the vendor made no token.
+    BeforeMinting,
+    /// It stores the token (the list calls show it), then never answers.
+    AfterMinting,
+}
+
 /// Which vendor a fake plays.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -97,6 +115,8 @@ pub struct FakeConfig {
     pub echo: Echo,
     /// Answer every request with HTTP 200 and a 2 MiB body streamed without a length.
     pub oversized_replies: bool,
+    /// Most tokens one page of a list call holds, whatever the request asks.
+    pub max_page_size: usize,
 }
 
 impl Default for FakeConfig {
@@ -114,6 +134,7 @@ impl Default for FakeConfig {
             allowed_permissions: Vec::new(),
             echo: Echo::Never,
             oversized_replies: false,
+            max_page_size: 1000,
         }
     }
 }
@@ -170,6 +191,10 @@ struct Shared {
     limited: AtomicUsize,
     /// Fires after every request the fake handled, so tests wait for a change without polling.
     handled: Notify,
+    /// Whether the token-creating call answers.
+    hang: Mutex<Hang>,
+    /// Fires when the fake stops, ending the calls left hanging.
+    released: Notify,
 }
 
 /// A running fake vendor; stops when dropped.
@@ -238,6 +263,8 @@ impl FakeServer {
             next_id: AtomicU64::new(1),
             limited: AtomicUsize::new(0),
             handled: Notify::new(),
+            hang: Mutex::new(Hang::Never),
+            released: Notify::new(),
         });
         let mut server = FakeServer {
             shared,
@@ -294,6 +321,11 @@ impl FakeServer {
         self.shared.down.store(down, Ordering::SeqCst);
     }
 
+    /// Whether (and where) the token-creating call hangs from now on.
+    pub fn set_hang(&self, hang: Hang) {
+        *self.shared.hang.lock().unwrap() = hang;
+    }
+
     /// Every token issued so far, revoked ones included.
     pub fn issued_tokens(&self) -> Vec<FakeToken> {
         self.shared.tokens.lock().unwrap().clone()
@@ -315,6 +347,7 @@ impl FakeServer {
 
     /// Closes the listener (connections drain); state is kept for [`Self::restart`].
     pub async fn stop(&mut self) {
+        self.shared.released.notify_waiters();
         if let Some(stop) = self.stop.take() {
             stop.send(()).ok();
         }
@@ -336,6 +369,7 @@ impl FakeServer {
 
 impl Drop for FakeServer {
     fn drop(&mut self) {
+        self.shared.released.notify_waiters();
         if let Some(stop) = self.stop.take() {
             stop.send(()).ok();
         }
@@ -406,23 +440,71 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let hang = if creates_token(s.kind, &method, uri.path()) {
+        *s.hang.lock().unwrap()
+    } else {
+        Hang::Never
+    };
+    if hang == Hang::BeforeMinting {
+        record(&s, &method, &uri, &headers, &body);
+        s.handled.notify_waiters();
+        s.released.notified().await;
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
     let response = answer(&s, method, uri, headers, body);
     s.handled.notify_waiters();
+    if hang == Hang::AfterMinting {
+        // Minted and stored: the answer is what gets lost.
+        s.released.notified().await;
+    }
     response
 }
 
-fn answer(s: &Shared, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
-    let query = Query::<Vec<(String, String)>>::try_from_uri(&uri)
+/// Whether the request is the vendor's token-creating call.
+fn creates_token(kind: Kind, method: &Method, path: &str) -> bool {
+    let path: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    match (kind, path.as_slice()) {
+        (Kind::Bitbucket, ["rest", "access-tokens", "1.0", "users", _]) => method == Method::PUT,
+        (Kind::LaunchDarkly, ["api", "v2", "tokens"])
+        | (Kind::Foreman, ["api", "users", _, "personal_access_tokens"])
+        | (Kind::Develocity, ["api", "auth", "token"]) => method == Method::POST,
+        _ => false,
+    }
+}
+
+/// Records a call; returns its decoded query and JSON body.
+fn record(
+    s: &Shared,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> (Vec<(String, String)>, Option<Value>) {
+    let query = Query::<Vec<(String, String)>>::try_from_uri(uri)
         .map(|q| q.0)
         .unwrap_or_default();
-    let json: Option<Value> = serde_json::from_slice(&body).ok();
+    let json: Option<Value> = serde_json::from_slice(body).ok();
     s.calls.lock().unwrap().push(Call {
         method: method.to_string(),
         path: uri.path().to_owned(),
         query: query.clone(),
         body: json.clone(),
-        auth: auth_header(&headers),
+        auth: auth_header(headers),
     });
+    (query, json)
+}
+
+/// The `name` query parameter parsed as a number, or `default`.
+fn number_param(query: &[(String, String)], name: &str, default: usize) -> usize {
+    query
+        .iter()
+        .find(|(k, _)| k == name)
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn answer(s: &Shared, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let (query, json) = record(s, &method, &uri, &headers, &body);
     if s.down.load(Ordering::SeqCst) {
         return (StatusCode::SERVICE_UNAVAILABLE, "service unavailable").into_response();
     }
@@ -565,16 +647,22 @@ fn bitbucket(s: &Shared, r: Req<'_>) -> Response {
             }
             match (method, rest) {
                 (Method::GET, []) => {
+                    let start = number_param(r.query, "start", 0);
+                    let limit = number_param(r.query, "limit", 25).min(c.max_page_size);
                     let tokens = s.tokens.lock().unwrap();
-                    let values: Vec<Value> = tokens
+                    let live: Vec<&FakeToken> = tokens.iter().filter(|t| !t.revoked).collect();
+                    let values: Vec<Value> = live
                         .iter()
-                        .filter(|t| !t.revoked)
+                        .skip(start)
+                        .take(limit)
                         .map(|t| bb_token_json(t, false))
                         .collect();
-                    json_reply(
-                        StatusCode::OK,
-                        json!({"size": values.len(), "limit": 25, "isLastPage": true, "start": 0, "values": values}),
-                    )
+                    let end = start + values.len();
+                    let mut page = json!({"size": values.len(), "limit": limit, "isLastPage": end >= live.len(), "start": start, "values": values});
+                    if end < live.len() {
+                        page["nextPageStart"] = json!(end);
+                    }
+                    json_reply(StatusCode::OK, page)
                 }
                 (Method::PUT, []) => bb_create(s, r.json.unwrap_or(Value::Null)),
                 (Method::GET, [id]) => match s
@@ -741,16 +829,13 @@ fn launchdarkly(s: &Shared, r: Req<'_>) -> Response {
     }
     match (r.method.clone(), r.path) {
         (Method::GET, ["api", "v2", "tokens"]) => {
-            let limit: usize = r
-                .query
-                .iter()
-                .find(|(k, _)| k == "limit")
-                .and_then(|(_, v)| v.parse().ok())
-                .unwrap_or(25);
+            let limit = number_param(r.query, "limit", 25).min(c.max_page_size);
+            let offset = number_param(r.query, "offset", 0);
             let tokens = s.tokens.lock().unwrap();
             let live: Vec<&FakeToken> = tokens.iter().filter(|t| !t.revoked).collect();
             let items: Vec<Value> = live
                 .iter()
+                .skip(offset)
                 .take(limit)
                 .map(|t| ld_token_json(t, false))
                 .collect();
@@ -899,15 +984,29 @@ fn foreman(s: &Shared, r: Req<'_>) -> Response {
     };
     match (r.method.clone(), rest) {
         (Method::GET, []) => {
+            let search = r.query.iter().find(|(k, _)| k == "search").map(|(_, v)| v);
+            // The one search form the broker sends: `name = "…"`.
+            let wanted = search.and_then(|q| {
+                let value = q.trim().strip_prefix("name")?.trim().strip_prefix('=')?;
+                Some(value.trim().trim_matches('"').to_owned())
+            });
+            let page = number_param(r.query, "page", 1).max(1);
+            let per_page = number_param(r.query, "per_page", 20).min(c.max_page_size);
             let tokens = s.tokens.lock().unwrap();
-            let results: Vec<Value> = tokens
+            let matching: Vec<&FakeToken> = tokens
                 .iter()
+                .filter(|t| wanted.as_ref().is_none_or(|name| t.name == *name))
+                .collect();
+            let results: Vec<Value> = matching
+                .iter()
+                .skip((page - 1) * per_page)
+                .take(per_page)
                 .map(|t| fm_token_json(t, false, user_id))
                 .collect();
             json_reply(
                 StatusCode::OK,
-                json!({"total": results.len(), "subtotal": results.len(), "page": 1, "per_page": 20,
-                       "search": null, "sort": {"by": null, "order": null}, "results": results}),
+                json!({"total": tokens.len(), "subtotal": matching.len(), "page": page, "per_page": per_page,
+                       "search": search, "sort": {"by": null, "order": null}, "results": results}),
             )
         }
         (Method::GET, [id]) => match s.tokens.lock().unwrap().iter().find(|t| t.id == *id) {
