@@ -48,7 +48,7 @@ fn store(dir: &std::path::Path) -> Store {
             id: "load-bench".to_owned(),
             kind: 2,
             grant: None,
-            created_at: 0,
+            ..SubjectRecord::default()
         })
         .unwrap();
     let key = AccessKeyRecord {

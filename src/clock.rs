@@ -21,6 +21,26 @@ pub const TEST_CLOCK_ENV: &str = "TOKEN_BROKER_TEST_CLOCK_FILE";
 pub trait Clock: Send + Sync + Debug {
     /// Seconds since the Unix epoch.
     fn now(&self) -> i64;
+
+    /// Seconds and nanoseconds since the Unix epoch, so that records created within one
+    /// second still show (and sort in) the order they were made. A clock without sub-second
+    /// precision (a stopped or manual one, which keeps tests deterministic) reads 0 nanos.
+    fn now_precise(&self) -> (i64, u32) {
+        (self.now(), 0)
+    }
+}
+
+/// The nanoseconds to store with a record time `secs` (seconds the request or worker read
+/// earlier from `clock`): the clock's sub-second part while it still reads `secs`, the end of
+/// that second once it has moved past it (so later records never sort before earlier ones),
+/// and 0 if it reads an earlier second (a test moved it back).
+pub fn nanos_within(clock: &dyn Clock, secs: i64) -> i32 {
+    let (now, nanos) = clock.now_precise();
+    match now.cmp(&secs) {
+        std::cmp::Ordering::Equal => i32::try_from(nanos.min(999_999_999)).unwrap_or(0),
+        std::cmp::Ordering::Greater => 999_999_999,
+        std::cmp::Ordering::Less => 0,
+    }
 }
 
 /// The wall clock: what production runs on.
@@ -31,13 +51,27 @@ impl Clock for SystemClock {
     fn now(&self) -> i64 {
         wall_now()
     }
+
+    fn now_precise(&self) -> (i64, u32) {
+        wall_now_precise()
+    }
 }
 
 /// Unix seconds from the system clock; a clock before 1970 reads as 0.
 fn wall_now() -> i64 {
+    wall_now_precise().0
+}
+
+/// Unix seconds and nanoseconds from the system clock; a clock before 1970 reads as 0.
+fn wall_now_precise() -> (i64, u32) {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .map_or((0, 0), |d| {
+            (
+                i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                d.subsec_nanos(),
+            )
+        })
 }
 
 /// A clock tests set and advance by hand; clones share the same time, and reading it is one
@@ -90,11 +124,17 @@ impl OffsetFileClock {
 
 impl Clock for OffsetFileClock {
     fn now(&self) -> i64 {
+        self.now_precise().0
+    }
+
+    /// The wall clock's nanoseconds with an offset; none when stopped (`@T`).
+    fn now_precise(&self) -> (i64, u32) {
         let text = std::fs::read_to_string(&self.path).unwrap_or_default();
         let text = text.trim();
+        let (secs, nanos) = wall_now_precise();
         match text.strip_prefix('@') {
-            Some(fixed) => fixed.parse().unwrap_or_else(|_| wall_now()),
-            None => wall_now().saturating_add(text.parse().unwrap_or(0)),
+            Some(fixed) => fixed.parse().map_or((secs, nanos), |t| (t, 0)),
+            None => (secs.saturating_add(text.parse().unwrap_or(0)), nanos),
         }
     }
 }
@@ -152,6 +192,64 @@ mod tests {
         assert!(clock.now() < before + 3600, "unreadable: no offset");
         std::fs::write(&path, "@1000").unwrap();
         assert_eq!(clock.now(), 1000, "a stopped clock");
+    }
+
+    /// A clock reading a fixed precise time.
+    #[derive(Debug)]
+    struct Fixed(i64, u32);
+
+    impl Clock for Fixed {
+        fn now(&self) -> i64 {
+            self.0
+        }
+        fn now_precise(&self) -> (i64, u32) {
+            (self.0, self.1)
+        }
+    }
+
+    #[test]
+    fn the_system_clock_reads_nanoseconds() {
+        let before = wall_now();
+        // A reading exactly on a second boundary is possible; a thousand in a row is not.
+        let readings: Vec<(i64, u32)> = (0..1000).map(|_| SystemClock.now_precise()).collect();
+        assert!(readings.iter().any(|&(_, n)| n > 0), "{readings:?}");
+        assert!(readings.iter().all(|&(_, n)| n < 1_000_000_000));
+        assert!(
+            readings
+                .iter()
+                .all(|&(s, _)| s >= before && s <= wall_now())
+        );
+    }
+
+    #[test]
+    fn manual_and_stopped_clocks_read_whole_seconds() {
+        assert_eq!(ManualClock::new(1_000).now_precise(), (1_000, 0));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("offset");
+        std::fs::write(&path, "@1000").unwrap();
+        assert_eq!(OffsetFileClock::new(path.clone()).now_precise(), (1000, 0));
+        std::fs::write(&path, "3600").unwrap();
+        let before = wall_now();
+        let (secs, nanos) = OffsetFileClock::new(path).now_precise();
+        assert!((before + 3600..=wall_now() + 3600).contains(&secs));
+        assert!(nanos < 1_000_000_000);
+    }
+
+    #[test]
+    fn nanos_within_keeps_records_in_creation_order() {
+        assert_eq!(nanos_within(&Fixed(100, 250), 100), 250, "same second");
+        assert_eq!(
+            nanos_within(&Fixed(101, 5), 100),
+            999_999_999,
+            "the second has passed: its end, never before an earlier record of it"
+        );
+        assert_eq!(nanos_within(&Fixed(99, 5), 100), 0, "moved back");
+        let manual = ManualClock::new(100);
+        assert_eq!(
+            nanos_within(&manual, 100),
+            0,
+            "a manual clock: whole seconds"
+        );
     }
 
     #[test]

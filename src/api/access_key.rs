@@ -3,7 +3,7 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{Api, status::to_status, timestamp};
+use super::{Api, precise_timestamp, status::to_status, timestamp};
 use crate::{
     authz::{self, Described, Guarded, Route},
     broker::{Broker, Caller, Found, NewKey},
@@ -30,8 +30,8 @@ pub fn to_proto(record: &AccessKeyRecord) -> AccessKey {
         description: record.description.clone(),
         project_ids: grant.projects,
         permissions: grant.permissions,
-        created_at: timestamp(record.created_at),
-        updated_at: timestamp(record.updated_at),
+        created_at: precise_timestamp(record.created_at, record.created_nanos),
+        updated_at: precise_timestamp(record.updated_at, record.updated_nanos),
         last_used_at: timestamp(record.last_used_at),
         expires_at: timestamp(record.expires_at),
         secret_prefix: record.secret_prefix.clone(),

@@ -60,7 +60,18 @@ pub fn route(path: &str) -> Option<Route> {
 
 /// Converts seconds since the epoch into a protobuf timestamp; 0 means unset.
 fn timestamp(seconds: i64) -> Option<prost_types::Timestamp> {
-    (seconds > 0).then_some(prost_types::Timestamp { seconds, nanos: 0 })
+    precise_timestamp(seconds, 0)
+}
+
+/// A stored time with its sub-second part (a record's `*_nanos` field) as a protobuf
+/// timestamp; 0 seconds means unset, and nanos out of range (never written) read as 0.
+fn precise_timestamp(seconds: i64, nanos: i32) -> Option<prost_types::Timestamp> {
+    let nanos = if (0..1_000_000_000).contains(&nanos) {
+        nanos
+    } else {
+        0
+    };
+    (seconds > 0).then_some(prost_types::Timestamp { seconds, nanos })
 }
 
 /// Shared handle every service implementation holds.

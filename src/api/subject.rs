@@ -2,7 +2,7 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{Api, status::to_status, timestamp};
+use super::{Api, precise_timestamp, status::to_status};
 use crate::{
     authz::{self, Described, Guarded, Route},
     broker::{Broker, Caller, Found},
@@ -25,7 +25,7 @@ fn to_proto(record: SubjectRecord) -> Subject {
         kind: record.kind,
         project_ids: grant.projects,
         permissions: grant.permissions,
-        created_at: timestamp(record.created_at),
+        created_at: precise_timestamp(record.created_at, record.created_nanos),
     }
 }
 
@@ -60,6 +60,7 @@ impl Guarded for CreateSubjectRequest {
             },
             grant: None,
             created_at: now,
+            created_nanos: 0,
         });
         let resource = authz::subject_entity(&shown, broker);
         Ok(Described::authenticated(caller, now, resource, plan))

@@ -3,7 +3,7 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{Api, status::to_status, timestamp};
+use super::{Api, precise_timestamp, status::to_status, timestamp};
 use crate::{
     authz::{self, Also, Described, Guarded, Route},
     broker::{Broker, Caller, Found, UpstreamPlan},
@@ -226,8 +226,8 @@ impl Api {
             repo_host: record.repo_host,
             repo_user: record.repo_user,
             token_type: record.token_type,
-            create_time: timestamp(record.create_time),
-            update_time: timestamp(record.update_time),
+            create_time: precise_timestamp(record.create_time, record.create_nanos),
+            update_time: precise_timestamp(record.update_time, record.update_nanos),
             status,
             credential_expires_at,
             project_ids,

@@ -214,6 +214,7 @@ pub fn stored_subject_entity(
                     permissions: Vec::new(),
                 }),
                 created_at: 0,
+                created_nanos: 0,
             },
             broker,
         ),

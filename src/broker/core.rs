@@ -62,6 +62,13 @@ impl Core {
         self.clock.now()
     }
 
+    /// The nanoseconds stored with a record created or changed at `secs` (this request's
+    /// reading), so listings keep the order records were made in (see
+    /// [`crate::clock::nanos_within`]).
+    pub fn nanos_within(&self, secs: i64) -> i32 {
+        crate::clock::nanos_within(self.clock.as_ref(), secs)
+    }
+
     /// The configured bounds of the derivation rule (lifetimes and delegation depth).
     pub fn rules(&self) -> Rules {
         Rules {

@@ -530,6 +530,7 @@ impl AccessKeys {
         now: i64,
     ) -> (AccessKeyRecord, Secret) {
         let secret = Secret::generate();
+        let nanos = self.core.nanos_within(now);
         let record = AccessKeyRecord {
             id: format!("ak_{}", uuid::Uuid::new_v4().simple()),
             owner: owner.to_owned(),
@@ -541,6 +542,8 @@ impl AccessKeys {
             service,
             created_at: now,
             updated_at: now,
+            created_nanos: nanos,
+            updated_nanos: nanos,
             // Set by the caller from the derived reach.
             expires_at: 0,
             secret_hash: secret::hash(&self.pepper, secret.expose()).to_vec(),
@@ -839,6 +842,7 @@ impl AccessKeys {
         new.roles = restrictions.roles.iter().cloned().collect();
         new.expires_at = grant.not_after.unwrap_or(0);
         new.updated_at = now.max(old.updated_at + 1);
+        new.updated_nanos = self.core.nanos_within(new.updated_at);
         // Narrowing: exactly the descendants that no longer attenuate the key are revoked
         // (with their own descendants), in the transaction that changes the key.
         let misfits = |store: &crate::store::Store| -> Result<Vec<String>, Error> {
@@ -952,6 +956,7 @@ impl AccessKeys {
             0
         };
         new.updated_at = now.max(old.updated_at + 1);
+        new.updated_nanos = self.core.nanos_within(new.updated_at);
         if self
             .core
             .store

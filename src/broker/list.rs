@@ -43,6 +43,9 @@ enum OrderField {
 enum SortValue {
     Int(i64),
     Text(String),
+    /// A stored time with its sub-second part (seconds, nanos), so that keys made within
+    /// one second keep their order; a page token carries both.
+    Time(i64, i32),
 }
 
 /// A parsed listing query: what to keep and in which order.
@@ -154,8 +157,8 @@ impl KeyQuery {
     fn sort_value(&self, key: &AccessKeyRecord) -> SortValue {
         match self.order {
             OrderField::Name => SortValue::Text(key.name.clone()),
-            OrderField::CreatedAt => SortValue::Int(key.created_at),
-            OrderField::UpdatedAt => SortValue::Int(key.updated_at),
+            OrderField::CreatedAt => SortValue::Time(key.created_at, key.created_nanos),
+            OrderField::UpdatedAt => SortValue::Time(key.updated_at, key.updated_nanos),
             OrderField::LastUsedAt => SortValue::Int(key.last_used_at),
             OrderField::ExpiresAt => SortValue::Int(key.expires_at),
         }
@@ -225,6 +228,14 @@ impl KeyQuery {
             token,
             "owner, show_all, filter and order_by",
         )?;
+        // A token sealed before times kept their nanos carries whole seconds: it continues
+        // from the start of its second.
+        let value = match (self.order, value) {
+            (OrderField::CreatedAt | OrderField::UpdatedAt, SortValue::Int(secs)) => {
+                SortValue::Time(secs, 0)
+            }
+            (_, value) => value,
+        };
         Ok((SortValueRef(value), id))
     }
 }
@@ -321,6 +332,91 @@ mod tests {
             created_at: created,
             ..AccessKeyRecord::default()
         }
+    }
+
+    fn key_at(id: &str, secs: i64, nanos: i32) -> AccessKeyRecord {
+        AccessKeyRecord {
+            created_nanos: nanos,
+            updated_at: secs,
+            updated_nanos: nanos,
+            ..key(id, "n", secs)
+        }
+    }
+
+    fn ids(page: &[AccessKeyRecord]) -> Vec<&str> {
+        page.iter().map(|k| k.id.as_str()).collect()
+    }
+
+    #[test]
+    fn times_sort_by_their_nanos_then_by_id() {
+        // Made in this order within second 10 (ids deliberately out of order), then a tie.
+        let keys = vec![
+            key_at("k_z", 10, 100),
+            key_at("k_a", 10, 200),
+            key_at("k_m", 10, 300),
+            key_at("k_c", 10, 300),
+            key_at("k_b", 9, 999_999_999),
+            key_at("k_y", 11, 0),
+        ];
+        for order in ["", "created_at", "created_at asc", "updated_at"] {
+            let q = KeyQuery::parse("", order).unwrap();
+            let (page, _, _) = q.page(keys.clone(), None, 0, 10);
+            assert_eq!(
+                ids(&page),
+                ["k_b", "k_z", "k_a", "k_c", "k_m", "k_y"],
+                "{order:?}"
+            );
+        }
+        let q = KeyQuery::parse("", "created_at desc").unwrap();
+        let (page, _, _) = q.page(keys, None, 0, 10);
+        assert_eq!(ids(&page), ["k_y", "k_m", "k_c", "k_a", "k_z", "k_b"]);
+    }
+
+    #[test]
+    fn page_tokens_carry_the_nanos() {
+        let secret = [7u8; 32];
+        let keys: Vec<_> = ["k_e", "k_d", "k_c", "k_b", "k_a"]
+            .iter()
+            .zip(1..)
+            .map(|(id, n)| key_at(id, 10, n * 1000))
+            .collect();
+        for order in ["created_at", "created_at desc", "updated_at"] {
+            let q = KeyQuery::parse("", order).unwrap();
+            let (all, _, _) = q.page(keys.clone(), None, 0, 10);
+            let mut seen = Vec::new();
+            let mut after = None;
+            loop {
+                let (page, total, next) = q.page(keys.clone(), after, 0, 1);
+                assert_eq!(total, 5);
+                seen.extend(page);
+                let Some(next) = next else { break };
+                let token = q.token("all", &secret, next);
+                after = Some(q.cursor("all", &secret, &token).unwrap());
+            }
+            assert_eq!(ids(&seen), ids(&all), "{order}");
+        }
+    }
+
+    #[test]
+    fn a_token_of_whole_seconds_continues_from_its_second() {
+        let secret = [7u8; 32];
+        let q = KeyQuery::parse("", "created_at").unwrap();
+        // Sealed as before nanos were kept: after second 10, key k_b.
+        let token = seal_page(
+            &secret,
+            &q.query("all"),
+            (SortValue::Int(10), "k_b".to_owned()),
+        );
+        let cursor = q.cursor("all", &secret, &token).unwrap();
+        let keys = vec![
+            key_at("k_a", 10, 0),
+            key_at("k_b", 10, 0),
+            key_at("k_c", 10, 0),
+            key_at("k_d", 10, 5),
+            key_at("k_e", 9, 0),
+        ];
+        let (page, _, _) = q.page(keys, Some(cursor), 0, 10);
+        assert_eq!(ids(&page), ["k_c", "k_d"]);
     }
 
     #[test]

@@ -371,7 +371,7 @@ impl Broker {
             authn: Authn::new(Arc::clone(&core), pepper),
             tokens: Tokens::new(Arc::clone(&core)),
             keys: AccessKeys::new(Arc::clone(&core), pepper, page_key, Arc::clone(&upstreams)),
-            subjects: Subjects::new(Arc::clone(&core)),
+            subjects: Subjects::new(Arc::clone(&core), page_key),
             upstreams,
             mesh: Mesh::new(Arc::clone(&core)),
             core,
@@ -399,6 +399,7 @@ impl Broker {
                 permissions: all.clone(),
             }),
             created_at: now,
+            created_nanos: self.core.nanos_within(now),
         };
         self.core.store.create_subject(&subject)?;
         let (record, secret) = self.keys.new_key_record(

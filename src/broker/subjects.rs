@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{ADMIN_SUBJECT, Found, core::Core, page_size};
+use super::{ADMIN_SUBJECT, Found, core::Core, list, page_size};
 use crate::pb::v1::SubjectKind;
 use crate::{
     authz::Authorized,
@@ -26,16 +26,21 @@ pub enum SubjectError {
     Bootstrap(String),
 }
 
+/// The query ListSubjects page tokens are bound to (see `list::seal_page`).
+const SUBJECT_PAGES: &str = "subjects";
+
 /// Subject records.
 #[derive(Debug)]
 pub struct Subjects {
     core: Arc<Core>,
+    /// Signs ListSubjects page tokens.
+    page_key: [u8; 32],
 }
 
 impl Subjects {
-    /// Subjects over `core`.
-    pub(super) fn new(core: Arc<Core>) -> Self {
-        Self { core }
+    /// Subjects over `core`; page tokens sealed with `page_key`.
+    pub(super) fn new(core: Arc<Core>, page_key: [u8; 32]) -> Self {
+        Self { core, page_key }
     }
 
     /// Stores an authorized new subject (refusing it now if it was invalid).
@@ -67,19 +72,36 @@ impl Subjects {
             .or_not_found("subject", SubjectError::Unknown)
     }
 
-    /// One page of subjects, ordered by id, and the cursor of the next page (empty at the
-    /// end). The cursor is the last id shown; ids are public to admins, so it is not sealed.
+    /// One page of subjects, ordered by id, and the page token of the next page (empty at
+    /// the end). The token is the last id shown, signed and bound to this listing as
+    /// ListAccessKeys' and ListUpstreams' are: a client can neither forge a position nor
+    /// carry a token over from another listing.
     pub fn list_subjects(
         &self,
         authorized: Authorized<crate::pb::v1::ListSubjectsRequest>,
     ) -> Result<(Vec<SubjectRecord>, String), Error> {
         let (_, req, _) = authorized.into_parts();
         let size = page_size(req.page_size)?;
-        let after = (!req.page_token.is_empty()).then_some(req.page_token.as_str());
-        let mut records = self.core.store.list_subjects(after, size + 1)?;
+        let after: Option<String> = if req.page_token.is_empty() {
+            None
+        } else {
+            Some(
+                list::open_page(
+                    &self.page_key,
+                    SUBJECT_PAGES,
+                    &req.page_token,
+                    "the listing",
+                )
+                .map_err(|e| Error::invalid("page_token", e))?,
+            )
+        };
+        let mut records = self.core.store.list_subjects(after.as_deref(), size + 1)?;
         let next = if records.len() > size {
             records.truncate(size);
-            records.last().map(|r| r.id.clone()).unwrap_or_default()
+            records
+                .last()
+                .map(|r| list::seal_page(&self.page_key, SUBJECT_PAGES, &r.id))
+                .unwrap_or_default()
         } else {
             String::new()
         };
@@ -141,6 +163,7 @@ impl Subjects {
                 permissions: perms.map(|p| p.into_iter().collect()).unwrap_or_default(),
             }),
             created_at: now,
+            created_nanos: self.core.nanos_within(now),
         })
     }
 

@@ -357,6 +357,7 @@ impl Upstreams {
             options: options.clone(),
         };
         let (status, repo_host, repo_user) = self.verify_at_vendor(vendor, &account).await?;
+        let nanos = self.core.nanos_within(now);
         let record = UpstreamRecord {
             name: name.to_owned(),
             vendor: vendor as i32,
@@ -373,6 +374,8 @@ impl Upstreams {
             .to_owned(),
             create_time: now,
             update_time: now,
+            create_nanos: nanos,
+            update_nanos: nanos,
             status,
             projects: projects.to_ids(),
             credential_expires_at,
@@ -472,10 +475,12 @@ impl Upstreams {
                     Ok((status, _, _)) if status != record.status => {
                         // Re-read: the record may have changed during the vendor call.
                         if let Some(mut current) = self.core.store.upstream(&record.name)?
-                            && current.update_time == record.update_time
+                            && (current.update_time, current.update_nanos)
+                                == (record.update_time, record.update_nanos)
                         {
                             current.status = status;
                             current.update_time = now;
+                            current.update_nanos = self.core.nanos_within(now);
                             self.core.store.put_upstream(&current)?;
                             let status = UpstreamStatus::try_from(status)
                                 .map(|s| s.as_str_name())
@@ -508,6 +513,7 @@ impl Upstreams {
         {
             record.status = UpstreamStatus::Unauthenticated as i32;
             record.update_time = now;
+            record.update_nanos = self.core.nanos_within(now);
             self.core.store.put_upstream(&record)?;
             tracing::warn!(upstream = %name, "the vendor rejected the upstream's credential: status UNAUTHENTICATED");
         }
@@ -582,6 +588,7 @@ impl Upstreams {
         record.repo_host = repo_host;
         record.repo_user = repo_user;
         record.update_time = now;
+        record.update_nanos = self.core.nanos_within(now);
         if let Some(projects) = &projects {
             record.projects = projects.to_ids();
         }

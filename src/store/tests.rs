@@ -10,6 +10,7 @@ fn subject(id: &str) -> SubjectRecord {
             permissions: vec!["read".into()],
         }),
         created_at: 1,
+        ..SubjectRecord::default()
     }
 }
 
