@@ -15,7 +15,7 @@ use envoy_types::ext_authz::v3::pb::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{Api, status};
+use super::{Api, auth::Routine, status};
 use crate::{
     authz::{self, Described, Guarded, Route},
     broker::{Broker, Caller, HttpAsk, MintPlan},
@@ -241,6 +241,14 @@ impl Authorization for Api {
         &self,
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
-        self.decide(request.into_inner()).await.map(Response::new)
+        let decision = self.decide(request.into_inner()).await?;
+        let allowed = decision.status.as_ref().is_some_and(|s| s.code == 0);
+        let mut response = Response::new(decision);
+        // An allowed request is what a sidecar asks for every request its service serves,
+        // like an active token's introspection: its line logs at debug; every denial at info.
+        if allowed {
+            response.extensions_mut().insert(Routine);
+        }
+        Ok(response)
     }
 }
