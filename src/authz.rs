@@ -195,14 +195,6 @@ impl<P> Authorized<P> {
     }
 }
 
-impl<P> Authorized<Option<P>> {
-    /// The proof of the plan, when there is one (a check that may or may not mint).
-    pub fn transpose(self) -> Option<Authorized<P>> {
-        let Authorized { caller, plan, now } = self;
-        plan.map(|plan| Authorized { caller, plan, now })
-    }
-}
-
 /// Decides `request` for `caller`: the global policies, then the caller's key policies, then
 /// any second action the request names. Refusals are PERMISSION_DENIED naming who may not do
 /// what and which policies decided.

@@ -336,10 +336,13 @@ impl Config {
         // A refused value is named where it was set: its variable, or its line in the file.
         config.validate().map_err(|e| match e {
             ConfigError::Invalid { key, reason } => {
-                let var = format!("{ENV_PREFIX}{}", key.to_ascii_uppercase());
+                // A key inside a table (`envoy.routes`) is set by the table's variable, and
+                // found in the file by the table's name.
+                let top = key.split('.').next().unwrap_or(key);
+                let var = format!("{ENV_PREFIX}{}", top.to_ascii_uppercase());
                 let line = file_text.as_ref().and_then(|(origin, text)| {
                     let doc = toml::de::DeTable::parse(text).ok()?;
-                    let (name, _) = doc.get_ref().iter().find(|(k, _)| k.get_ref() == key)?;
+                    let (name, _) = doc.get_ref().iter().find(|(k, _)| k.get_ref() == top)?;
                     let line = text[..name.span().start].matches('\n').count() + 1;
                     Some((origin.clone(), line))
                 });
@@ -499,11 +502,34 @@ impl Config {
                         .into(),
                 );
             }
-            if !route.path_prefix.starts_with('/') || route.path_prefix.contains(['?', '#']) {
+            let prefix = &route.path_prefix;
+            let dotted = prefix.split('/').any(|seg| seg == "." || seg == "..");
+            if !prefix.starts_with('/')
+                || prefix.contains(['?', '#', '%', ';', '\\'])
+                || prefix.contains("//")
+                || dotted
+            {
                 return refuse(
-                    "`path_prefix` must start with `/` and hold no query (`/` covers every path)"
+                    "`path_prefix` must start with `/` and hold no query, percent-encoding, `;`, backslash, empty or dot segment (`/` covers every path)"
                         .into(),
                 );
+            }
+            // First match wins: a route an earlier one covers entirely would never apply, so
+            // its (maybe stricter) requirement would silently not hold.
+            if let Some(j) = envoy.routes[..i].iter().position(|earlier| {
+                earlier
+                    .host
+                    .split(':')
+                    .next()
+                    .unwrap_or("")
+                    .eq_ignore_ascii_case(host)
+                    && crate::broker::under_prefix(prefix, &earlier.path_prefix)
+            }) {
+                return refuse(format!(
+                    "route {} (path_prefix `{}`) comes first and covers every request of this one, which would never apply: put the more specific route first",
+                    j + 1,
+                    envoy.routes[j].path_prefix
+                ));
             }
             if !permissions.contains(route.permission.as_str()) {
                 return refuse(format!(
@@ -517,6 +543,12 @@ impl Config {
             {
                 return refuse(format!(
                     "project `{project}` is malformed: use `[a-z0-9][a-z0-9._-]{{0,127}}` or `*`"
+                ));
+            }
+            if route.audience.as_deref() == Some(self.audience.as_str()) {
+                return refuse(format!(
+                    "audience `{}` is the broker's own: an exchanged token must not be a credential for the broker itself",
+                    self.audience
                 ));
             }
             if let Some(audience) = &route.audience
@@ -845,6 +877,19 @@ mod tests {
                 "`host` must be a host name",
             ),
             (route("color = \"red\"\n"), "unknown field `color`"),
+            (
+                route("audience = \"token-broker\"\n"),
+                "is the broker's own",
+            ),
+            (
+                route("").replace("\"/orders\"", "\"/orders/%61\""),
+                "percent-encoding",
+            ),
+            (
+                route("").replace("\"/orders\"", "\"/\"")
+                    + "[[envoy.routes]]\nhost = \"Orders.Mesh.Local:80\"\npath_prefix = \"/orders\"\npermission = \"admin\"\n",
+                "route 1 (path_prefix `/`) comes first and covers every request of this one",
+            ),
             (
                 "[envoy]\nexchange_lifetime = \"0s\"\n".to_owned(),
                 "envoy.exchange_lifetime",

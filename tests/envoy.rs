@@ -21,11 +21,13 @@ use common::{
 use reqwest::StatusCode;
 
 /// Routes: `/orders` needs `read` on `alpha`; `/exchange` needs `read` and swaps the token
-/// for one of audience `orders`; everything on `public.mesh.local` needs `read`.
+/// for one of audience `orders`; everything on `public.mesh.local` needs `read`, on
+/// `admin.mesh.local` `admin`.
 const ENVOY: &str = r#"{ routes = [
   { host = "orders.mesh.local", path_prefix = "/orders", permission = "read", project = "alpha" },
   { host = "orders.mesh.local", path_prefix = "/exchange", permission = "read", audience = "orders" },
   { host = "public.mesh.local", path_prefix = "/", permission = "read" },
+  { host = "admin.mesh.local", path_prefix = "/", permission = "admin" },
 ] }"#;
 
 /// An operator's narrowing: no DELETE through the mesh, and nothing under `/orders/admin`.
@@ -37,6 +39,10 @@ when { context.method == "DELETE" };
 @id("no-orders-admin")
 forbid (principal, action == Action::"HttpRequest", resource)
 when { context.path like "/orders/admin*" };
+
+@id("bob-gets-no-orders-tokens")
+forbid (principal == User::"bob", action == Action::"CreateAccessToken", resource)
+when { context.audience == "orders" };
 "#;
 
 /// The broker with the routes and the operator policy, Envoy in front of an echo service.
@@ -174,6 +180,7 @@ async fn envoy_asks_the_broker_for_every_request() {
             &[
                 ("authorization", &format!("Bearer {}", alice.access_token)),
                 ("x-token-subject", "admin"),
+                ("x-token-projects", "*"),
             ],
         )
         .await;
@@ -210,9 +217,12 @@ async fn envoy_asks_the_broker_for_every_request() {
         reason(&body).contains("access key is not accepted"),
         "{body}"
     );
-    let mut tampered = alice.access_token.clone();
-    let last = tampered.pop().unwrap();
-    tampered.push(if last == 'A' { 'B' } else { 'A' });
+    // A changed character in the middle of the signature (the last one may only touch
+    // padding bits).
+    let mut tampered = alice.access_token.clone().into_bytes();
+    let middle = tampered.len() - 20;
+    tampered[middle] = if tampered[middle] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).unwrap();
     let (s, h, body) = mesh.get("orders.mesh.local", "/orders", &tampered).await;
     assert_401(s, &h, &body, "tampered signature");
     let nobody_host = mesh.get("nowhere.mesh.local", "/", "not-a-jwt").await;
@@ -256,6 +266,28 @@ async fn envoy_asks_the_broker_for_every_request() {
     assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(h.get("content-type").unwrap(), "application/json");
     assert!(reason(&body).contains("lacks project `alpha`"), "{body}");
+    let (s, _, body) = mesh
+        .get("admin.mesh.local", "/x", &alice.access_token)
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+    assert!(reason(&body).contains("lacks permission `admin`"), "{body}");
+    let (s, _, body) = mesh
+        .get("unknown.mesh.local", "/orders", &alice.access_token)
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+    assert!(reason(&body).contains("no route"), "{body}");
+    // Paths a service might read as another path never pass: Envoy normalizes what it can
+    // (the README's config), and the broker refuses what is left.
+    for path in [
+        "/orders/%61dmin",
+        "/public/..;/orders/admin",
+        "/orders/x/..;/admin",
+    ] {
+        let (s, _, body) = mesh
+            .get("orders.mesh.local", path, &alice.access_token)
+            .await;
+        assert_ne!(s, StatusCode::OK, "{path}: {body}");
+    }
     let (s, _, body) = mesh
         .get("orders.mesh.local", "/ordersx", &alice.access_token)
         .await;
@@ -336,11 +368,56 @@ async fn envoy_asks_the_broker_for_every_request() {
         exchanged,
         "the exchanged token is reused"
     );
+    let caller_exp = caller.expires_at.as_ref().unwrap().seconds;
+    let exchanged_exp = seen.expires_at.as_ref().unwrap().seconds;
+    let exchanged_iat = seen.issued_at.as_ref().unwrap().seconds;
+    assert_eq!(
+        exchanged_exp - exchanged_iat,
+        300,
+        "exchange_lifetime is 5 minutes"
+    );
+    assert!(exchanged_exp < caller_exp);
+    // A caller with less than `exchange_lifetime` left gets a token ending with it, exactly.
+    let brief = mint(b, &alice_key, &[], &["read"], Some(61.0 / 3600.0))
+        .await
+        .unwrap();
+    let (s, _, body) = mesh
+        .get("orders.mesh.local", "/exchange/a", &brief.access_token)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let short_exchange = mesh.echo.last().header("authorization").unwrap()[7..].to_owned();
+    assert_eq!(
+        introspect(b, &alice_key, &short_exchange).await.expires_at,
+        introspect(b, &alice_key, &brief.access_token)
+            .await
+            .expires_at
+    );
+    // The exchange is a mint: a policy refusing that mint refuses the request.
+    let (s, _, body) = mesh
+        .get("orders.mesh.local", "/exchange/a", &bob.access_token)
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        reason(&body).contains("bob-gets-no-orders-tokens"),
+        "{body}"
+    );
     // The exchanged token itself is accepted on its own route.
     let (s, _, body) = mesh
         .get("orders.mesh.local", "/exchange/c", &exchanged)
         .await;
     assert_eq!(s, StatusCode::OK, "{body}");
+
+    // Past half its life, the kept token is replaced by a new one.
+    b.advance_clock(151);
+    let (s, _, _) = mesh
+        .get("orders.mesh.local", "/exchange/b", &alice.access_token)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let renewed = mesh.echo.last().header("authorization").unwrap()[7..].to_owned();
+    assert_ne!(
+        renewed, exchanged,
+        "a token past half its life is not reused"
+    );
 
     // An exchange the mint rules refuse: a token at the maximum delegation depth (5).
     let mut deep = alice.access_token.clone();

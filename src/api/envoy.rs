@@ -18,7 +18,7 @@ use tonic::{Request, Response, Status};
 use super::{Api, auth::Routine, status};
 use crate::{
     authz::{self, Described, Guarded, Route},
-    broker::{Broker, Caller, HttpAsk, MintPlan},
+    broker::{Broker, Caller, HttpAsk, MintPlan, TokenError},
     error::Error,
     policy::{EntityDesc, EntityKind, Record},
 };
@@ -74,6 +74,36 @@ impl Guarded for MeshRequest {
             .with("host", self.ask.host.as_str())
             .with("path", self.ask.path.as_str());
         Ok(Described::new(resource, context, plan))
+    }
+}
+
+/// The mint of an exchanged token, asked of Cedar as `CreateAccessToken` with exactly the
+/// description a `CreateAccessToken` call would have: the caller's credential as resource,
+/// the planned grant, lifetime and audience in the context.
+#[derive(Debug)]
+pub struct ExchangeMint(MintPlan);
+
+impl Guarded for ExchangeMint {
+    const ROUTE: Route = Route::new(
+        "/envoy.service.auth.v3.Authorization/Check",
+        "CreateAccessToken",
+    )
+    .credential_in_message();
+    type Plan = MintPlan;
+
+    fn describe(
+        self,
+        broker: &Broker,
+        caller: &Caller,
+        now: i64,
+    ) -> Result<Described<MintPlan>, Error> {
+        let context =
+            authz::mint_context(broker, &self.0, authz::authenticated_context(caller, now));
+        Ok(Described::new(
+            authz::credential_entity(caller),
+            context,
+            self.0,
+        ))
     }
 }
 
@@ -184,15 +214,27 @@ impl Api {
             Err(e) => return Err(status::to_status(e)),
         };
         tracing::Span::current().record("subject", caller.subject.id.as_str());
-        let refuse = |e: Error| match status::mesh_refusal(&e) {
-            Some(reason) => Ok(forbidden(&reason)),
-            None => Err(status::to_status(e)),
+        // A credential that died meanwhile is a 401 like any other; the other refusals of
+        // the request are 403s; a failure of the broker is a gRPC error.
+        let refuse = |e: Error| match e {
+            Error::Auth(e) => Ok(unauthenticated(&e.to_string())),
+            Error::Token(TokenError::ParentChanged(reason)) => Ok(unauthenticated(&reason)),
+            e => match status::mesh_refusal(&e) {
+                Some(reason) => Ok(forbidden(&reason)),
+                None => Err(status::to_status(e)),
+            },
         };
-        let index =
-            match matched.and_then(|m| broker.mesh.check_route(&caller, &m).map(|()| m.index)) {
-                Ok(index) => index,
-                Err(e) => return refuse(e),
-            };
+        let (index, exchanging) = match matched.and_then(|m| {
+            broker
+                .mesh
+                .check_route(&caller, &m)
+                .map(|()| (m.index, m.route.audience.is_some()))
+        }) {
+            Ok(found) => found,
+            Err(e) => return refuse(e),
+        };
+        // Only an exchange needs the caller again, for its mint's own authorization.
+        let minter = exchanging.then(|| caller.clone());
         let subject = caller.subject.id.clone();
         let projects = caller.grant.projects.to_ids().join(",");
         let permissions = caller
@@ -212,16 +254,27 @@ impl Api {
             overwrite("x-token-permissions", permissions),
         ];
         let mut headers_to_remove = Vec::new();
-        match authorized.transpose() {
-            // Envoy applies removals after sets, so the exchanged token is set, never removed.
-            Some(exchange) => match broker.mesh.exchange(&broker.tokens, index, exchange).await {
-                Ok(token) => headers.push(overwrite("authorization", format!("Bearer {token}"))),
-                Err(e) => return refuse(e),
-            },
-            None if broker.config().envoy.strip_authorization => {
+        match (authorized.into_parts().1, minter) {
+            (Some(plan), Some(minter)) => {
+                // The exchange is a mint: the policies that govern CreateAccessToken (global
+                // and the root key's) must allow it too, as if the caller had asked itself.
+                let mint = match authz::authorize(broker, minter, ExchangeMint(plan)) {
+                    Ok(mint) => mint,
+                    Err(e) => return refuse(e),
+                };
+                // Envoy applies removals after sets, so the exchanged token is set, never
+                // removed.
+                match broker.mesh.exchange(&broker.tokens, index, mint).await {
+                    Ok(token) => {
+                        headers.push(overwrite("authorization", format!("Bearer {token}")));
+                    }
+                    Err(e) => return refuse(e),
+                }
+            }
+            _ if broker.config().envoy.strip_authorization => {
                 headers_to_remove.push("authorization".to_owned());
             }
-            None => {}
+            _ => {}
         }
         Ok(CheckResponse {
             status: Some(envoy_types::pb::google::rpc::Status::default()),

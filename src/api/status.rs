@@ -176,7 +176,6 @@ pub fn mesh_refusal(error: &Error) -> Option<String> {
         Error::Exceeds(_) | Error::TooDeep(_) | Error::Invalid(_) => {
             Some(format!("the token exchange is refused: {error}"))
         }
-        Error::Token(TokenError::ParentChanged(_)) | Error::Auth(_) => Some(error.to_string()),
         _ => None,
     }
 }

@@ -5,10 +5,15 @@
 //! Nothing here knows Envoy's messages: `api/envoy.rs` turns a `CheckRequest` into an
 //! [`HttpAsk`] and the outcome back into Envoy's answer.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use super::{Caller, MintPlan, Tokens, core::Core};
-use crate::{authz::Authorized, config::EnvoyRoute, domain::validate::quote, error::Error};
+use crate::{
+    authz::Authorized,
+    config::EnvoyRoute,
+    domain::{MintRequest, Projects, validate::quote},
+    error::Error,
+};
 
 /// Most exchanged tokens remembered for reuse.
 const EXCHANGE_CACHE_CAPACITY: u64 = 100_000;
@@ -44,18 +49,17 @@ impl HttpAsk {
     /// Why the path cannot be matched safely, if it cannot: a dot segment, an encoded dot,
     /// slash or backslash, or an empty segment could make the service see another path than
     /// the one the route was chosen for (Envoy normalizes them away when configured as the
-    /// README shows; a request that still carries one is refused, not guessed at).
+    /// README shows; a request that still carries one, or any percent-encoding or `;`
+    /// parameter, which a service may decode into another path, is refused, not guessed at).
     pub fn unsafe_path(&self) -> Option<&'static str> {
         let path = &self.path;
         if !path.starts_with('/') {
             return Some("the path does not start with `/`");
         }
-        let lower = path.to_ascii_lowercase();
-        if ["%2e", "%2f", "%5c", "\\"]
-            .iter()
-            .any(|s| lower.contains(s))
-        {
-            return Some("the path holds an encoded dot, slash or backslash");
+        if path.contains(['%', '\\', ';']) {
+            return Some(
+                "the path holds a percent-encoding, a backslash or a `;` (normalize paths in Envoy)",
+            );
         }
         if path[1..].split('/').enumerate().any(|(i, seg)| {
             seg == "." || seg == ".." || (seg.is_empty() && i + 1 < path[1..].split('/').count())
@@ -85,8 +89,8 @@ pub struct Matched<'a> {
     pub route: &'a EnvoyRoute,
 }
 
-/// A token minted by exchange, kept for reuse while at least half its life is left.
-#[derive(Debug)]
+/// A token minted by exchange, kept for reuse while at least half its life is left. No
+/// `Debug`: it holds a bearer token.
 struct Exchanged {
     token: String,
     jti: String,
@@ -224,17 +228,18 @@ impl Mesh {
         let lifetime =
             i64::try_from(self.core.config.envoy.exchange_lifetime.as_secs()).unwrap_or(i64::MAX);
         let remaining = caller.grant.not_after.map_or(lifetime, |end| end - now);
-        let secs = lifetime.min(remaining).max(1);
-        let projects: Vec<String> = matched.route.project.iter().cloned().collect();
-        let plan = tokens.plan_mint(
-            caller,
-            &projects,
-            std::slice::from_ref(&matched.route.permission),
-            Some(secs as f64 / 3600.0),
-            audience,
-            now,
-        )?;
-        Ok(Some(plan))
+        // Whole seconds, never through float hours: the token ends exactly at the caller's
+        // end when that comes first.
+        let request = MintRequest {
+            projects: matched
+                .route
+                .project
+                .as_ref()
+                .map(|p| Projects::from_ids([p.clone()])),
+            permissions: Some(BTreeSet::from([matched.route.permission.clone()])),
+            lifetime_secs: Some(lifetime.min(remaining).max(1)),
+        };
+        Ok(Some(tokens.plan_request(caller, request, audience, now)?))
     }
 
     /// The exchanged token for an authorized request: the one minted earlier for the same
@@ -297,6 +302,8 @@ mod tests {
             "/./orders",
             "/%2e%2e/orders",
             "/a%2Fb",
+            "/orders/%61dmin",
+            "/public/..;/orders",
             "/a\\b",
             "//orders",
             "/a//b",

@@ -16,7 +16,7 @@ pub use authn::{AuthError, Authn};
 pub use core::Core;
 pub use keys::{AccessKeyError, AccessKeys, KeyPage, KeyWithSecret, NewKey, UPDATABLE};
 pub use list::KeyQuery;
-pub use mesh::{HttpAsk, Matched, Mesh, MeshError};
+pub use mesh::{HttpAsk, Matched, Mesh, MeshError, under_prefix};
 pub use subjects::{SubjectError, Subjects};
 pub use tokens::{MintPlan, Minted, TokenError, Tokens};
 pub use upstreams::{

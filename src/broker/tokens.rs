@@ -73,7 +73,7 @@ impl Tokens {
         audience: &str,
         now: i64,
     ) -> Result<MintPlan, Error> {
-        let mut request: MintRequest = validate::mint_request(
+        let request: MintRequest = validate::mint_request(
             project_ids,
             permissions,
             expires_in_hours,
@@ -82,6 +82,19 @@ impl Tokens {
             &self.core.model,
         )
         .map_err(Error::Invalid)?;
+        self.plan_request(caller, request, audience, now)
+    }
+
+    /// [`Self::plan_mint`] for a request already validated (the Envoy token exchange builds
+    /// one from its route, with a lifetime in whole seconds): the audience check and the
+    /// derivation rule.
+    pub fn plan_request(
+        &self,
+        caller: &Caller,
+        mut request: MintRequest,
+        audience: &str,
+        now: i64,
+    ) -> Result<MintPlan, Error> {
         let audience = if audience.is_empty() {
             self.core.config.audience.clone()
         } else if self.core.audiences.iter().any(|a| a == audience) {
