@@ -97,13 +97,7 @@ impl Guarded for ExchangeMint {
         caller: &Caller,
         now: i64,
     ) -> Result<Described<MintPlan>, Error> {
-        let context =
-            authz::mint_context(broker, &self.0, authz::authenticated_context(caller, now));
-        Ok(Described::new(
-            authz::credential_entity(caller),
-            context,
-            self.0,
-        ))
+        Ok(super::token::mint_described(broker, caller, now, self.0))
     }
 }
 

@@ -40,13 +40,21 @@ impl Guarded for CreateAccessTokenRequest {
             &self.audience,
             now,
         )?;
-        let context = authz::mint_context(broker, &plan, authz::authenticated_context(caller, now));
-        Ok(Described::new(
-            authz::credential_entity(caller),
-            context,
-            plan,
-        ))
+        Ok(mint_described(broker, caller, now, plan))
     }
+}
+
+/// What Cedar sees of a mint, for `CreateAccessToken` and for the Envoy token exchange alike:
+/// the caller's credential as resource, the planned grant, lifetime and audience in the
+/// context.
+pub(super) fn mint_described(
+    broker: &Broker,
+    caller: &Caller,
+    now: i64,
+    plan: MintPlan,
+) -> Described<MintPlan> {
+    let context = authz::mint_context(broker, &plan, authz::authenticated_context(caller, now));
+    Described::new(authz::credential_entity(caller), context, plan)
 }
 
 impl Guarded for IntrospectTokenRequest {
