@@ -1,7 +1,8 @@
 //! The derivation rule on the real core (DESIGN §3.1, issue 9): random callers — access keys
 //! with random grants, expiries and restrictions, and tokens minted from them down random
 //! chains — drive every credential-yielding operation (mint, create key, reset key, update a
-//! key's grant, expiry, roles or inline policy, issue an upstream token) with random requests.
+//! key's grant, expiry, roles or inline policy, issue an upstream token, the Envoy `Check`
+//! token exchange) with random requests.
 //! Whatever a call yields is read back the way a client would obtain it (authenticating with
 //! the new secret or token, the stored key, the vendor's own record) and must reach no further
 //! than the caller in any dimension. The core is called directly, without the auth layer, so
@@ -21,14 +22,19 @@ use common::{
     direct,
     fakes::{FakeBitbucket, FakeConfig, FakeDevelocity, FakeServer},
 };
+use envoy_types::{
+    ext_authz::v3::pb::{Authorization, CheckRequest, HttpResponse},
+    pb::envoy::service::auth::v3::attribute_context::HttpRequest,
+};
 use proptest::{
     prelude::*,
     test_runner::{Config as RunnerConfig, TestCaseError, TestRunner},
 };
 use token_broker::{
+    api::Api,
     authz,
     broker::{Broker, Caller, CredentialKind, MasterKeySource, NewKey},
-    config::{Config, UpstreamSettings},
+    config::{Config, EnvoyRoute, EnvoySettings, UpstreamSettings},
     domain::Projects,
     pb::v1 as pb,
 };
@@ -162,7 +168,7 @@ fn assert_within(got: &Obtained, caller: &Caller) -> Result<(), TestCaseError> {
             CredentialKind::AccessKey => 0,
             CredentialKind::AccessToken => caller.depth + 1,
         };
-        if what == "minted token" {
+        if what == "minted token" || what == "exchanged token" {
             prop_assert_eq!(depth, expected, "{}: depth", what);
         }
         prop_assert!(depth <= MAX_DEPTH, "{what}: depth {depth}");
@@ -195,7 +201,7 @@ fn case() -> impl Strategy<Value = Case> {
     (
         (1u8..16, 1u8..8, 0u8..16, 1u8..8, 0u8..5, 0u8..4),
         proptest::collection::vec((0u8..16, 0u8..8, 0u8..5), 0..4),
-        (0u8..6, 0u8..16, 0u8..8, 0u8..5, 0u8..5, 0u8..32),
+        (0u8..7, 0u8..16, 0u8..8, 0u8..5, 0u8..5, 0u8..32),
         any::<bool>(),
     )
         .prop_map(|(k, chain, r, fit)| Case {
@@ -227,12 +233,37 @@ struct World {
 /// Bitbucket Server account reaching only `a` (its tokens cannot be limited: they reach `a`).
 const UPSTREAMS: [(&str, &[&str]); 3] = [("dv", &[]), ("dv-ab", &["a", "b"]), ("bb-a", &["a"])];
 
+/// Envoy routes that exchange the caller's token for one of audience `svc`: (host,
+/// permission, project).
+const ROUTES: [(&str, &str, Option<&str>); 3] = [
+    ("read.mesh", "read", None),
+    ("write-a.mesh", "write", Some("a")),
+    ("admin-b.mesh", "admin", Some("b")),
+];
+
+/// The service's audience the routes exchange to.
+const SERVICE: &str = "svc";
+
 async fn world(dir: &Path) -> World {
     let vendor = FakeDevelocity::start(FakeConfig::default()).await;
     let config = Config {
         data_dir: dir.to_owned(),
         policies: Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
         max_delegation_depth: MAX_DEPTH,
+        audiences: vec![SERVICE.to_owned()],
+        envoy: EnvoySettings {
+            routes: ROUTES
+                .iter()
+                .map(|(host, permission, project)| EnvoyRoute {
+                    host: (*host).to_owned(),
+                    path_prefix: "/".to_owned(),
+                    permission: (*permission).to_owned(),
+                    project: project.map(str::to_owned),
+                    audience: Some(SERVICE.to_owned()),
+                })
+                .collect(),
+            ..EnvoySettings::default()
+        },
         upstreams: UpstreamSettings {
             allow_insecure_http: true,
             allow_private_addresses: true,
@@ -285,9 +316,11 @@ async fn world(dir: &Path) -> World {
     }
 }
 
-/// Builds the caller of a case; `None` when the random setup itself is refused (a key wider
-/// than its subject, a chain that cannot go on), which says nothing about the property.
-async fn caller_of(w: &World, n: usize, c: &Case) -> Option<(Caller, String)> {
+/// Builds the caller of a case, with its root key's id and the bearer it presents (the key's
+/// secret or the last token of the chain); `None` when the random setup itself is refused (a
+/// key wider than its subject, a chain that cannot go on), which says nothing about the
+/// property.
+async fn caller_of(w: &World, n: usize, c: &Case) -> Option<(Caller, String, String)> {
     let b = &w.broker;
     let now = b.now();
     let subject = format!("s{n}");
@@ -333,6 +366,7 @@ async fn caller_of(w: &World, n: usize, c: &Case) -> Option<(Caller, String)> {
     .await
     .ok()?;
     let mut caller = b.authn.authenticate(key.secret.expose(), now).ok()?;
+    let mut bearer = key.secret.expose().to_owned();
     let mut bound = if key_projects == 0 {
         c.subject_projects
     } else {
@@ -347,12 +381,20 @@ async fn caller_of(w: &World, n: usize, c: &Case) -> Option<(Caller, String)> {
             .await
             .ok()?;
         caller = b.authn.authenticate(&minted.token, now).ok()?;
+        bearer = minted.token;
     }
-    Some((caller, key.record.id))
+    Some((caller, key.record.id, bearer))
 }
 
 /// Runs the case's operation; `Some` is what the caller obtained when the call succeeded.
-async fn run(w: &World, n: usize, c: &Case, caller: &Caller, root: &str) -> Option<Obtained> {
+async fn run(
+    w: &World,
+    n: usize,
+    c: &Case,
+    caller: &Caller,
+    root: &str,
+    bearer: &str,
+) -> Option<Obtained> {
     let b = &w.broker;
     let now = b.now();
     let mut req_projects = projects(c.req_projects);
@@ -504,7 +546,7 @@ async fn run(w: &World, n: usize, c: &Case, caller: &Caller, root: &str) -> Opti
                 depth: None,
             })
         }
-        _ => {
+        5 => {
             let (upstream, _) = UPSTREAMS[n % UPSTREAMS.len()];
             if c.fit && upstream.starts_with("bb") {
                 // A token that cannot be limited fits only when it asks for the upstream's
@@ -526,7 +568,65 @@ async fn run(w: &World, n: usize, c: &Case, caller: &Caller, root: &str) -> Opti
                 depth: None,
             })
         }
+        _ => {
+            // Envoy sends an access token: a key caller first mints one inheriting all it holds.
+            let token = match caller.kind {
+                CredentialKind::AccessToken => bearer.to_owned(),
+                CredentialKind::AccessKey => {
+                    direct::mint(b, caller, &[], &[], None).await.ok()?.token
+                }
+            };
+            exchange(w, n, caller, &token).await
+        }
     }
+}
+
+/// Sends `token` through `Check` on one of the exchanging routes, as Envoy would, and reads
+/// back the exchanged token the service would receive.
+async fn exchange(w: &World, n: usize, caller: &Caller, token: &str) -> Option<Obtained> {
+    let b = &w.broker;
+    let (host, _, _) = ROUTES[n % ROUTES.len()];
+    let mut http = HttpRequest {
+        method: "GET".to_owned(),
+        host: host.to_owned(),
+        path: "/x".to_owned(),
+        ..HttpRequest::default()
+    };
+    http.headers
+        .insert("authorization".to_owned(), format!("Bearer {token}"));
+    let mut request = CheckRequest::default();
+    request
+        .attributes
+        .get_or_insert_default()
+        .request
+        .get_or_insert_default()
+        .http = Some(http);
+    let answer = Api::new(Arc::clone(b))
+        .check(tonic::Request::new(request))
+        .await
+        .ok()?
+        .into_inner();
+    let Some(HttpResponse::OkResponse(ok)) = answer.http_response else {
+        return None;
+    };
+    let exchanged = ok
+        .headers
+        .iter()
+        .filter_map(|h| h.header.as_ref())
+        .find(|h| h.key == "authorization")
+        .and_then(|h| h.value.strip_prefix("Bearer "))
+        .expect("an allowed exchanging route sets the exchanged token")
+        .to_owned();
+    let got = b
+        .authn
+        .authenticate_mesh(&exchanged, Some(SERVICE), b.now())
+        .unwrap();
+    let mut obtained = Obtained::of_caller("exchanged token", &got);
+    if caller.kind == CredentialKind::AccessKey {
+        // Two steps below a key: the inherited token (depth 0), then the exchange (depth 1).
+        obtained.what = "exchanged token via a key";
+    }
+    Some(obtained)
 }
 
 #[test]
@@ -544,16 +644,16 @@ fn no_call_yields_a_credential_wider_than_its_caller() {
         ..RunnerConfig::default()
     });
     let counter = std::sync::atomic::AtomicUsize::new(0);
-    let yielded: [std::sync::atomic::AtomicUsize; 6] = Default::default();
+    let yielded: [std::sync::atomic::AtomicUsize; 7] = Default::default();
     let from_upstream: [std::sync::atomic::AtomicUsize; UPSTREAMS.len()] = Default::default();
     runner
         .run(&case(), |c| {
             let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             rt.block_on(async {
-                let Some((caller, root)) = caller_of(&w, n, &c).await else {
+                let Some((caller, root, bearer)) = caller_of(&w, n, &c).await else {
                     return Ok(());
                 };
-                if let Some(got) = run(&w, n, &c, &caller, &root).await {
+                if let Some(got) = run(&w, n, &c, &caller, &root, &bearer).await {
                     yielded[usize::from(c.op)].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     if let Some(i) = UPSTREAMS.iter().position(|(name, _)| *name == got.what) {
                         from_upstream[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -567,7 +667,7 @@ fn no_call_yields_a_credential_wider_than_its_caller() {
     // The property must have been exercised, not vacuously true: every operation yielded.
     let yielded = yielded.map(std::sync::atomic::AtomicUsize::into_inner);
     eprintln!(
-        "credentials yielded by mint, create key, reset own key, reset sibling, update, issue upstream: {yielded:?}"
+        "credentials yielded by mint, create key, reset own key, reset sibling, update, issue upstream, exchange: {yielded:?}"
     );
     assert!(yielded.iter().all(|n| *n > 0), "{yielded:?}");
     let from_upstream = from_upstream.map(std::sync::atomic::AtomicUsize::into_inner);
