@@ -86,18 +86,7 @@ async fn issue(b: &Broker, admin: &str, name: &str) -> Result<String, tonic::Sta
 }
 
 async fn status(b: &Broker, admin: &str, name: &str) -> i32 {
-    b.upstreams()
-        .await
-        .get_upstream(authed(
-            pb::GetUpstreamRequest {
-                name: name.to_owned(),
-            },
-            admin,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .status
+    get_upstream(b, admin, name).await.status
 }
 
 /// The one request a password check sends.

@@ -104,18 +104,7 @@ async fn until_revoked_at_vendor(fake: &FakeServer, token: &str, what: &str) {
 
 /// The number of open leases of `ld`, as GetUpstream reports it.
 async fn open_leases(b: &Broker, admin: &str) -> u32 {
-    b.upstreams()
-        .await
-        .get_upstream(authed(
-            pb::GetUpstreamRequest {
-                name: "ld".to_owned(),
-            },
-            admin,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .live_leases
+    get_upstream(b, admin, "ld").await.live_leases
 }
 
 #[tokio::test]

@@ -591,13 +591,7 @@ async fn credentials_and_vendor_tokens_never_stored_or_logged_in_clear() {
     )
     .await
     .unwrap();
-    let got = b
-        .upstreams()
-        .await
-        .get_upstream(authed(pb::GetUpstreamRequest { name: "bb".into() }, &admin))
-        .await
-        .unwrap()
-        .into_inner();
+    let got = get_upstream(&b, &admin, "bb").await;
     assert_eq!(got.token_type, "password");
     let ld = issue(&b, &admin, "ld", &["alpha"], &["read"], None)
         .await
@@ -911,23 +905,7 @@ async fn statuses_follow_the_credential() {
                 .into_inner()
         }
     };
-    let get = || {
-        let b = &b;
-        let admin = admin.clone();
-        async move {
-            b.upstreams()
-                .await
-                .get_upstream(authed(
-                    pb::GetUpstreamRequest {
-                        name: "ld".to_owned(),
-                    },
-                    &admin,
-                ))
-                .await
-                .unwrap()
-                .into_inner()
-        }
-    };
+    let get = || get_upstream(&b, &admin, "ld");
 
     let created = b
         .upstreams()
@@ -1021,24 +999,7 @@ async fn credentials_are_rechecked_every_period() {
     )
     .await
     .unwrap();
-    let status = || {
-        let b = &b;
-        let admin = admin.clone();
-        async move {
-            b.upstreams()
-                .await
-                .get_upstream(authed(
-                    pb::GetUpstreamRequest {
-                        name: "ld".to_owned(),
-                    },
-                    &admin,
-                ))
-                .await
-                .unwrap()
-                .into_inner()
-                .status
-        }
-    };
+    let status = async || get_upstream(&b, &admin, "ld").await.status;
     let addr = fake.addr();
     fake.stop().await;
     let rotated = FakeConfig {
@@ -1097,18 +1058,7 @@ fn lease_id_of(err: &tonic::Status) -> String {
 
 /// The upstream's open leases, as GetUpstream counts them.
 async fn live_leases(b: &Broker, admin: &str, name: &str) -> u32 {
-    b.upstreams()
-        .await
-        .get_upstream(authed(
-            pb::GetUpstreamRequest {
-                name: name.to_owned(),
-            },
-            admin,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .live_leases
+    get_upstream(b, admin, name).await.live_leases
 }
 
 /// An issue call whose answer is lost after the vendor minted: the caller is told UNAVAILABLE

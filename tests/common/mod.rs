@@ -466,6 +466,21 @@ pub async fn update_access_key(
         .map(tonic::Response::into_inner)
 }
 
+/// `GetUpstream` of `name`, which must exist.
+pub async fn get_upstream(b: &Broker, credential: &str, name: &str) -> pb::Upstream {
+    b.upstreams()
+        .await
+        .get_upstream(authed(
+            pb::GetUpstreamRequest {
+                name: name.to_owned(),
+            },
+            credential,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 /// `CreateUpstream` with the options every fake vendor takes (`user_slug`, `user_id`),
 /// reaching every project.
 pub async fn create_upstream_at(
