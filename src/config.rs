@@ -174,6 +174,13 @@ pub struct EnvoyRoute {
     pub audience: Option<String>,
 }
 
+impl EnvoyRoute {
+    /// The host it covers, without the `:port` the config may carry.
+    pub fn host_name(&self) -> &str {
+        self.host.split(':').next().unwrap_or("")
+    }
+}
+
 /// The `[upstreams]` table: what destinations a vendor `base_url` may name, and how long a
 /// vendor call may take.
 #[derive(Clone, Debug, Deserialize)]
@@ -491,7 +498,7 @@ impl Config {
                     ),
                 })
             };
-            let host = route.host.split(':').next().unwrap_or("");
+            let host = route.host_name();
             if host.is_empty()
                 || !host
                     .bytes()
@@ -517,12 +524,7 @@ impl Config {
             // First match wins: a route an earlier one covers entirely would never apply, so
             // its (maybe stricter) requirement would silently not hold.
             if let Some(j) = envoy.routes[..i].iter().position(|earlier| {
-                earlier
-                    .host
-                    .split(':')
-                    .next()
-                    .unwrap_or("")
-                    .eq_ignore_ascii_case(host)
+                earlier.host_name().eq_ignore_ascii_case(host)
                     && crate::broker::under_prefix(prefix, &earlier.path_prefix)
             }) {
                 return refuse(format!(

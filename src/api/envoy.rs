@@ -18,7 +18,7 @@ use tonic::{Request, Response, Status};
 use super::{Api, auth::Routine, status};
 use crate::{
     authz::{self, Described, Guarded, Route},
-    broker::{Broker, Caller, HttpAsk, MintPlan, TokenError},
+    broker::{Broker, Caller, HttpAsk, Matched, MintPlan, TokenError},
     error::Error,
     policy::{EntityDesc, EntityKind, Record},
 };
@@ -28,12 +28,12 @@ const CHALLENGE: &str = r#"Bearer realm="token-broker", error="invalid_token""#;
 
 /// A sidecar's request once its route is known: what Cedar is asked about.
 #[derive(Debug)]
-pub struct MeshRequest {
+pub struct MeshRequest<'a> {
     ask: HttpAsk,
-    route: usize,
+    matched: Matched<'a>,
 }
 
-impl Guarded for MeshRequest {
+impl Guarded for MeshRequest<'_> {
     const ROUTE: Route = Route::new("/envoy.service.auth.v3.Authorization/Check", "HttpRequest")
         .credential_in_message();
     /// The exchanged token's mint, on a route with an `audience`.
@@ -48,7 +48,7 @@ impl Guarded for MeshRequest {
         caller: &Caller,
         now: i64,
     ) -> Result<Described<Self::Plan>, Error> {
-        let matched = broker.mesh.route_at(self.route)?;
+        let matched = self.matched;
         let plan = broker
             .mesh
             .plan_exchange(&broker.tokens, caller, &matched, now)?;
@@ -57,15 +57,7 @@ impl Guarded for MeshRequest {
             kind: EntityKind::Route,
             id: (matched.index + 1).to_string(),
             attrs: Record::new()
-                .with(
-                    "host",
-                    route
-                        .host
-                        .split(':')
-                        .next()
-                        .unwrap_or("")
-                        .to_ascii_lowercase(),
-                )
+                .with("host", route.host_name().to_ascii_lowercase())
                 .with("path_prefix", route.path_prefix.as_str())
                 .with("permission", route.permission.as_str()),
         };
@@ -202,14 +194,8 @@ impl Api {
             Ok(token) => token,
             Err(reason) => return Ok(unauthenticated(reason)),
         };
-        let caller = match broker.authn.authenticate_mesh(token, audience, now) {
-            Ok(caller) => caller,
-            Err(Error::Auth(e)) => return Ok(unauthenticated(&e.to_string())),
-            Err(e) => return Err(status::to_status(e)),
-        };
-        tracing::Span::current().record("subject", caller.subject.id.as_str());
-        // A credential that died meanwhile is a 401 like any other; the other refusals of
-        // the request are 403s; a failure of the broker is a gRPC error.
+        // A credential refused, now or while it minted, is a 401; the other refusals of the
+        // request are 403s; a failure of the broker is a gRPC error.
         let refuse = |e: Error| match e {
             Error::Auth(e) => Ok(unauthenticated(&e.to_string())),
             Error::Token(TokenError::ParentChanged(reason)) => Ok(unauthenticated(&reason)),
@@ -218,15 +204,16 @@ impl Api {
                 None => Err(status::to_status(e)),
             },
         };
-        let (index, exchanging) = match matched.and_then(|m| {
-            broker
-                .mesh
-                .check_route(&caller, &m)
-                .map(|()| (m.index, m.route.audience.is_some()))
-        }) {
-            Ok(found) => found,
+        let caller = match broker.authn.authenticate_mesh(token, audience, now) {
+            Ok(caller) => caller,
             Err(e) => return refuse(e),
         };
+        tracing::Span::current().record("subject", caller.subject.id.as_str());
+        let matched = match matched.and_then(|m| broker.mesh.check_route(&caller, &m).map(|()| m)) {
+            Ok(matched) => matched,
+            Err(e) => return refuse(e),
+        };
+        let (index, exchanging) = (matched.index, matched.route.audience.is_some());
         // Only an exchange needs the caller again, for its mint's own authorization.
         let minter = exchanging.then(|| caller.clone());
         let subject = caller.subject.id.clone();
@@ -238,7 +225,7 @@ impl Api {
             .cloned()
             .collect::<Vec<_>>()
             .join(",");
-        let authorized = match authz::authorize(broker, caller, MeshRequest { ask, route: index }) {
+        let authorized = match authz::authorize(broker, caller, MeshRequest { ask, matched }) {
             Ok(authorized) => authorized,
             Err(e) => return refuse(e),
         };

@@ -50,7 +50,7 @@ pub const ROUTES: [Route; 22] = [
     <pb::DeleteUpstreamRequest as Guarded>::ROUTE,
     <pb::IssueUpstreamTokenRequest as Guarded>::ROUTE,
     <pb::RevokeUpstreamTokenRequest as Guarded>::ROUTE,
-    <envoy::MeshRequest as Guarded>::ROUTE,
+    <envoy::MeshRequest<'static> as Guarded>::ROUTE,
 ];
 
 /// The route of a `/package.Service/Method` path, if the broker serves it.

@@ -153,11 +153,7 @@ impl Mesh {
             .iter()
             .enumerate()
             .find(|(_, r)| {
-                r.host
-                    .split(':')
-                    .next()
-                    .unwrap_or("")
-                    .eq_ignore_ascii_case(&ask.host)
+                r.host_name().eq_ignore_ascii_case(&ask.host)
                     && under_prefix(&ask.path, &r.path_prefix)
             })
             .map(|(index, route)| Matched { index, route })
@@ -171,23 +167,15 @@ impl Mesh {
             })
     }
 
-    /// The route at `index` (as [`Self::route_for`] found it).
-    pub fn route_at(&self, index: usize) -> Result<Matched<'_>, Error> {
-        self.core
-            .config
-            .envoy
-            .routes
-            .get(index)
-            .map(|route| Matched { index, route })
-            .ok_or_else(|| Error::Internal(format!("no envoy route at index {index}")))
-    }
-
     /// Refuses a caller whose token lacks the route's permission (after implication) or
     /// project, naming what is missing.
     pub fn check_route(&self, caller: &Caller, matched: &Matched<'_>) -> Result<(), Error> {
         let route = matched.route;
-        let held = self.core.model.expand(caller.grant.permissions.iter());
-        if !held.contains(&route.permission) {
+        if !self
+            .core
+            .model
+            .holds(&caller.grant.permissions, &route.permission)
+        {
             return Err(MeshError::Lacks(format!(
                 "the token lacks permission `{}`, which route {} (`{}{}`) needs",
                 route.permission,

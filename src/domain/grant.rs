@@ -113,6 +113,18 @@ impl PermissionModel {
         self.closure.keys()
     }
 
+    /// Whether `granted` holds `wanted` once implication is applied; unlike [`Self::expand`]
+    /// it allocates nothing, for checks made on every request.
+    pub fn holds<'a>(&self, granted: impl IntoIterator<Item = &'a String>, wanted: &str) -> bool {
+        granted.into_iter().any(|p| {
+            p == wanted
+                || self
+                    .closure
+                    .get(p)
+                    .is_some_and(|implied| implied.contains(wanted))
+        })
+    }
+
     /// The permissions `granted` holds once implication is applied.
     pub fn expand<'a>(&self, granted: impl IntoIterator<Item = &'a String>) -> BTreeSet<String> {
         // Distinct names by reference first, so each is copied once (an admin's closure

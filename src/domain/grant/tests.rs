@@ -199,3 +199,22 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn holds_applies_implication_like_expand() {
+    let m = model();
+    for (granted, wanted) in [
+        (&["admin"][..], "read"),
+        (&["write"][..], "read"),
+        (&["read"][..], "write"),
+        (&["read", "write"][..], "admin"),
+        (&[][..], "read"),
+    ] {
+        let granted: Vec<String> = granted.iter().map(|s| (*s).to_owned()).collect();
+        assert_eq!(
+            m.holds(&granted, wanted),
+            m.expand(&granted).contains(wanted),
+            "{granted:?} holds {wanted}"
+        );
+    }
+}
