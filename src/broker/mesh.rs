@@ -61,9 +61,13 @@ impl HttpAsk {
                 "the path holds a percent-encoding, a backslash or a `;` (normalize paths in Envoy)",
             );
         }
-        if path[1..].split('/').enumerate().any(|(i, seg)| {
-            seg == "." || seg == ".." || (seg.is_empty() && i + 1 < path[1..].split('/').count())
-        }) {
+        // A trailing `/` (an empty last segment) is the directory itself, not a gap.
+        let inner = path[1..].strip_suffix('/').unwrap_or(&path[1..]);
+        if !inner.is_empty()
+            && inner
+                .split('/')
+                .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+        {
             return Some("the path holds a `.`, `..` or empty segment");
         }
         None
